@@ -1,0 +1,65 @@
+"""Settings: one object, from flags and ``MODELAPI_*`` environment variables.
+
+Every field is documented in ``modelapi serve --help`` and the README. Units are in the names
+(``_s`` seconds, ``_bytes`` bytes, ``_usd`` US dollars).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import platformdirs
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_PRICES_USD: dict[str, float] = {
+    "bytedance/seedream-4-0/sequential": 0.03,
+    "bytedance/seedream-4-0/edit-sequential": 0.03,
+    "bytedance/dreamina-4-0/edit": 0.03,
+}
+"""Price per billed unit (one image) by model id, in USD. Seedream bills
+sequential_image_generation_options; dreamina bills the images produced."""
+
+
+def default_data_dir() -> Path:
+    """``$MODELAPI_DATA_DIR``, else the platform's user data dir (e.g. ``~/.local/share/modelapi``)."""
+    env = os.environ.get("MODELAPI_DATA_DIR")
+    return Path(env) if env else Path(platformdirs.user_data_dir("modelapi", appauthor=False))
+
+
+class Settings(BaseSettings):
+    """Server settings. Each field can be set as ``MODELAPI_<FIELD>`` or as a ``serve`` flag."""
+
+    model_config = SettingsConfigDict(env_prefix="MODELAPI_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=default_data_dir, description="Where the database, outputs, uploads and keys live.")
+    database_url: str | None = Field(None, description="SQLAlchemy URL of the database; default sqlite:///<data_dir>/modelapi.sqlite3.")
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(8000, description="Port to listen on.")
+    public_url: str | None = Field(None, description="Base of the absolute URLs the server returns; default http://127.0.0.1:<port>.")
+    allow_private_urls: bool = Field(False, description="Let input URLs point at private/loopback addresses (tests only; unsafe).")
+    url_ttl_s: int = Field(86_400, description="Lifetime of signed output URLs, seconds.")
+    max_body_bytes: int = Field(64 * 1024 * 1024, description="Largest request body accepted (413 above), bytes.")
+    max_queued_per_key: int = Field(100, description="Most requests one key may have in_queue at once (429 above).")
+    worker_concurrency: int = Field(1, description="Jobs run at once by this process's worker (one model per GPU).")
+    run_worker: bool = Field(True, description="Run a worker thread inside `serve` (False: API only).")
+    engine: str = Field("flux2", description="'flux2', or 'module:factory' returning an engine (tests).")
+    model: str | None = Field(None, description="Hub id or local folder of the weights; default: FLUX.2-klein-4B if present locally, else a tiny random-weight pipeline.")
+    device: str = Field("auto", description="'auto' (cuda, then mps, then cpu), or a torch device.")
+    shutdown_grace_s: float = Field(30.0, description="On SIGTERM, how long the running job may finish before it is handed back to the queue, seconds.")
+    max_attempts: int = Field(2, description="Runs of one request before a crash-interrupted request is marked failed.")
+    fetch_timeout_s: float = Field(30.0, description="Total time to fetch one input URL, seconds.")
+    max_input_bytes: int = Field(50 * 1024 * 1024, description="Largest input image fetched or uploaded, bytes.")
+    max_input_pixels: int = Field(40_000_000, description="Largest input image decoded (width*height); above it is a decompression bomb.")
+    prices_usd: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_PRICES_USD), description="Price per billed unit by model id, USD (JSON).")
+    queue_poll_interval_s: float = Field(0.02, description="How often the worker looks for queued jobs, seconds.")
+    log_level: str = Field("INFO", description="Log level.")
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'modelapi.sqlite3'}"
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://127.0.0.1:{self.port}").rstrip("/")

@@ -1,0 +1,78 @@
+"""The engine interface: what the jobs layer hands a generation engine, and what it gets back.
+
+The engine never sees HTTP, keys or the database. The worker turns a validated request into a
+:class:`GenerationSpec` (see :mod:`modelapi.engine.params`), then calls ``engine.generate``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+from PIL import Image
+
+ProgressCallback = Callable[[float], None]
+"""Called with the fraction done, 0.0-1.0, after each denoising step."""
+
+StopCheck = Callable[[], bool]
+"""Returns True when the engine must stop between steps (raise ``GenerationStopped``)."""
+
+
+@dataclass
+class GenerationSpec:
+    """One request, planned and ready for an engine.
+
+    Attributes:
+        model_id (`str`): e.g. ``"bytedance/seedream-4-0/sequential"``.
+        prompts (`list[str]`): one prompt per output image; ``len(prompts)`` images are made.
+        width, height (`int`, px, multiples of 16): the output size actually generated.
+        requested_size (`tuple[int, int]`): the size the request asked for, before rounding.
+        seed (`int`): the request's seed; image ``i`` uses ``seed + i`` for its generator.
+        references (`list[PIL.Image.Image]`): the user's reference images (RGB), maybe empty.
+        scale (`float | None`): dreamina's text influence, 0..1 (None for seedream).
+        guidance_scale (`float | None`): None = the engine's per-family default.
+        num_inference_steps (`int | None`): None = the engine's per-family default.
+        plan (`dict`): the series plan (count, per-image prompts, how the count was found).
+    """
+
+    model_id: str
+    prompts: list[str]
+    width: int
+    height: int
+    requested_size: tuple[int, int]
+    seed: int
+    references: list[Image.Image] = field(default_factory=list)
+    scale: float | None = None
+    guidance_scale: float | None = None
+    num_inference_steps: int | None = None
+    plan: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def count(self) -> int:
+        return len(self.prompts)
+
+
+class Engine(Protocol):
+    """A loaded generation engine, kept warm for the life of a worker.
+
+    ``info`` is put in /v1/models and in each result's metadata; it must hold at least
+    ``{"engine": str, "weights": str, "random_weights": bool, "device": str}``.
+    """
+
+    info: dict[str, Any]
+
+    def generate(
+        self, spec: GenerationSpec, progress: ProgressCallback, should_stop: StopCheck
+    ) -> list[Image.Image]:
+        """Make ``spec.count`` images of ``spec.width`` x ``spec.height``.
+
+        Raises:
+            GenerationStopped: ``should_stop()`` turned True between steps.
+            EngineError: the engine could not run.
+        """
+        ...
+
+    def rewrite_prompts(self, prompts: list[str], instruction: str) -> list[str]:
+        """Rewrite per-image prompts with the engine's own language model
+        (optimize_prompt_options="standard"). Engines without one return ``prompts`` unchanged."""
+        ...

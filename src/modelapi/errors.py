@@ -1,0 +1,127 @@
+"""Exceptions raised by modelapi, server and SDK alike.
+
+Tree::
+
+    ModelAPIError
+    ├── APIStatusError(status_code, error_code, error_message, detail, request_id)
+    │   ├── AuthenticationError       401 / 401001
+    │   ├── PermissionDeniedError     403 / 403001
+    │   ├── NotFoundError             404 / 404001
+    │   ├── ValidationError           422 / 422001 (``detail``: list of {"loc", "msg", "type"})
+    │   └── RateLimitError            429 / 429001 (``retry_after_s``)
+    ├── RequestFailed                 the job itself failed (``error`` = {"code", "message"})
+    ├── RequestCancelled              the job was cancelled before it ran
+    ├── RequestTimeout                a client-side deadline passed (also a ``TimeoutError``)
+    ├── InputError                    an input was refused before anything was sent or run
+    └── EngineError                   the generation engine could not load or run
+        └── GenerationStopped         a stop was requested between denoising steps
+
+Wire error codes (API.md "Errors") are ``status_code * 1000 + 1``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ModelAPIError(Exception):
+    """Base class of every error modelapi raises."""
+
+
+class APIStatusError(ModelAPIError):
+    """The server answered with an error body ``{"error_code", "error_message", "detail"}``.
+
+    Attributes:
+        status_code (`int`): HTTP status.
+        error_code (`int`): the body's error_code (e.g. 422001).
+        error_message (`str`): the body's error_message.
+        detail: the body's detail (a list of ``{"loc", "msg", "type"}`` for 422).
+        request_id (`str | None`): the request the call was about, when known.
+    """
+
+    def __init__(
+        self,
+        status_code: int,
+        error_code: int,
+        error_message: str,
+        detail: Any = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(f"HTTP {status_code} ({error_code}): {error_message}")
+        self.status_code = status_code
+        self.error_code = error_code
+        self.error_message = error_message
+        self.detail = detail
+        self.request_id = request_id
+
+
+class AuthenticationError(APIStatusError):
+    """401: missing, unknown or revoked API key."""
+
+
+class PermissionDeniedError(APIStatusError):
+    """403: the key lacks permission."""
+
+
+class NotFoundError(APIStatusError):
+    """404: unknown model, or unknown / expired / another key's request_id."""
+
+
+class ValidationError(APIStatusError):
+    """422: the input fails the model's schema; ``detail`` lists each problem."""
+
+
+class RateLimitError(APIStatusError):
+    """429: rate limit or per-key queue cap. ``retry_after_s`` is the Retry-After header (s)."""
+
+    def __init__(self, *args: Any, retry_after_s: float | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.retry_after_s = retry_after_s
+
+
+class RequestFailed(ModelAPIError):
+    """The request ran and failed. ``error`` is the result's ``{"code", "message"}``."""
+
+    def __init__(self, request_id: str, error: dict[str, Any]) -> None:
+        super().__init__(f"request {request_id} failed: {error.get('message')}")
+        self.request_id = request_id
+        self.error = error
+
+
+class RequestCancelled(ModelAPIError):
+    """The request was cancelled before it ran."""
+
+    def __init__(self, request_id: str) -> None:
+        super().__init__(f"request {request_id} was cancelled")
+        self.request_id = request_id
+
+
+class RequestTimeout(ModelAPIError, TimeoutError):
+    """A client-side deadline passed before the request finished."""
+
+
+class InputError(ModelAPIError):
+    """An input was refused (bad local file, unreachable or hostile URL, bad image).
+
+    Attributes:
+        loc (`list`): where the problem is, e.g. ``["body", "images", 2]``.
+        msg (`str`): the rule that failed, in the schema's own words where it has them.
+        type (`str`): a short machine-readable kind, e.g. ``"url_forbidden"``.
+    """
+
+    def __init__(self, msg: str, loc: list[Any] | None = None, type: str = "value_error") -> None:
+        super().__init__(msg)
+        self.msg = msg
+        self.loc = list(loc or [])
+        self.type = type
+
+    def to_detail(self) -> dict[str, Any]:
+        return {"loc": self.loc, "msg": self.msg, "type": self.type}
+
+
+class EngineError(ModelAPIError):
+    """The generation engine could not load its weights or run a request."""
+
+
+class GenerationStopped(EngineError):
+    """A stop was requested between denoising steps (graceful shutdown)."""
