@@ -1,0 +1,30 @@
+"""Generation engines. :func:`load_engine` picks one from the settings."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..config import Settings
+    from .base import Engine
+
+
+def load_engine(settings: "Settings") -> "Engine":
+    """The engine named by ``settings.engine``: ``"flux2"`` (diffusers FLUX.2, weights from
+    ``settings.model`` or the default resolution), or ``"module:factory"`` — a callable taking
+    the settings and returning an engine (used by tests).
+
+    Raises:
+        EngineError: the weights could not be found or loaded (with what to do about it).
+    """
+    if settings.engine == "flux2":
+        from .flux2 import Flux2Engine, resolve_default_model
+
+        model = settings.model
+        if model is None:
+            model, _ = resolve_default_model(settings.data_dir)
+        return Flux2Engine(model, device=settings.device)
+    module_name, _, attr = settings.engine.partition(":")
+    factory = getattr(importlib.import_module(module_name), attr)
+    return factory(settings)

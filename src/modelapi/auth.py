@@ -1,0 +1,101 @@
+"""API keys: created once and printed once, stored as SHA-256 hashes, prefixed ``mapi_``.
+
+A key sees only its own requests; a revoked key is refused (401).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from . import db
+
+KEY_PREFIX = "mapi_"
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """A stored key (never the secret itself). ``prefix`` is the first characters, for display."""
+
+    id: str
+    name: str
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+def hash_key(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def create_key(engine: sa.Engine, name: str = "default") -> tuple[ApiKey, str]:
+    """Create a key. Returns (the stored record, the secret) — the secret is shown only now."""
+    secret = KEY_PREFIX + secrets.token_urlsafe(32)
+    row = {
+        "id": "key_" + secrets.token_hex(8),
+        "name": name,
+        "prefix": secret[:12],
+        "key_hash": hash_key(secret),
+        "created_at": db.utcnow(),
+        "revoked_at": None,
+    }
+    with engine.begin() as conn:
+        conn.execute(db.api_keys.insert().values(**row))
+    return _record(row), secret
+
+
+def list_keys(engine: sa.Engine) -> list[ApiKey]:
+    with engine.connect() as conn:
+        rows = conn.execute(db.api_keys.select().order_by(db.api_keys.c.created_at)).mappings()
+        return [_record(r) for r in rows]
+
+
+def revoke_key(engine: sa.Engine, key_id_or_prefix: str) -> bool:
+    """Revoke by id (``key_...``) or by the displayed prefix. Returns False when none matched."""
+    c = db.api_keys.c
+    with engine.begin() as conn:
+        result = conn.execute(
+            db.api_keys.update()
+            .where(sa.or_(c.id == key_id_or_prefix, c.prefix == key_id_or_prefix))
+            .where(c.revoked_at.is_(None))
+            .values(revoked_at=db.utcnow())
+        )
+    return result.rowcount > 0
+
+
+def authenticate(engine: sa.Engine, secret: str | None) -> ApiKey | None:
+    """The live key matching ``secret``, or None (missing, unknown or revoked)."""
+    if not secret or not secret.startswith(KEY_PREFIX):
+        return None
+    with engine.connect() as conn:
+        row = conn.execute(
+            db.api_keys.select().where(db.api_keys.c.key_hash == hash_key(secret))
+        ).mappings().first()
+    if row is None or row["revoked_at"] is not None:
+        return None
+    return _record(row)
+
+
+def ensure_initial_key(engine: sa.Engine, data_dir: Path) -> str | None:
+    """On first start with no keys, create one and write it to ``<data_dir>/initial_api_key``
+    (mode 0600). Returns the new secret, or None when keys already exist."""
+    with engine.connect() as conn:
+        if conn.execute(sa.select(sa.func.count()).select_from(db.api_keys)).scalar_one():
+            return None
+    _, secret = create_key(engine, name="initial")
+    path = data_dir / "initial_api_key"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secret + "\n")
+    os.chmod(path, 0o600)
+    return secret
+
+
+def _record(row) -> ApiKey:  # noqa: ANN001
+    return ApiKey(row["id"], row["name"], row["prefix"], db.as_utc(row["created_at"]), db.as_utc(row["revoked_at"]))

@@ -1,0 +1,330 @@
+"""The ``modelapi`` command: server side (serve, keys, usage, model, demo) and client side
+(run, submit, status, result, cancel, models).
+
+Client commands take ``--base-url`` / ``--api-key`` (else ``MODELAPI_BASE_URL`` /
+``MODELAPI_API_KEY``, else the local server's initial key) and print JSON, except ``run``,
+which shows a progress display and prints the saved file paths.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from . import catalog
+from .config import Settings
+from .errors import APIStatusError, ModelAPIError
+
+app = typer.Typer(help="Self-hosted Model API: server, keys, and a client for it.", no_args_is_help=True, add_completion=False)
+keys_app = typer.Typer(help="Manage API keys (stored hashed; a key is printed once).", no_args_is_help=True)
+model_app = typer.Typer(help="Model weights.", no_args_is_help=True)
+models_app = typer.Typer(help="The catalogue of a server.", invoke_without_command=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(model_app, name="model")
+app.add_typer(models_app, name="models")
+console = Console(stderr=True)
+out = Console()
+
+BaseUrl = typer.Option(None, "--base-url", envvar="MODELAPI_BASE_URL", help="Server root; default the local server or the hosted service.")
+ApiKeyOpt = typer.Option(None, "--api-key", envvar="MODELAPI_API_KEY", help="API key (Bearer).")
+
+
+def _client(base_url: str | None, api_key: str | None):  # noqa: ANN202
+    from .client import Client
+
+    return Client(base_url or f"http://127.0.0.1:{Settings().port}" if base_url is None else base_url, api_key)
+
+
+def _print_json(data: Any) -> None:
+    out.print_json(json.dumps(data, default=str))
+
+
+# -- server side ------------------------------------------------------------------------------
+def _serve(**given: Any) -> None:
+    """Run the API server (and its worker) until SIGINT/SIGTERM. Every flag can also be set
+    by its MODELAPI_* environment variable."""
+    from . import logs
+    from .errors import EngineError
+    from .server.run import serve
+
+    values = {k: (json.loads(v) if k == "prices_usd" else v) for k, v in given.items() if v is not None}
+    settings = Settings(**values)
+    logs.setup(settings.log_level)
+    try:
+        serve(settings)
+    except EngineError as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _serve_signature() -> inspect.Signature:
+    """One ``serve`` flag per Settings field, documented from the field."""
+    params = []
+    for name, field in Settings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        help_text = f"{field.description} [env MODELAPI_{name.upper()}]"
+        if field.annotation is bool:
+            option = typer.Option(None, f"{flag}/--no-{flag[2:]}", help=help_text, show_default=False)
+            annotation: Any = Optional[bool]
+        else:
+            option = typer.Option(None, flag, help=help_text, show_default=False, metavar="JSON" if name == "prices_usd" else None)
+            annotation = Optional[str]
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation))
+    return inspect.Signature(params)
+
+
+_serve.__signature__ = _serve_signature()  # type: ignore[attr-defined]
+app.command("serve")(_serve)
+
+
+def _db():  # noqa: ANN202
+    from . import db
+
+    settings = Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return db.connect(settings.db_url)
+
+
+@keys_app.command("create")
+def keys_create(name: str = typer.Option("default", help="A label for the key.")) -> None:
+    """Create a key and print it (once: only its hash is stored)."""
+    from .auth import create_key
+
+    record, secret = create_key(_db(), name)
+    console.print(f"created {record.id} ({record.name}); the key is shown only now:")
+    out.print(secret)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List keys (id, name, prefix, created, revoked)."""
+    from .auth import list_keys
+
+    table = Table("id", "name", "prefix", "created", "revoked")
+    for k in list_keys(_db()):
+        table.add_row(k.id, k.name, k.prefix + "…", f"{k.created_at:%Y-%m-%d %H:%M}", f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "")
+    out.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str = typer.Argument(..., help="The key's id (key_...) or its prefix.")) -> None:
+    """Revoke a key: its requests answer 401 from now on."""
+    from .auth import revoke_key
+
+    if not revoke_key(_db(), key_id):
+        console.print(f"[red]no live key {key_id!r}[/]")
+        raise typer.Exit(1)
+    console.print(f"revoked {key_id}")
+
+
+@app.command()
+def usage() -> None:
+    """Totals per key: requests, completed, billed units and cost (USD)."""
+    from .jobs import JobStore
+
+    table = Table("key", "name", "requests", "completed", "billed units", "cost (USD)")
+    for row in JobStore(_db()).usage():
+        table.add_row(row["id"], row["name"], str(row["requests"]), str(row["completed"]), str(row["billed_units"]), f"{row['cost_usd']:.4f}")
+    out.print(table)
+
+
+@model_app.command("make-tiny")
+def model_make_tiny(path: Path = typer.Argument(..., help="Folder to write the pipeline to.")) -> None:
+    """Build a tiny RANDOM-WEIGHT FLUX.2 [klein] pipeline (noise images; for tests and offline demos)."""
+    from .engine.tiny import make_tiny
+
+    with console.status("building tiny random-weight pipeline"):
+        make_tiny(path)
+    console.print(f"wrote {path} (random weights: its images are noise). Serve it with: modelapi serve --model {path}")
+
+
+@app.command()
+def demo(
+    out_dir: Path = typer.Option(Path("modelapi-demo"), "--out", "-o", help="Where outputs and index.html go."),
+    port: int = typer.Option(0, help="Port for the in-process server (0 = a free one)."),
+) -> None:
+    """Start the server in-process, run the three documented example requests (real photos as
+    inputs), download every output and write index.html."""
+    from .demo import run_demo
+
+    run_demo(out_dir, port=port, console=console)
+
+
+# -- client side ------------------------------------------------------------------------------
+def _fail(exc: ModelAPIError) -> None:
+    if isinstance(exc, APIStatusError) and exc.detail:
+        console.print(f"[bold red]error:[/] {exc}")
+        for d in exc.detail if isinstance(exc.detail, list) else [exc.detail]:
+            console.print(f"  {d.get('loc') if isinstance(d, dict) else ''}: {d.get('msg') if isinstance(d, dict) else d}")
+    else:
+        console.print(f"[bold red]error:[/] {exc}")
+    raise typer.Exit(1)
+
+
+def _parse_value(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def build_input(model: catalog.Model | None, schema: dict[str, Any], text: str | None, images: list[str], sets: list[str]) -> dict[str, Any]:
+    """The request body from ``--text``, ``-i`` and ``--set key=value`` (values parsed as JSON
+    when they parse, else kept as strings)."""
+    from .validation import image_fields
+
+    body: dict[str, Any] = {}
+    props = schema.get("properties", {})
+    if text is not None:
+        body["text" if "text" in props else "prompt"] = text
+    if images:
+        fields = list(image_fields(schema)) or ["images"]
+        body[fields[0]] = list(images)
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"--set takes key=value, got {item!r}")
+        body[key] = _parse_value(value)
+    return body
+
+
+@app.command()
+def run(
+    model_id: str = typer.Argument(..., help="e.g. bytedance/seedream-4-0/sequential"),
+    text: Optional[str] = typer.Option(None, "--text", "--prompt", "-t", help="The prompt."),
+    image: list[str] = typer.Option([], "--image", "-i", help="A reference image: local file or URL (repeat)."),
+    set_: list[str] = typer.Option([], "--set", "-s", help="Another input field, key=value (repeat)."),
+    out_dir: Path = typer.Option(Path("."), "--out", "-o", help="Where to save the images."),
+    timeout_s: float = typer.Option(1800, "--timeout", help="Give up waiting after this many seconds."),
+    base_url: Optional[str] = BaseUrl,
+    api_key: Optional[str] = ApiKeyOpt,
+) -> None:
+    """Submit a request, show its progress, download the images and print their paths."""
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from .client import Completed, InProgress, Queued
+    from .validation import check_input
+
+    try:
+        with _client(base_url, api_key) as client:
+            local = catalog.get(model_id)
+            schema = local.input_schema if local else client.model_schema(model_id)["input_schema"]
+            body = build_input(local, schema, text, image, set_)
+            body_checked, problems = check_input(schema, body)
+            if problems:
+                for p in problems:
+                    console.print(f"[red]invalid input[/] {'.'.join(str(x) for x in p['loc'][1:])}: {p['msg']}")
+                raise typer.Exit(2)
+            body = client.resolve_files(body, schema=schema)
+            with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), console=console) as bar:
+                task = bar.add_task("submitting", total=1.0)
+
+                def on_update(update: Any) -> None:
+                    if isinstance(update, Queued):
+                        bar.update(task, description=f"in queue (position {update.position})")
+                    elif isinstance(update, InProgress):
+                        bar.update(task, description="generating", completed=update.progress or 0.0)
+                    elif isinstance(update, Completed):
+                        bar.update(task, description="completed", completed=1.0)
+
+                result = client.run(model_id, body, timeout_s=timeout_s, on_update=on_update)
+            paths = client.download(result, out_dir)
+            meta = result.get("metadata") or {}
+            if meta.get("random_weights"):
+                console.print("[yellow]note: the server runs RANDOM weights; these images are noise[/]")
+            for p in paths:
+                out.print(str(p))
+    except ModelAPIError as exc:
+        _fail(exc)
+
+
+@app.command()
+def submit(
+    model_id: str = typer.Argument(...),
+    text: Optional[str] = typer.Option(None, "--text", "--prompt", "-t"),
+    image: list[str] = typer.Option([], "--image", "-i"),
+    set_: list[str] = typer.Option([], "--set", "-s"),
+    idempotency_key: Optional[str] = typer.Option(None, "--idempotency-key"),
+    base_url: Optional[str] = BaseUrl,
+    api_key: Optional[str] = ApiKeyOpt,
+) -> None:
+    """Submit a request and print {request_id, status_url, result_url, cancel_url}."""
+    from .validation import check_input
+
+    try:
+        with _client(base_url, api_key) as client:
+            local = catalog.get(model_id)
+            schema = local.input_schema if local else client.model_schema(model_id)["input_schema"]
+            body = build_input(local, schema, text, image, set_)
+            _, problems = check_input(schema, body)
+            if problems:
+                _print_json({"detail": problems})
+                raise typer.Exit(2)
+            handle = client.submit(model_id, client.resolve_files(body, schema=schema), idempotency_key=idempotency_key)
+            _print_json(handle.__dict__)
+    except ModelAPIError as exc:
+        _fail(exc)
+
+
+@app.command()
+def status(request_id: str, base_url: Optional[str] = BaseUrl, api_key: Optional[str] = ApiKeyOpt) -> None:
+    """Print a request's status JSON."""
+    try:
+        with _client(base_url, api_key) as client:
+            _print_json(client._json(__import__("modelapi.client", fromlist=["_status_call"])._status_call(request_id)))
+    except ModelAPIError as exc:
+        _fail(exc)
+
+
+@app.command()
+def result(request_id: str, include_cost: bool = typer.Option(False, "--include-cost"), base_url: Optional[str] = BaseUrl, api_key: Optional[str] = ApiKeyOpt) -> None:
+    """Print a request's result JSON."""
+    try:
+        with _client(base_url, api_key) as client:
+            _print_json(client.result(request_id, include_cost=include_cost))
+    except ModelAPIError as exc:
+        _fail(exc)
+
+
+@app.command()
+def cancel(request_id: str, base_url: Optional[str] = BaseUrl, api_key: Optional[str] = ApiKeyOpt) -> None:
+    """Cancel a queued request; print {request_id, status, outcome}."""
+    try:
+        with _client(base_url, api_key) as client:
+            _print_json(client.cancel(request_id))
+    except ModelAPIError as exc:
+        _fail(exc)
+
+
+@models_app.callback()
+def models(ctx: typer.Context, base_url: Optional[str] = BaseUrl, api_key: Optional[str] = ApiKeyOpt) -> None:
+    """List the server's models (JSON)."""
+    ctx.obj = (base_url, api_key)
+    if ctx.invoked_subcommand is None:
+        try:
+            with _client(base_url, api_key) as client:
+                _print_json(client.models())
+        except ModelAPIError as exc:
+            _fail(exc)
+
+
+@models_app.command("schema")
+def models_schema(ctx: typer.Context, model_id: str) -> None:
+    """Print a model's input and output schema (JSON)."""
+    base_url, api_key = ctx.obj
+    try:
+        with _client(base_url, api_key) as client:
+            _print_json(client.model_schema(model_id))
+    except ModelAPIError as exc:
+        _fail(exc)
+
+
+def main() -> None:
+    """Entry point of the ``modelapi`` console script."""
+    app(prog_name="modelapi")

@@ -1,0 +1,251 @@
+"""HTTP routes: parse, authorise, call the service, map errors. Nothing else lives here.
+
+Submit routes are made from the catalogue (one per spec file), so their real input schema shows
+in /openapi.json; adding an endpoint adds no route code.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Callable
+
+from fastapi import FastAPI, File, Header, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import REGISTRY
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import catalog
+from ..auth import ApiKey, authenticate
+from ..errors import APIStatusError, AuthenticationError, NotFoundError, RateLimitError
+from ..service import Service
+from ..types import Status
+from ..validation import json_schema
+from . import schemas
+
+log = logging.getLogger("modelapi.http")
+ERROR_MESSAGES = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found",
+                  405: "Method not allowed", 413: "Request body too large", 422: "Unprocessable input",
+                  429: "Too many requests", 500: "Internal server error", 503: "Service unavailable"}
+
+
+def error_response(status: int, message: str, detail: Any = None, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The error body of API.md: ``{"error_code", "error_message", "detail"}``."""
+    return JSONResponse(
+        {"error_code": status * 1000 + 1, "error_message": message, "detail": detail},
+        status_code=status, headers=headers,
+    )
+
+
+class BodyLimit:
+    """ASGI middleware: a body over ``max_bytes`` is answered 413 (413001), by Content-Length
+    at once, or while streaming."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        too_big = error_response(413, f"request body over the {self.max_bytes}-byte limit")
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            return await too_big(scope, receive, send)
+        seen = 0
+
+        async def limited() -> dict:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise _TooLarge()
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await too_big(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def create_app(service: Service) -> FastAPI:
+    """The FastAPI app over ``service``."""
+    app = FastAPI(
+        title="modelapi",
+        version="0.1.0",
+        description="Self-hosted Model API: asynchronous image-generation jobs behind Bearer keys.",
+    )
+    app.state.service = service
+    app.add_middleware(BodyLimit, max_bytes=service.settings.max_body_bytes)
+
+    @app.exception_handler(APIStatusError)
+    async def _api_error(_: Request, exc: APIStatusError) -> JSONResponse:
+        headers = {}
+        if isinstance(exc, RateLimitError) and exc.retry_after_s is not None:
+            headers["Retry-After"] = str(int(exc.retry_after_s))
+        if isinstance(exc, AuthenticationError):
+            headers["WWW-Authenticate"] = "Bearer"
+        return error_response(exc.status_code, exc.error_message, exc.detail, headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(exc.status_code, str(exc.detail) if exc.detail else ERROR_MESSAGES.get(exc.status_code, "error"))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        return error_response(422, "Invalid request", detail)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error")
+        return error_response(500, "internal server error")
+
+    def require_key(authorization: str | None) -> ApiKey:
+        token = None
+        if authorization and authorization[:7].lower() == "bearer ":
+            token = authorization[7:].strip()
+        key = authenticate(service.db, token)
+        if key is None:
+            raise AuthenticationError(401, 401001, "missing, unknown or revoked API key")
+        return key
+
+    Auth = Header(None, alias="Authorization", description="`Bearer <API key>`")
+
+    # -- submit, one route per catalogue entry ----------------------------------------------
+    def make_submit(model: catalog.Model):
+        async def submit(
+            request: Request,
+            authorization: str | None = Auth,
+            idempotency_key: str | None = Header(None, alias="Idempotency-Key"),
+        ) -> schemas.Submitted:
+            key = require_key(authorization)
+            body = await read_json(request)
+            req = await run_in_threadpool(service.submit, key, model, body, idempotency_key)
+            return schemas.Submitted(request_id=req.request_id, **service.urls(req.request_id))
+
+        return submit
+
+    for model in catalog.models().values():
+        app.add_api_route(
+            f"/v1/models/{model.model_id}", make_submit(model), methods=["POST"],
+            summary=f"Submit a {model.model_id} request", tags=["requests"],
+            response_model=schemas.Submitted,
+            openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": json_schema(model.input_schema), "example": model.example_request}}}},
+        )
+
+    @app.post("/v1/models/{model_path:path}", include_in_schema=False)
+    async def submit_unknown(model_path: str, authorization: str | None = Auth) -> None:
+        require_key(authorization)
+        raise NotFoundError(404, 404001, f"unknown model {model_path!r}; see GET /v1/models")
+
+    # -- requests ---------------------------------------------------------------------------
+    @app.get("/v1/requests/{request_id}/status", response_model=schemas.StatusBody, response_model_exclude_none=True, tags=["requests"])
+    def status(request_id: str, authorization: str | None = Auth) -> dict:
+        return service.status_body(service.get(request_id, require_key(authorization)))
+
+    @app.get("/v1/requests/{request_id}/result", response_model=schemas.ResultBody, response_model_exclude_none=True, tags=["requests"])
+    def result(request_id: str, include_cost: bool = Query(False), authorization: str | None = Auth) -> dict:
+        return service.result_body(service.get(request_id, require_key(authorization)), include_cost)
+
+    @app.post("/v1/requests/{request_id}/cancel", response_model=schemas.CancelBody, tags=["requests"])
+    def cancel(request_id: str, authorization: str | None = Auth) -> dict:
+        return service.cancel(service.get(request_id, require_key(authorization)))
+
+    # -- catalogue --------------------------------------------------------------------------
+    @app.get("/v1/models", tags=["models"])
+    def list_models(authorization: str | None = Auth) -> dict:
+        require_key(authorization)
+        info = service.worker.engine.info if service.worker.engine is not None else {}
+        return {"models": [
+            {"model_id": m.model_id, "input_schema_url": f"{service.base_url}/v1/models/{m.model_id}/schema",
+             "engine": info.get("engine"), "weights": info.get("weights"),
+             "random_weights": info.get("random_weights")}
+            for m in catalog.models().values()
+        ]}
+
+    @app.get("/v1/models/{model_path:path}/schema", tags=["models"])
+    def model_schema(model_path: str, authorization: str | None = Auth) -> dict:
+        require_key(authorization)
+        model = catalog.get(model_path)
+        if model is None:
+            raise NotFoundError(404, 404001, f"unknown model {model_path!r}; see GET /v1/models")
+        return {"model_id": model.model_id, "input_schema": model.input_schema, "output_schema": model.output_schema}
+
+    # -- files ------------------------------------------------------------------------------
+    @app.post("/v1/files", status_code=201, response_model=schemas.Uploaded, tags=["files"])
+    async def upload(file: UploadFile = File(..., description="A JPEG or PNG image"), authorization: str | None = Auth) -> dict:
+        key = require_key(authorization)
+        data = await file.read()
+        return await run_in_threadpool(service.upload, key, data)
+
+    @app.get("/v1/files/{file_id}", tags=["files"])
+    def uploaded(file_id: str, authorization: str | None = Auth) -> FileResponse:
+        record = service.upload_record(file_id, require_key(authorization))
+        if record is None:
+            raise NotFoundError(404, 404001, f"file {file_id} not found")
+        return FileResponse(service.storage.path(record["storage_key"]), media_type=record["content_type"])
+
+    @app.get("/files/{key:path}", tags=["files"], summary="An output file, under a signed URL")
+    def signed_file(key: str, expires: int = Query(...), sig: str = Query(...)) -> FileResponse:
+        try:
+            path = service.storage.path(key)
+        except ValueError:
+            path = None
+        if path is None or not service.storage.verify(key, expires, sig) or not path.is_file():
+            raise NotFoundError(404, 404001, "file not found or link expired")
+        return FileResponse(path, media_type="image/png" if key.endswith(".png") else "image/jpeg")
+
+    # -- operations -------------------------------------------------------------------------
+    @app.get("/healthz", tags=["operations"])
+    def healthz() -> dict:
+        info = service.worker.engine.info if service.worker.engine is not None else None
+        return {"status": "draining" if service.worker.draining.is_set() else "ok", "engine": info}
+
+    registry = CollectorRegistry()
+    registry.register(_RequestsCollector(service))
+    from ..worker import JOB_SECONDS
+    registry.register(JOB_SECONDS)
+
+    @app.get("/metrics", tags=["operations"], response_class=Response)
+    def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+async def read_json(request: Request) -> Any:
+    """The body as JSON. Raises 400 (400001) on a non-JSON content type or malformed JSON."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "application/json" and not ctype.endswith("+json"):
+        raise APIStatusError(400, 400001, f"Content-Type must be application/json, not {ctype or 'missing'!r}")
+    raw = await request.body()
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise APIStatusError(400, 400001, f"malformed JSON body: {exc}") from None
+
+
+class _RequestsCollector:
+    """Requests by model and status, and the queue depth, read from the database at scrape time
+    (so they survive restarts and count every process's work)."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    def collect(self):  # noqa: ANN201
+        by_status = GaugeMetricFamily("modelapi_requests", "Requests by model and status", labels=["model", "status"])
+        depth = 0
+        for model_id, status, count in self.service.jobs.counts():
+            by_status.add_metric([model_id, status], count)
+            depth += count if status == Status.IN_QUEUE.value else 0
+        yield by_status
+        yield GaugeMetricFamily("modelapi_queue_depth", "Requests waiting in the queue", value=depth)

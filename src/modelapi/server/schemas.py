@@ -1,0 +1,59 @@
+"""Response shapes of API.md, for /openapi.json and response checking."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+StatusName = Literal["in_queue", "in_progress", "completed", "cancelled", "failed"]
+
+
+class Submitted(BaseModel):
+    request_id: str
+    status_url: str
+    result_url: str
+    cancel_url: str
+
+
+class StatusBody(BaseModel):
+    request_id: str
+    status: StatusName
+    queue_position: int | None = Field(None, description="Only while in_queue; 0 = next")
+    progress: float | None = Field(None, description="0.0-1.0, only while in_progress")
+    status_url: str
+    result_url: str
+
+
+class Output(BaseModel):
+    images: list[str]
+    image: str | None = Field(None, description="Set when exactly one image")
+
+
+class ResultBody(BaseModel):
+    request_id: str
+    status: StatusName
+    output: Output | None = None
+    error: dict[str, Any] | None = Field(None, description='{"code", "message"} when failed')
+    created_at: str | None = None
+    finished_at: str | None = None
+    seed: int | None = None
+    metadata: dict[str, Any] | None = None
+    cost: float | None = Field(None, description="USD, with ?include_cost=true")
+    queue_position: int | None = None
+    progress: float | None = None
+    status_url: str | None = None
+    result_url: str | None = None
+
+
+class CancelBody(BaseModel):
+    request_id: str
+    status: StatusName
+    outcome: Literal["cancelled", "not_cancellable"]
+
+
+class Uploaded(BaseModel):
+    id: str
+    url: str = Field(description="Usable as an image input of this server (no network fetch)")
+    bytes: int
+    content_type: str

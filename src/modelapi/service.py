@@ -1,0 +1,225 @@
+"""The application service: what each route does, with no HTTP in it.
+
+Routes parse and authorise, then call one method here; errors are raised as
+:class:`~modelapi.errors.APIStatusError` subclasses and mapped to the wire by the app.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import secrets
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from . import catalog, db
+from .auth import ApiKey
+from .config import Settings
+from .errors import APIStatusError, InputError, NotFoundError, RateLimitError, ValidationError
+from .fetch import FetchPolicy, decode_image, fetch_bytes, read_data_uri, sniff_format
+from .engine.planner import SEQUENTIAL_MODES
+from .jobs import JobStore, Request, new_request_id
+from .storage import LocalStorage
+from .types import Status
+from .validation import check_image, check_input, image_fields
+from .worker import Worker
+
+log = logging.getLogger("modelapi.service")
+
+
+def iso(value: datetime | None) -> str | None:
+    """ISO 8601 UTC with a ``Z`` suffix."""
+    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if value else None
+
+
+class ServiceUnavailable(APIStatusError):
+    """503: the server is shutting down and takes no new jobs."""
+
+
+class Service:
+    """Everything the routes need, built once per process."""
+
+    def __init__(self, settings: Settings, engine: sa.Engine, storage: LocalStorage, worker: Worker) -> None:
+        self.settings = settings
+        self.db = engine
+        self.jobs = worker.jobs
+        self.storage = storage
+        self.worker = worker
+        self.policy = FetchPolicy(
+            allow_private=settings.allow_private_urls,
+            total_timeout_s=settings.fetch_timeout_s,
+            max_bytes=settings.max_input_bytes,
+            max_pixels=settings.max_input_pixels,
+        )
+
+    @property
+    def base_url(self) -> str:
+        return self.settings.base_url
+
+    # -- submit ------------------------------------------------------------------------------
+    def submit(self, key: ApiKey, model: catalog.Model, body: Any, idempotency_key: str | None) -> Request:
+        """Validate, fetch and check the reference images, store them, store the request and
+        put it on the durable queue — in that order, so that a 2xx means durably accepted.
+
+        Raises:
+            ValidationError: 422, one detail entry per problem (schema and image rules).
+            RateLimitError: 429, the key already has ``max_queued_per_key`` requests queued.
+            ServiceUnavailable: 503 while shutting down.
+        """
+        if self.worker.draining.is_set():
+            raise ServiceUnavailable(503, 503001, "the server is shutting down; retry shortly")
+        inputs, problems = check_input(model.input_schema, body)
+        mode = inputs.get("sequential_image_generation", "auto")
+        if not problems and mode not in SEQUENTIAL_MODES:
+            problems.append({"loc": ["body", "sequential_image_generation"], "msg": "Input should be 'auto' or 'disabled'", "type": "enum"})
+        if problems:
+            raise ValidationError(422, 422001, "Input fails the model's schema", problems)
+        body_hash = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+        if idempotency_key:
+            earlier = self.jobs.find_idempotent(key.id, idempotency_key)
+            if earlier is not None:
+                return self._same_request(earlier, body_hash)
+        if self.jobs.count_queued(key.id) >= self.settings.max_queued_per_key:
+            raise RateLimitError(
+                429, 429001, f"this key already has {self.settings.max_queued_per_key} requests in the queue",
+                retry_after_s=5,
+            )
+        request_id = new_request_id()
+        input_files = self._store_images(model, inputs, key, request_id)
+        seed = inputs.get("seed")
+        try:
+            req = self.jobs.create(
+                request_id=request_id, owner_key_id=key.id, model_id=model.model_id, inputs=inputs,
+                input_files=input_files, seed=seed if seed is not None else secrets.randbelow(2**31),
+                idempotency_key=idempotency_key, body_hash=body_hash,
+            )
+        except sa.exc.IntegrityError:  # the same idempotency key, submitted at the same moment
+            earlier = self.jobs.find_idempotent(key.id, idempotency_key or "")
+            if earlier is None:
+                raise
+            return self._same_request(earlier, body_hash)
+        self.worker.enqueue(req.request_id, req.workflow_id, req.priority)
+        return req
+
+    @staticmethod
+    def _same_request(earlier: Request, body_hash: str) -> Request:
+        if earlier.body_hash != body_hash:
+            raise ValidationError(422, 422001, "Idempotency-Key reused with a different body", [
+                {"loc": ["header", "Idempotency-Key"], "msg": "This key was used with a different request body", "type": "idempotency_mismatch"}
+            ])
+        return earlier
+
+    def _store_images(self, model: catalog.Model, inputs: dict[str, Any], key: ApiKey, request_id: str) -> list[str]:
+        problems: list[dict[str, Any]] = []
+        loaded: list[tuple[bytes, str]] = []
+        for field, rules in image_fields(model.input_schema).items():
+            for i, uri in enumerate(inputs.get(field, [])):
+                loc = ["body", field, i]
+                try:
+                    data = self.load_input(uri, key, loc)
+                    image = decode_image(data, self.policy, loc=loc)
+                except InputError as exc:
+                    problems.append(exc.to_detail())
+                    continue
+                problems += check_image(rules, file_bytes=len(data), width=image.width, height=image.height, loc=loc)
+                loaded.append((data, sniff_format(data) or "png"))
+        if problems:
+            raise ValidationError(422, 422001, "Input images fail the model's rules", problems)
+        keys = []
+        for i, (data, fmt) in enumerate(loaded):
+            keys.append(f"inputs/{request_id}/{i}.{'jpg' if fmt == 'jpeg' else 'png'}")
+            self.storage.put(keys[-1], data)
+        return keys
+
+    def load_input(self, uri: str, key: ApiKey, loc: list[Any]) -> bytes:
+        """The bytes of one image input: an upload to this server (no network fetch), a
+        ``data:`` URI, or an http(s) URL fetched behind the SSRF guard."""
+        upload_prefix = f"{self.base_url}/v1/files/"
+        if uri.startswith(upload_prefix):
+            return self.read_upload(uri[len(upload_prefix):], key, loc)
+        if uri.startswith("data:"):
+            return read_data_uri(uri, self.policy, loc=loc)
+        return fetch_bytes(uri, self.policy, loc=loc)
+
+    # -- uploads -----------------------------------------------------------------------------
+    def upload(self, key: ApiKey, data: bytes) -> dict[str, Any]:
+        """Store an uploaded JPEG/PNG. Returns ``{"id", "url", "bytes", "content_type"}``."""
+        loc = ["body", "file"]
+        if len(data) > self.settings.max_input_bytes:
+            raise ValidationError(422, 422001, "File too large", [{"loc": loc, "msg": f"File must be at most {self.settings.max_input_bytes} bytes", "type": "file_too_large"}])
+        fmt = sniff_format(data)
+        if fmt is None:
+            raise ValidationError(422, 422001, "Unsupported file", [{"loc": loc, "msg": "Only JPEG and PNG images are supported", "type": "image_format"}])
+        file_id = "file_" + secrets.token_hex(12)
+        storage_key = f"uploads/{file_id}.{'jpg' if fmt == 'jpeg' else 'png'}"
+        self.storage.put(storage_key, data)
+        content_type = f"image/{fmt}"
+        with self.db.begin() as conn:
+            conn.execute(db.files.insert().values(
+                id=file_id, owner_key_id=key.id, storage_key=storage_key, bytes=len(data),
+                content_type=content_type, created_at=db.utcnow(),
+            ))
+        return {"id": file_id, "url": f"{self.base_url}/v1/files/{file_id}", "bytes": len(data), "content_type": content_type}
+
+    def upload_record(self, file_id: str, key: ApiKey) -> dict[str, Any] | None:
+        with self.db.connect() as conn:
+            row = conn.execute(db.files.select().where(db.files.c.id == file_id, db.files.c.owner_key_id == key.id)).mappings().first()
+        return dict(row) if row else None
+
+    def read_upload(self, file_id: str, key: ApiKey, loc: list[Any]) -> bytes:
+        record = self.upload_record(file_id, key)
+        if record is None:
+            raise InputError("Unknown file: upload it with POST /v1/files using the same API key", loc, "file_unknown")
+        return self.storage.get(record["storage_key"])
+
+    # -- reads -------------------------------------------------------------------------------
+    def get(self, request_id: str, key: ApiKey) -> Request:
+        """Raises NotFoundError for unknown requests and for another key's (the same 404)."""
+        req = self.jobs.get(request_id, key.id)
+        if req is None:
+            raise NotFoundError(404, 404001, f"request {request_id} not found", request_id=request_id)
+        return req
+
+    def urls(self, request_id: str) -> dict[str, str]:
+        base = f"{self.base_url}/v1/requests/{request_id}"
+        return {"status_url": f"{base}/status", "result_url": f"{base}/result", "cancel_url": f"{base}/cancel"}
+
+    def status_body(self, req: Request) -> dict[str, Any]:
+        body: dict[str, Any] = {"request_id": req.request_id, "status": req.status.value}
+        if req.status is Status.IN_QUEUE:
+            body["queue_position"] = req.queue_position
+        if req.status is Status.IN_PROGRESS:
+            body["progress"] = req.progress or 0.0
+        urls = self.urls(req.request_id)
+        body["status_url"], body["result_url"] = urls["status_url"], urls["result_url"]
+        return body
+
+    def result_body(self, req: Request, include_cost: bool) -> dict[str, Any]:
+        if not req.status.is_terminal:
+            return self.status_body(req)
+        body: dict[str, Any] = {"request_id": req.request_id, "status": req.status.value}
+        if req.status is Status.COMPLETED:
+            expires = req.finished_at + timedelta(seconds=self.settings.url_ttl_s)
+            images = [self.storage.signed_url(k, expires.timestamp()) for k in req.outputs or []]
+            body["output"] = {"images": images, **({"image": images[0]} if len(images) == 1 else {})}
+            body["seed"] = req.seed
+            body["metadata"] = req.metadata
+        elif req.status is Status.FAILED:
+            body["error"] = req.error
+        body["created_at"], body["finished_at"] = iso(req.created_at), iso(req.finished_at)
+        if include_cost:
+            body["cost"] = req.cost_usd or 0.0
+        return body
+
+    def cancel(self, req: Request) -> dict[str, Any]:
+        """in_queue -> cancelled (and off the queue); anything else -> not_cancellable. Idempotent."""
+        if req.status is Status.IN_QUEUE and self.jobs.cancel(req.request_id):
+            self.worker.cancel(req.workflow_id)
+            outcome = "cancelled"
+        else:
+            req = self.jobs.get(req.request_id) or req
+            outcome = "cancelled" if req.status is Status.CANCELLED else "not_cancellable"
+        return {"request_id": req.request_id, "status": Status.CANCELLED.value if outcome == "cancelled" else req.status.value, "outcome": outcome}

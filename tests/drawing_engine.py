@@ -1,0 +1,44 @@
+"""A test engine that draws deterministic images (no diffusion), for server tests.
+
+Used as ``--engine drawing_engine:make`` with ``tests/`` on PYTHONPATH. It runs
+``MODELAPI_TEST_STEPS`` steps of ``MODELAPI_TEST_STEP_S`` seconds each, reporting progress and
+honouring stop requests like the real engine. Never part of the package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+
+from PIL import Image, ImageDraw
+
+from modelapi.errors import GenerationStopped
+
+
+class DrawingEngine:
+    def __init__(self, step_s: float, steps: int) -> None:
+        self.step_s, self.steps = step_s, steps
+        self.info = {"engine": "drawing (test)", "weights": "none", "random_weights": False, "device": "cpu"}
+
+    def generate(self, spec, progress, should_stop):  # noqa: ANN001, ANN201
+        for step in range(self.steps):
+            if should_stop():
+                raise GenerationStopped("stop requested")
+            time.sleep(self.step_s)
+            progress((step + 1) / self.steps)
+        # Draw at a small size then scale: the tests check sizes and counts, not art.
+        images = []
+        for i, prompt in enumerate(spec.prompts):
+            digest = hashlib.sha256(f"{prompt}|{spec.seed + i}".encode()).digest()
+            small = Image.new("RGB", (32, 32), tuple(digest[:3]))
+            ImageDraw.Draw(small).rectangle((4, 4, 27, 27), outline=tuple(digest[3:6]))
+            images.append(small.resize((spec.width, spec.height), Image.NEAREST))
+        return images
+
+    def rewrite_prompts(self, prompts, instruction):  # noqa: ANN001, ANN201
+        return prompts
+
+
+def make(settings) -> DrawingEngine:  # noqa: ANN001
+    return DrawingEngine(float(os.environ.get("MODELAPI_TEST_STEP_S", "0.01")), int(os.environ.get("MODELAPI_TEST_STEPS", "4")))

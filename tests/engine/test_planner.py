@@ -1,0 +1,223 @@
+"""Series planning: counts from prompts, caps, shot lists and rewrites (modelapi.engine.planner)."""
+
+from __future__ import annotations
+
+import pytest
+
+from modelapi.engine.planner import SeriesPlan, apply_rewrites, plan_series, rewrite_instruction
+
+EXAMPLE = "Generate 3 images of a beautiful sunset over a calm ocean."
+
+
+@pytest.mark.parametrize(
+    ("prompt", "stated"),
+    [
+        (EXAMPLE, 3),
+        ("4 pictures of a lighthouse", 4),
+        ("Generate three images of a fox", 3),
+        ("GENERATE THREE IMAGES OF A FOX", 3),
+        ("Make Five Photos of a bakery", 5),
+        ("a series of four", 4),
+        ("A Series Of Four showing a flower blooming", 4),
+        ("a storyboard of 6 panels about a heist", 6),
+        ("a sequence of 5 frames of a runner", 5),
+        ("a set of 2 posters for a jazz festival", 2),
+        ("a 6-panel comic about a robot", 6),
+        ("a four-panel strip", 4),
+        ("3 cinematic shots of Paris at night", 3),
+        ("twelve variations of a logo", 12),
+        ("7 views of the same chair", 7),
+        ("two versions of this portrait", 2),
+        ("4 sketches of a castle", 4),
+        ("twenty illustrations", 20),
+        ("Generate 3 images of 2 dogs", 3),
+        ("one image of a cat", 1),
+        ("Render 2 scenes: a beach and a forest", 2),
+        ("Generate 10 photographs of a street", 10),
+    ],
+)
+def test_stated_count(prompt: str, stated: int) -> None:
+    plan = plan_series(prompt, max_images=15)
+    assert plan.stated_count == stated
+    assert plan.count == min(stated, 15)
+    assert plan.source == "prompt_count"
+    assert plan.prompts == [prompt] * plan.count
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "a photo of 3 cats",
+        "a beautiful sunset over a calm ocean",
+        "a set of 3 cups on a table",
+        "a series of 3 cats",
+        "a 3 cats poster",
+        "2 dogs in photos",
+        "a 16:9 images banner",
+        "8K photos of a forest",
+        "3D renders of a car",
+        "someone image",
+        "merge the 2 images into one",
+        "put the hat from these 3 photos on the man",
+        "a clock showing 3 o'clock",
+    ],
+)
+def test_no_count(prompt: str) -> None:
+    plan = plan_series(prompt, max_images=15)
+    assert (plan.count, plan.stated_count, plan.source) == (1, None, "none")
+    assert plan.prompts == [prompt]
+
+
+def test_documented_example_with_default_cap() -> None:
+    plan = plan_series(EXAMPLE, max_images=3)
+    assert plan.count == 3
+    assert plan.prompts == [EXAMPLE, EXAMPLE, EXAMPLE]
+    assert plan.prompts[0].startswith(EXAMPLE)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "max_images", "n_refs", "count", "cap"),
+    [
+        ("Generate 12 images of a cat", 3, 0, 3, 3),
+        ("Generate 8 images of a cat", 15, 10, 5, 5),
+        ("Generate 100 images of a cat", 15, 0, 15, 15),
+        ("Generate 100 images of a cat", 15, 14, 1, 1),
+        ("Generate 2 images of a cat", 15, 10, 2, 5),
+        ("Generate 5 images of a cat", 15, 15, 1, 1),
+    ],
+)
+def test_caps(prompt: str, max_images: int, n_refs: int, count: int, cap: int) -> None:
+    plan = plan_series(prompt, max_images=max_images, n_references=n_refs)
+    assert (plan.count, plan.cap, len(plan.prompts)) == (count, cap, count)
+    assert plan.stated_count == int(prompt.split()[1])
+
+
+def test_stated_zero_makes_one_image() -> None:
+    plan = plan_series("Generate 0 images of a cat", max_images=5)
+    assert (plan.count, plan.stated_count, plan.source) == (1, 0, "prompt_count")
+
+
+def test_numbered_list_gives_per_image_prompts() -> None:
+    prompt = (
+        "A knight in silver armour:\n1. riding at dawn\n2. fighting a dragon\n3. resting at dusk"
+    )
+    plan = plan_series(prompt, max_images=15)
+    assert (plan.count, plan.stated_count, plan.source) == (3, 3, "shot_list")
+    assert plan.prompts == [
+        "A knight in silver armour: riding at dawn",
+        "A knight in silver armour: fighting a dragon",
+        "A knight in silver armour: resting at dusk",
+    ]
+
+
+def test_inline_parenthesised_list() -> None:
+    plan = plan_series("Two cars: 1) a red car, and 2) a blue car", max_images=15)
+    assert plan.prompts == ["Two cars: a red car", "Two cars: a blue car"]
+
+
+def test_labelled_panels_and_postscript() -> None:
+    prompt = "Panel 1: a cat wakes up. Panel 2: it eats. Panel 3: it sleeps.\n\nWatercolor style."
+    plan = plan_series(prompt, max_images=15)
+    assert plan.prompts == [
+        "a cat wakes up. Watercolor style.",
+        "it eats. Watercolor style.",
+        "it sleeps. Watercolor style.",
+    ]
+
+
+@pytest.mark.parametrize("bullet", ["-", "*", "•"])
+def test_bulleted_list(bullet: str) -> None:
+    prompt = f"A lighthouse\n{bullet} in fog\n{bullet} in a storm"
+    plan = plan_series(prompt, max_images=15)
+    assert (plan.count, plan.source) == (2, "shot_list")
+    assert plan.prompts == ["A lighthouse in fog", "A lighthouse in a storm"]
+
+
+def test_list_without_preamble_and_over_cap() -> None:
+    prompt = "\n".join(f"{i}. shot number {i}" for i in range(1, 7))
+    plan = plan_series(prompt, max_images=4)
+    assert (plan.count, plan.stated_count) == (4, 6)
+    assert plan.prompts == [f"shot number {i}" for i in range(1, 5)]
+
+
+def test_list_wins_over_stated_number() -> None:
+    plan = plan_series("Generate 4 images:\n1. a cat\n2. a dog", max_images=15)
+    assert (plan.count, plan.source) == (2, "shot_list")
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "1. only one item",
+        "Put the hat from image 1. on the man in image 2. now",
+        "Version 2. and 3. later",
+    ],
+)
+def test_not_a_list(prompt: str) -> None:
+    assert plan_series(prompt, max_images=15).source != "shot_list"
+
+
+def test_disabled_gives_one_image_with_the_whole_prompt() -> None:
+    plan = plan_series(EXAMPLE, max_images=3, sequential="disabled")
+    assert (plan.count, plan.prompts, plan.stated_count) == (1, [EXAMPLE], 3)
+    assert plan.source == "disabled"
+
+
+def test_force_single() -> None:
+    prompt = "Shots:\n1. a\n2. b"
+    plan = plan_series(prompt, max_images=15, force_single=True)
+    assert (plan.count, plan.prompts, plan.source) == (1, [prompt], "force_single")
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"max_images": 0},
+        {"max_images": 3, "n_references": -1},
+        {"max_images": 3, "sequential": "on"},
+    ],
+)
+def test_bad_arguments_raise(kwargs: dict) -> None:
+    with pytest.raises(ValueError):
+        plan_series(EXAMPLE, **kwargs)
+
+
+def test_to_dict_is_json_ready_copy() -> None:
+    plan = plan_series(EXAMPLE, max_images=3)
+    d = plan.to_dict()
+    assert d == {
+        "count": 3,
+        "prompts": [EXAMPLE] * 3,
+        "stated_count": 3,
+        "cap": 3,
+        "source": "prompt_count",
+        "rewritten": False,
+    }
+    d["prompts"].append("x")
+    assert len(plan.prompts) == 3
+
+
+def test_rewrite_instruction_names_count_and_coherence() -> None:
+    text = rewrite_instruction(plan_series(EXAMPLE, max_images=3))
+    assert "exactly 3 prompts" in text and "coherent" in text
+    assert "exactly 1 prompt" in rewrite_instruction(plan_series("a cat", max_images=3))
+
+
+def test_apply_rewrites() -> None:
+    plan = plan_series(EXAMPLE, max_images=2)
+    new = apply_rewrites(plan, [" a detailed sunset ", "another detailed sunset"])
+    assert new.prompts == ["a detailed sunset", "another detailed sunset"]
+    assert new.rewritten and new.count == 2 and new.source == plan.source
+
+
+@pytest.mark.parametrize("rewritten", [[], ["only one"], ["a", "b", "c"], ["a", "  "], ["a", None]])
+def test_apply_rewrites_falls_back(rewritten: list) -> None:
+    plan = plan_series(EXAMPLE, max_images=2)
+    assert apply_rewrites(plan, rewritten) is plan
+
+
+def test_plan_is_frozen() -> None:
+    plan = plan_series(EXAMPLE, max_images=3)
+    assert isinstance(plan, SeriesPlan)
+    with pytest.raises(AttributeError):
+        plan.count = 5  # type: ignore[misc]

@@ -1,0 +1,449 @@
+"""Tests for modelapi.fetch: address checks, URL checks, fetching, data URIs, decoding.
+
+Every socket here is on the loopback interface. Names that would need DNS are never handed
+to the system resolver: tests that need one inject ``FetchPolicy.resolver``.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import io
+import ipaddress
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import skimage
+from PIL import Image, ImageFile
+
+from modelapi.errors import InputError
+from modelapi.fetch import (
+    FetchPolicy,
+    check_url,
+    decode_image,
+    fetch_bytes,
+    is_public_address,
+    read_data_uri,
+    sniff_format,
+)
+
+DATA_DIR = os.path.join(os.path.dirname(skimage.__file__), "data")
+LOC = ["body", "images", 2]
+
+
+def _data(name: str) -> bytes:
+    with open(os.path.join(DATA_DIR, name), "rb") as f:
+        return f.read()
+
+
+ASTRONAUT = _data("astronaut.png")
+CHELSEA = _data("chelsea.png")
+ROCKET = _data("rocket.jpg")
+
+
+def _local(**kw: object) -> FetchPolicy:
+    """A policy that may reach the loopback test servers, with short timeouts."""
+    defaults = dict(allow_private=True, connect_timeout_s=2.0, read_timeout_s=2.0)
+    return FetchPolicy(**{**defaults, **kw})  # type: ignore[arg-type]
+
+
+def _refused(fn, *args, type: str, **kw) -> InputError:  # noqa: A002
+    with pytest.raises(InputError) as info:
+        fn(*args, **kw)
+    assert info.value.type == type, info.value.to_detail()
+    return info.value
+
+
+# -- servers -------------------------------------------------------------------------------
+
+
+class Listener:
+    """A plain TCP listener on 127.0.0.1 that counts the connections it accepts."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.05)
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            self.connections += 1
+            conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
+
+
+@pytest.fixture
+def listener() -> Iterator[Listener]:
+    lst = Listener()
+    yield lst
+    lst.close()
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    """Routes: /img/<file>, /redirect/<n>, /relative, /to?url=<u>, /status/<code>,
+    /big-length, /big-stream, /slow, /drip, /echo-host."""
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _send(self, code: int, body: bytes = b"", **headers: str) -> None:
+        self.send_response(code)
+        for k, v in headers.items():
+            self.send_header(k.replace("_", "-"), v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:  # noqa: N802
+        path, _, query = self.path.partition("?")
+        parts = path.strip("/").split("/")
+        try:
+            self._route(parts, parse_qs(query))
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up, as the timeout tests intend
+
+    def _route(self, parts: list[str], query: dict[str, list[str]]) -> None:
+        if parts[0] == "img":
+            self._send(200, _data(parts[1]), Content_Type="image/png")
+        elif parts[0] == "redirect":
+            n = int(parts[1])
+            self._send(302, Location=f"/redirect/{n - 1}") if n else self._send(200, ASTRONAUT)
+        elif parts[0] == "relative":
+            self._send(302, Location="img/chelsea.png")
+        elif parts[0] == "to":
+            self._send(302, Location=query["url"][0])
+        elif parts[0] == "status":
+            self._send(int(parts[1]), b"nope")
+        elif parts[0] == "echo-host":
+            self._send(200, self.headers["Host"].encode())
+        elif parts[0] == "big-length":
+            self.send_response(200)
+            self.send_header("Content-Length", str(10**9))
+            self.end_headers()
+            self.wfile.write(b"\0" * 1024)
+        elif parts[0] == "big-stream":  # no Content-Length: delimited by close (HTTP/1.0)
+            self.send_response(200)
+            self.end_headers()
+            for _ in range(64):
+                self.wfile.write(b"\0" * 65536)
+        elif parts[0] == "slow":
+            time.sleep(1.5)
+            self._send(200, ASTRONAUT)
+        elif parts[0] == "drip":
+            self.send_response(200)
+            self.send_header("Content-Length", "100")
+            self.end_headers()
+            for _ in range(100):
+                self.wfile.write(b"x")
+                self.wfile.flush()
+                time.sleep(0.05)
+        else:
+            self._send(404)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    """A real HTTP server on 127.0.0.1; yields its base URL."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+# -- is_public_address ---------------------------------------------------------------------
+
+NOT_PUBLIC = [
+    "10.0.0.1", "172.16.0.1", "172.31.255.255", "192.168.1.1", "169.254.169.254",
+    "100.64.0.1", "100.127.255.254", "127.0.0.1", "127.255.0.1", "0.0.0.0", "0.1.2.3",
+    "224.0.0.1", "239.255.255.250", "255.255.255.255", "240.0.0.1", "198.18.0.1",
+    "198.19.255.1", "192.0.2.1", "198.51.100.7", "203.0.113.9", "192.0.0.8",
+    "::1", "::", "::127.0.0.1", "::8.8.8.8", "fc00::1", "fd12::1", "fe80::1", "fec0::1",
+    "ff02::1", "2001:db8::1", "::ffff:10.0.0.1", "::ffff:127.0.0.1", "::ffff:169.254.169.254",
+    "64:ff9b::a00:1", "64:ff9b::7f00:1", "64:ff9b:1::808:808", "2002:a00:1::",
+    "2002:7f00:1::", "2001:0:4136:e378:8000:63bf:80ff:fffe",  # Teredo, client 127.0.0.1
+    "100::1",
+]  # fmt: skip
+PUBLIC = [
+    "8.8.8.8", "1.1.1.1", "93.184.216.34", "2606:4700:4700::1111", "2a00:1450:4001::200e",
+    "::ffff:8.8.8.8", "64:ff9b::808:808", "2002:808:808::1",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("address", NOT_PUBLIC)
+def test_is_public_address_refuses(address: str) -> None:
+    assert is_public_address(ipaddress.ip_address(address)) is False
+
+
+@pytest.mark.parametrize("address", PUBLIC)
+def test_is_public_address_accepts(address: str) -> None:
+    assert is_public_address(ipaddress.ip_address(address)) is True
+
+
+# -- check_url -----------------------------------------------------------------------------
+
+LOOPBACK_SPELLINGS = [
+    "http://127.0.0.1:{port}/", "http://localhost:{port}/", "http://LocalHost:{port}/",
+    "http://[::1]:{port}/", "http://[::ffff:127.0.0.1]:{port}/", "http://[::ffff:7f00:1]:{port}/",
+    "http://[::127.0.0.1]:{port}/", "http://0.0.0.0:{port}/", "http://0:{port}/",
+    "http://[::]:{port}/", "http://2130706433:{port}/", "http://0x7f000001:{port}/",
+    "http://017700000001:{port}/", "http://127.1:{port}/", "http://0x7f.1:{port}/",
+    "https://127.0.0.1:{port}/", "http://127.0.0.1:{port}/redirect/0?x=1#frag",
+]  # fmt: skip
+
+
+def test_loopback_spellings_are_refused_without_connecting(listener: Listener) -> None:
+    policy = FetchPolicy(connect_timeout_s=1.0)
+    for spelling in LOOPBACK_SPELLINGS:
+        url = spelling.format(port=listener.port)
+        _refused(check_url, url, policy, type="url_forbidden")
+        _refused(fetch_bytes, url, policy, loc=LOC, type="url_forbidden")
+    time.sleep(0.1)
+    assert listener.connections == 0
+    socket.create_connection(("127.0.0.1", listener.port)).close()  # the listener does count
+    deadline = time.monotonic() + 2
+    while listener.connections == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert listener.connections == 1
+
+
+def test_userinfo_is_refused(listener: Listener) -> None:
+    for url in ["http://example.com@127.0.0.1:{port}/", "http://user:pw@localhost:{port}/"]:
+        err = _refused(fetch_bytes, url.format(port=listener.port), _local(), loc=LOC,
+                       type="url_forbidden")  # fmt: skip
+        assert "credentials" in err.msg
+    assert listener.connections == 0
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["file:///etc/passwd", "ftp://x/", "gopher://127.0.0.1:70/", "dict://127.0.0.1:11211/",
+     "javascript:alert(1)", "data:image/png;base64,iVBORw0KGgo="],
+)  # fmt: skip
+def test_other_schemes_are_refused(url: str) -> None:
+    err = _refused(check_url, url, _local(), type="url_forbidden")
+    assert f"'{url.split(':')[0]}'" in err.msg
+    _refused(fetch_bytes, url, _local(), loc=LOC, type="url_forbidden")
+
+
+@pytest.mark.parametrize("url", ["", "not a url", "//127.0.0.1/x", "http://", "http://[::1/"])
+def test_malformed_urls_are_refused(url: str) -> None:
+    _refused(check_url, url, _local(), type="url_invalid")
+
+
+def _no_such_host(host: str, port: int) -> list[str]:
+    raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+
+def _hanging_resolver(host: str, port: int) -> list[str]:
+    time.sleep(3)
+    return ["8.8.8.8"]
+
+
+def test_unresolvable_and_hanging_names_fail_fast() -> None:
+    _refused(check_url, "http://example.com/", FetchPolicy(resolver=_no_such_host),
+             type="url_unresolvable")  # fmt: skip
+    start = time.monotonic()
+    policy = FetchPolicy(resolver=_hanging_resolver, connect_timeout_s=0.2)
+    err = _refused(check_url, "https://example.com/x.png", policy, type="url_unresolvable")
+    assert time.monotonic() - start < 1.0
+    assert "example.com" in err.msg
+
+
+def test_every_resolved_address_must_be_public() -> None:
+    def mixed(host: str, port: int) -> list[str]:
+        return ["93.184.216.34", "10.0.0.7"]
+
+    _refused(check_url, "https://images.example/a.png", FetchPolicy(resolver=mixed),
+             type="url_forbidden")  # fmt: skip
+    url, addrs = check_url("https://images.example/a.png", FetchPolicy(resolver=lambda h, p: ["8.8.8.8"]))
+    assert url.host == "images.example" and addrs == [ipaddress.ip_address("8.8.8.8")]
+
+
+# -- fetch_bytes ---------------------------------------------------------------------------
+
+
+def test_fetch_works(server: str) -> None:
+    assert fetch_bytes(f"{server}/img/astronaut.png", _local(), loc=LOC) == ASTRONAUT
+    assert fetch_bytes(f"{server}/img/rocket.jpg", _local(), loc=LOC) == ROCKET
+    assert fetch_bytes(f"{server}/relative", _local(), loc=LOC) == CHELSEA
+
+
+def test_connection_is_pinned_to_the_checked_address() -> None:
+    """The name resolves (via the policy) to 127.0.0.2, where the server listens; the system
+    would say 127.0.0.1, where nothing does. Host keeps the name."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.2", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        port = httpd.server_address[1]
+        policy = _local(resolver=lambda host, p: ["127.0.0.2"])
+        assert fetch_bytes(f"http://localhost:{port}/echo-host", policy, loc=LOC) == (
+            f"localhost:{port}".encode()
+        )
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_redirect_chain_limit(server: str) -> None:
+    assert fetch_bytes(f"{server}/redirect/3", _local(), loc=LOC) == ASTRONAUT
+    err = _refused(fetch_bytes, f"{server}/redirect/4", _local(), loc=LOC, type="url_redirects")
+    assert err.loc == LOC
+    _refused(fetch_bytes, f"{server}/redirect/1", _local(max_redirects=0), loc=LOC,
+             type="url_redirects")  # fmt: skip
+
+
+@pytest.mark.parametrize("target", ["ftp://127.0.0.1/x.png", "file:///etc/passwd"])
+def test_redirect_to_forbidden_scheme(server: str, target: str) -> None:
+    _refused(fetch_bytes, f"{server}/to?url={target}", _local(), loc=LOC, type="url_forbidden")
+
+
+def test_redirect_hops_are_rechecked(server: str, listener: Listener) -> None:
+    """The test server is exempt via allowed_hosts; the loopback port it redirects to is not."""
+    allowed = frozenset({server.removeprefix("http://")})
+    policy = FetchPolicy(allowed_hosts=allowed, connect_timeout_s=1.0)
+    assert fetch_bytes(f"{server}/img/astronaut.png", policy, loc=LOC) == ASTRONAUT
+    for target in [f"http://127.0.0.1:{listener.port}/", f"http://localhost:{listener.port}/"]:
+        _refused(fetch_bytes, f"{server}/to?url={target}", policy, loc=LOC, type="url_forbidden")
+    time.sleep(0.1)
+    assert listener.connections == 0
+
+
+def test_oversize_body_is_refused(server: str) -> None:
+    policy = _local(max_bytes=100_000)
+    _refused(fetch_bytes, f"{server}/big-length", policy, loc=LOC, type="file_too_large")
+    _refused(fetch_bytes, f"{server}/big-stream", policy, loc=LOC, type="file_too_large")
+    _refused(fetch_bytes, f"{server}/img/astronaut.png", policy, loc=LOC, type="file_too_large")
+
+
+def test_slow_servers_time_out(server: str) -> None:
+    start = time.monotonic()
+    err = _refused(fetch_bytes, f"{server}/slow", _local(read_timeout_s=0.3), loc=LOC,
+                   type="url_unreachable")  # fmt: skip
+    assert err.msg == "could not fetch image: timed out after 0.3 s"
+    err = _refused(fetch_bytes, f"{server}/drip", _local(total_timeout_s=0.4), loc=LOC,
+                   type="url_unreachable")  # fmt: skip
+    assert err.msg == "could not fetch image: timed out after 0.4 s"
+    assert time.monotonic() - start < 1.5
+
+
+@pytest.mark.parametrize("code", [204, 304, 404, 500])
+def test_non_2xx_is_refused(server: str, code: int) -> None:
+    if code == 204:  # 2xx but empty: fetched; the decoder refuses it
+        assert fetch_bytes(f"{server}/status/204", _local(), loc=LOC) == b""
+        return
+    err = _refused(fetch_bytes, f"{server}/status/{code}", _local(), loc=LOC, type="url_status")
+    assert f"HTTP {code}" in err.msg
+
+
+def test_connection_refused_is_short(listener: Listener) -> None:
+    port = listener.port
+    listener.close()
+    err = _refused(fetch_bytes, f"http://127.0.0.1:{port}/", _local(), loc=LOC,
+                   type="url_unreachable")  # fmt: skip
+    assert err.msg == "could not fetch image: could not connect to '127.0.0.1'"
+
+
+# -- data URIs -----------------------------------------------------------------------------
+
+
+def test_data_uri() -> None:
+    uri = "data:image/png;base64," + base64.b64encode(ASTRONAUT).decode()
+    assert read_data_uri(uri, FetchPolicy(), loc=LOC) == ASTRONAUT
+    jpeg = "DATA:image/JPEG;base64," + base64.b64encode(ROCKET).decode()
+    assert read_data_uri(jpeg, FetchPolicy(), loc=LOC) == ROCKET
+
+
+@pytest.mark.parametrize(
+    ("uri", "type_"),
+    [
+        ("data:image/png;base64,iVBORw0KGgo*", "data_uri_invalid"),
+        ("data:image/png;base64,iVBO Rw0KGgo=", "data_uri_invalid"),
+        ("data:image/png,rawbytes", "data_uri_invalid"),
+        ("data:image/png;base64", "data_uri_invalid"),
+        ("data:image/gif;base64,R0lGODlh", "image_format"),
+        ("data:text/html;base64,PGgxPg==", "image_format"),
+        ("data:image/png;base64," + "A" * 200_000, "file_too_large"),
+    ],
+)
+def test_bad_data_uris(uri: str, type_: str) -> None:
+    _refused(read_data_uri, uri, FetchPolicy(max_bytes=100_000), loc=LOC, type=type_)
+
+
+# -- decode_image --------------------------------------------------------------------------
+
+
+def _png(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_decode_real_images() -> None:
+    image = decode_image(ASTRONAUT, FetchPolicy(), loc=LOC)
+    assert (image.format, image.size, image.mode) == ("PNG", (512, 512), "RGB")
+    image = decode_image(ROCKET, FetchPolicy(), loc=LOC)
+    assert image.format == "JPEG" and image.size == (640, 427)
+    assert image.getpixel((0, 0)) is not None  # loaded
+    assert sniff_format(ASTRONAUT) == "png" and sniff_format(ROCKET) == "jpeg"
+
+
+def test_decode_refuses_other_formats_by_content() -> None:
+    gif = io.BytesIO()
+    Image.open(io.BytesIO(CHELSEA)).save(gif, "GIF")  # would be served as "chelsea.png"
+    real_gif = _data("no_time_for_that_tiny.gif")
+    for data in [gif.getvalue(), real_gif, b"", b"hello", b"\x89PNG"]:
+        err = _refused(decode_image, data, FetchPolicy(), loc=LOC, type="image_format")
+        assert err.msg == "Only JPEG and PNG images are supported" and err.loc == LOC
+    assert sniff_format(gif.getvalue()) is None
+
+
+def test_decode_refuses_truncated_images() -> None:
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False
+    for data in [ROCKET[: len(ROCKET) // 2], ASTRONAUT[: len(ASTRONAUT) // 2], ROCKET[:4],
+                 ASTRONAUT[:40]]:  # fmt: skip
+        _refused(decode_image, data, FetchPolicy(), loc=LOC, type="image_corrupt")
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False
+
+
+@pytest.fixture(scope="module")
+def bombs() -> dict[str, bytes]:
+    """Small PNGs that claim many pixels: 20000x20000 (Pillow itself refuses these) and
+    8000x8000 (under Pillow's limit, over the policy's), plus a header-only 8000x8000 whose
+    pixel data is cut off -- refusing it as too large proves the check ran before decoding."""
+    big = _png(Image.new("1", (20000, 20000)))
+    mid = _png(Image.new("1", (8000, 8000)))
+    return {"big": big, "mid": mid, "header_only": mid[:60]}
+
+
+def test_decode_refuses_decompression_bombs(bombs: dict[str, bytes]) -> None:
+    max_pixels = Image.MAX_IMAGE_PIXELS
+    for name, data in bombs.items():
+        assert len(data) < 100_000, name
+        _refused(decode_image, data, FetchPolicy(), loc=LOC, type="image_too_large")
+    _refused(decode_image, ASTRONAUT, FetchPolicy(max_pixels=512 * 512 - 1), loc=LOC,
+             type="image_too_large")  # fmt: skip
+    assert decode_image(ASTRONAUT, FetchPolicy(max_pixels=512 * 512), loc=LOC).size == (512, 512)
+    assert Image.MAX_IMAGE_PIXELS == max_pixels
+
+
+def test_decode_size_cap() -> None:
+    _refused(decode_image, ASTRONAUT, FetchPolicy(max_bytes=1000), loc=LOC, type="file_too_large")
