@@ -7,15 +7,17 @@ to the system resolver: tests that need one inject ``FetchPolicy.resolver``.
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.server
 import io
 import ipaddress
 import os
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 import pytest
 import skimage
@@ -111,13 +113,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         path, _, query = self.path.partition("?")
         parts = path.strip("/").split("/")
-        try:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # client gave up
             self._route(parts, parse_qs(query))
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client gave up, as the timeout tests intend
 
     def _route(self, parts: list[str], query: dict[str, list[str]]) -> None:
         if parts[0] == "img":
@@ -225,19 +225,29 @@ def test_loopback_spellings_are_refused_without_connecting(listener: Listener) -
     assert listener.connections == 1
 
 
-def test_userinfo_is_refused(listener: Listener) -> None:
-    for url in ["http://example.com@127.0.0.1:{port}/", "http://user:pw@localhost:{port}/"]:
-        err = _refused(fetch_bytes, url.format(port=listener.port), _local(), loc=LOC,
-                       type="url_forbidden")  # fmt: skip
-        assert "credentials" in err.msg
+def test_userinfo_is_refused_even_when_private_is_allowed(listener: Listener) -> None:
+    spellings = ["http://example.com@127.0.0.1:{port}/", "http://user:pw@localhost:{port}/"]
+    for policy in [FetchPolicy(), _local()]:
+        for spelling in spellings:
+            url = spelling.format(port=listener.port)
+            err = _refused(check_url, url, policy, type="url_forbidden")
+            assert "credentials" in err.msg
+            _refused(fetch_bytes, url, policy, loc=LOC, type="url_forbidden")
+    time.sleep(0.1)
     assert listener.connections == 0
 
 
 @pytest.mark.parametrize(
     "url",
-    ["file:///etc/passwd", "ftp://x/", "gopher://127.0.0.1:70/", "dict://127.0.0.1:11211/",
-     "javascript:alert(1)", "data:image/png;base64,iVBORw0KGgo="],
-)  # fmt: skip
+    [
+        "file:///etc/passwd",
+        "ftp://x/",
+        "gopher://127.0.0.1:70/",
+        "dict://127.0.0.1:11211/",
+        "javascript:alert(1)",
+        "data:image/png;base64,iVBORw0KGgo=",
+    ],
+)
 def test_other_schemes_are_refused(url: str) -> None:
     err = _refused(check_url, url, _local(), type="url_forbidden")
     assert f"'{url.split(':')[0]}'" in err.msg
@@ -259,8 +269,12 @@ def _hanging_resolver(host: str, port: int) -> list[str]:
 
 
 def test_unresolvable_and_hanging_names_fail_fast() -> None:
-    _refused(check_url, "http://example.com/", FetchPolicy(resolver=_no_such_host),
-             type="url_unresolvable")  # fmt: skip
+    _refused(
+        check_url,
+        "http://example.com/",
+        FetchPolicy(resolver=_no_such_host),
+        type="url_unresolvable",
+    )
     start = time.monotonic()
     policy = FetchPolicy(resolver=_hanging_resolver, connect_timeout_s=0.2)
     err = _refused(check_url, "https://example.com/x.png", policy, type="url_unresolvable")
@@ -272,9 +286,12 @@ def test_every_resolved_address_must_be_public() -> None:
     def mixed(host: str, port: int) -> list[str]:
         return ["93.184.216.34", "10.0.0.7"]
 
-    _refused(check_url, "https://images.example/a.png", FetchPolicy(resolver=mixed),
-             type="url_forbidden")  # fmt: skip
-    url, addrs = check_url("https://images.example/a.png", FetchPolicy(resolver=lambda h, p: ["8.8.8.8"]))
+    _refused(
+        check_url, "https://images.example/a.png", FetchPolicy(resolver=mixed), type="url_forbidden"
+    )
+    url, addrs = check_url(
+        "https://images.example/a.png", FetchPolicy(resolver=lambda h, p: ["8.8.8.8"])
+    )
     assert url.host == "images.example" and addrs == [ipaddress.ip_address("8.8.8.8")]
 
 
@@ -303,12 +320,62 @@ def test_connection_is_pinned_to_the_checked_address() -> None:
         httpd.server_close()
 
 
+# A self-signed certificate for "images.test" (EC P-256, valid until 2126).
+TLS_KEY_AND_CERT = """-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgr+jUYXtnB4Q+zS6r
+7rnxGOsC0+caUe/fFlqYAVid8Q+hRANCAAQzdw1phyIBQkXa42lZZE52eW3mYmrx
+ctFrrlamnn0/iNh9yvCewgFJFtnKkIFrGKHkSu06+vabLl/H1nl9UarN
+-----END PRIVATE KEY-----
+-----BEGIN CERTIFICATE-----
+MIIBmzCCAUGgAwIBAgIUbCxyR0QFELx3AdZMCUkCPKFCgScwCgYIKoZIzj0EAwIw
+FjEUMBIGA1UEAwwLaW1hZ2VzLnRlc3QwIBcNMjYxMTIxMDU0OTAyWhgPMjEyNjEw
+MjgwNTQ5MDJaMBYxFDASBgNVBAMMC2ltYWdlcy50ZXN0MFkwEwYHKoZIzj0CAQYI
+KoZIzj0DAQcDQgAEM3cNaYciAUJF2uNpWWROdnlt5mJq8XLRa65Wpp59P4jYfcrw
+nsIBSRbZypCBaxih5ErtOvr2my5fx9Z5fVGqzaNrMGkwHQYDVR0OBBYEFKzP5c0h
+Bh7xrBXbkOXBmUgTAd8vMB8GA1UdIwQYMBaAFKzP5c0hBh7xrBXbkOXBmUgTAd8v
+MA8GA1UdEwEB/wQFMAMBAf8wFgYDVR0RBA8wDYILaW1hZ2VzLnRlc3QwCgYIKoZI
+zj0EAwIDSAAwRQIhAN3oF8S2WwD1tfvUIGON7Jol3Dl4t6nGDPH+hVF/lY9qAiB8
+ygqZl8SfMwU76ClOgyyoZw/XX3p7+905P8TKjLWJ0A==
+-----END CERTIFICATE-----
+"""
+
+
+def test_https_sends_the_name_as_sni_and_verifies(tmp_path) -> None:
+    """https to a checked IP still does TLS for the name: the server sees SNI "images.test",
+    and its self-signed certificate is refused (verification stays on)."""
+    pem = tmp_path / "server.pem"
+    pem.write_text(TLS_KEY_AND_CERT)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(pem)
+    sni: list[str | None] = []
+    tls.sni_callback = lambda sock, name, ctx: sni.append(name)
+    lst = socket.create_server(("127.0.0.1", 0))
+    port = lst.getsockname()[1]
+
+    def serve() -> None:
+        conn, _ = lst.accept()
+        with contextlib.suppress(OSError):  # the client rejects the certificate, hangs up
+            tls.wrap_socket(conn, server_side=True).close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    policy = _local(resolver=lambda host, p: ["127.0.0.1"])
+    err = _refused(
+        fetch_bytes, f"https://images.test:{port}/a.png", policy, loc=LOC, type="url_unreachable"
+    )
+    thread.join(2)
+    lst.close()
+    assert err.msg == "could not fetch image: TLS handshake with 'images.test' failed"
+    assert sni == ["images.test"]
+
+
 def test_redirect_chain_limit(server: str) -> None:
     assert fetch_bytes(f"{server}/redirect/3", _local(), loc=LOC) == ASTRONAUT
     err = _refused(fetch_bytes, f"{server}/redirect/4", _local(), loc=LOC, type="url_redirects")
     assert err.loc == LOC
-    _refused(fetch_bytes, f"{server}/redirect/1", _local(max_redirects=0), loc=LOC,
-             type="url_redirects")  # fmt: skip
+    _refused(
+        fetch_bytes, f"{server}/redirect/1", _local(max_redirects=0), loc=LOC, type="url_redirects"
+    )
 
 
 @pytest.mark.parametrize("target", ["ftp://127.0.0.1/x.png", "file:///etc/passwd"])
@@ -336,11 +403,13 @@ def test_oversize_body_is_refused(server: str) -> None:
 
 def test_slow_servers_time_out(server: str) -> None:
     start = time.monotonic()
-    err = _refused(fetch_bytes, f"{server}/slow", _local(read_timeout_s=0.3), loc=LOC,
-                   type="url_unreachable")  # fmt: skip
+    err = _refused(
+        fetch_bytes, f"{server}/slow", _local(read_timeout_s=0.3), loc=LOC, type="url_unreachable"
+    )
     assert err.msg == "could not fetch image: timed out after 0.3 s"
-    err = _refused(fetch_bytes, f"{server}/drip", _local(total_timeout_s=0.4), loc=LOC,
-                   type="url_unreachable")  # fmt: skip
+    err = _refused(
+        fetch_bytes, f"{server}/drip", _local(total_timeout_s=0.4), loc=LOC, type="url_unreachable"
+    )
     assert err.msg == "could not fetch image: timed out after 0.4 s"
     assert time.monotonic() - start < 1.5
 
@@ -357,8 +426,9 @@ def test_non_2xx_is_refused(server: str, code: int) -> None:
 def test_connection_refused_is_short(listener: Listener) -> None:
     port = listener.port
     listener.close()
-    err = _refused(fetch_bytes, f"http://127.0.0.1:{port}/", _local(), loc=LOC,
-                   type="url_unreachable")  # fmt: skip
+    err = _refused(
+        fetch_bytes, f"http://127.0.0.1:{port}/", _local(), loc=LOC, type="url_unreachable"
+    )
     assert err.msg == "could not fetch image: could not connect to '127.0.0.1'"
 
 
@@ -418,8 +488,8 @@ def test_decode_refuses_other_formats_by_content() -> None:
 
 def test_decode_refuses_truncated_images() -> None:
     assert ImageFile.LOAD_TRUNCATED_IMAGES is False
-    for data in [ROCKET[: len(ROCKET) // 2], ASTRONAUT[: len(ASTRONAUT) // 2], ROCKET[:4],
-                 ASTRONAUT[:40]]:  # fmt: skip
+    halves = [ROCKET[: len(ROCKET) // 2], ASTRONAUT[: len(ASTRONAUT) // 2]]
+    for data in [*halves, ROCKET[:4], ASTRONAUT[:40]]:
         _refused(decode_image, data, FetchPolicy(), loc=LOC, type="image_corrupt")
     assert ImageFile.LOAD_TRUNCATED_IMAGES is False
 
@@ -439,10 +509,15 @@ def test_decode_refuses_decompression_bombs(bombs: dict[str, bytes]) -> None:
     for name, data in bombs.items():
         assert len(data) < 100_000, name
         _refused(decode_image, data, FetchPolicy(), loc=LOC, type="image_too_large")
-    _refused(decode_image, ASTRONAUT, FetchPolicy(max_pixels=512 * 512 - 1), loc=LOC,
-             type="image_too_large")  # fmt: skip
+    _refused(
+        decode_image,
+        ASTRONAUT,
+        FetchPolicy(max_pixels=512 * 512 - 1),
+        loc=LOC,
+        type="image_too_large",
+    )
     assert decode_image(ASTRONAUT, FetchPolicy(max_pixels=512 * 512), loc=LOC).size == (512, 512)
-    assert Image.MAX_IMAGE_PIXELS == max_pixels
+    assert max_pixels == Image.MAX_IMAGE_PIXELS
 
 
 def test_decode_size_cap() -> None:

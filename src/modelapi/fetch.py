@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import functools
 import io
 import ipaddress
@@ -40,8 +41,8 @@ import socket
 import ssl
 import threading
 import time
-from dataclasses import dataclass, field
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import certifi
@@ -143,10 +144,9 @@ def _resolve(policy: FetchPolicy, host: str, port: int) -> list[IPAddress]:
     out: dict[str, Any] = {}
 
     def work() -> None:
-        try:
-            out["addrs"] = [ipaddress.ip_address(a.split("%", 1)[0]) for a in policy.resolver(host, port)]
-        except (OSError, UnicodeError, ValueError):
-            pass
+        with contextlib.suppress(OSError, UnicodeError, ValueError):  # all mean "unresolvable"
+            found = policy.resolver(host, port)
+            out["addrs"] = [ipaddress.ip_address(a.split("%", 1)[0]) for a in found]
 
     worker = threading.Thread(target=work, name="modelapi-resolve", daemon=True)
     worker.start()
@@ -190,10 +190,10 @@ def check_url(
         msg = f"could not resolve host '{parsed.host}'"
         raise InputError(msg, loc, "url_unresolvable") from None
     exempt = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    if not (policy.allow_private or exempt in policy.allowed_hosts):
-        if not all(is_public_address(a) for a in addrs):
-            msg = f"URL host '{parsed.host}' resolves to a private or reserved address"
-            raise InputError(msg, loc, "url_forbidden")
+    exempt_ok = policy.allow_private or exempt in policy.allowed_hosts
+    if not exempt_ok and not all(is_public_address(a) for a in addrs):
+        msg = f"URL host '{parsed.host}' resolves to a private or reserved address"
+        raise InputError(msg, loc, "url_forbidden")
     return parsed, addrs
 
 
@@ -231,7 +231,18 @@ def fetch_bytes(url: str, policy: FetchPolicy, *, loc: list) -> bytes:
 
 
 def _timed_out(seconds: float, loc: list) -> InputError:
-    return InputError(f"could not fetch image: timed out after {seconds:.3g} s", loc, "url_unreachable")
+    msg = f"could not fetch image: timed out after {seconds:.3g} s"
+    return InputError(msg, loc, "url_unreachable")
+
+
+def _too_large(policy: FetchPolicy, loc: list) -> InputError:
+    return InputError(f"image is larger than {policy.max_bytes} bytes", loc, "file_too_large")
+
+
+def _caused_by(exc: BaseException | None, kind: type[BaseException]) -> bool:
+    while exc is not None and not isinstance(exc, kind):
+        exc = exc.__cause__ or exc.__context__
+    return exc is not None
 
 
 def _get_pinned(
@@ -259,9 +270,14 @@ def _get_pinned(
         timeout = httpx.Timeout(connect=connect_s, read=read_s, write=read_s, pool=connect_s)
         pinned = target.copy_with(host=str(addr))
         try:
-            with client.stream("GET", pinned, headers=headers, extensions=ext, timeout=timeout) as resp:
+            with client.stream(
+                "GET", pinned, headers=headers, extensions=ext, timeout=timeout
+            ) as resp:
                 return _read_response(resp, target, policy, deadline, loc)
-        except httpx.ConnectError:
+        except httpx.ConnectError as exc:
+            if _caused_by(exc, ssl.SSLError):
+                msg = f"could not fetch image: TLS handshake with '{target.host}' failed"
+                raise InputError(msg, loc, "url_unreachable") from None
             continue  # refused / unreachable: try the host's next address
         except (httpx.ConnectTimeout, httpx.PoolTimeout):
             raise _timed_out(connect_s, loc) from None
@@ -286,15 +302,14 @@ def _read_response(
     if not 200 <= resp.status_code < 300:
         msg = f"could not fetch image: HTTP {resp.status_code} {resp.reason_phrase}".rstrip()
         raise InputError(msg, loc, "url_status")
-    too_large = f"image is larger than {policy.max_bytes} bytes"
     length = resp.headers.get("content-length", "")
     if length.isdigit() and int(length) > policy.max_bytes:
-        raise InputError(too_large, loc, "file_too_large")
+        raise _too_large(policy, loc)
     body = bytearray()
     for chunk in resp.iter_bytes():
         body += chunk
         if len(body) > policy.max_bytes:
-            raise InputError(too_large, loc, "file_too_large")
+            raise _too_large(policy, loc)
         if time.monotonic() > deadline:
             raise _timed_out(policy.total_timeout_s, loc)
     return bytes(body)
@@ -320,13 +335,13 @@ def read_data_uri(uri: str, policy: FetchPolicy, *, loc: list) -> bytes:
     if media_type not in ("image/png", "image/jpeg", "image/jpg"):
         raise InputError("Only JPEG and PNG images are supported", loc, "image_format")
     if len(payload) // 4 * 3 > policy.max_bytes + 2:
-        raise InputError(f"image is larger than {policy.max_bytes} bytes", loc, "file_too_large")
+        raise _too_large(policy, loc)
     try:
         data = base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
         raise InputError("data: URI payload is not valid base64", loc, "data_uri_invalid") from None
     if len(data) > policy.max_bytes:
-        raise InputError(f"image is larger than {policy.max_bytes} bytes", loc, "file_too_large")
+        raise _too_large(policy, loc)
     return data
 
 
@@ -352,7 +367,7 @@ def decode_image(data: bytes, policy: FetchPolicy, *, loc: list) -> Image.Image:
             ``image_corrupt`` (truncated or undecodable).
     """
     if len(data) > policy.max_bytes:
-        raise InputError(f"image is larger than {policy.max_bytes} bytes", loc, "file_too_large")
+        raise _too_large(policy, loc)
     fmt = sniff_format(data)
     if fmt is None:
         raise InputError("Only JPEG and PNG images are supported", loc, "image_format")
@@ -363,7 +378,7 @@ def decode_image(data: bytes, policy: FetchPolicy, *, loc: list) -> Image.Image:
         if width * height > policy.max_pixels:
             raise InputError(f"{too_large} ({width}x{height})", loc, "image_too_large")
         image.load()
-    except Image.DecompressionBombError:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):  # warning: if -W error
         raise InputError(too_large, loc, "image_too_large") from None
     except (OSError, ValueError, SyntaxError, EOFError, IndexError):
         # Pillow's refusals of truncated / malformed files (UnidentifiedImageError is OSError).

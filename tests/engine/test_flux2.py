@@ -1,0 +1,188 @@
+"""The FLUX.2 engine end to end on the tiny random-weight pipeline (real diffusers classes,
+saved with save_pretrained and loaded with from_pretrained), on CPU."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import huggingface_hub
+import numpy as np
+import pytest
+import skimage.data
+from PIL import Image
+
+from modelapi.engine.base import GenerationSpec
+from modelapi.engine.flux2 import DEFAULT_MODEL_ID, Flux2Engine, resolve_default_model, save_png
+from modelapi.engine.tiny import RANDOM_WEIGHTS_MARKER, make_tiny
+from modelapi.errors import EngineError, GenerationStopped
+
+pytestmark = pytest.mark.slow
+
+UNCACHED_ID = "modelapi-tests/FLUX.2-klein-not-downloaded"
+
+
+@pytest.fixture(scope="session")
+def tiny_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny(tmp_path_factory.mktemp("weights") / "tiny-flux2-klein")
+
+
+@pytest.fixture(scope="session")
+def engine(tiny_path: Path) -> Flux2Engine:
+    return Flux2Engine(str(tiny_path), device="cpu")
+
+
+def spec_for(prompts: list[str], *, width: int = 64, height: int = 64, seed: int = 1, **kw) -> GenerationSpec:
+    return GenerationSpec(
+        model_id="bytedance/seedream-4-0/sequential",
+        prompts=prompts,
+        width=width,
+        height=height,
+        requested_size=(width, height),
+        seed=seed,
+        **kw,
+    )
+
+
+def run(engine: Flux2Engine, spec: GenerationSpec) -> list[Image.Image]:
+    return engine.generate(spec, lambda fraction: None, lambda: False)
+
+
+def pixels(images: list[Image.Image]) -> list[np.ndarray]:
+    return [np.asarray(image) for image in images]
+
+
+def test_make_tiny_writes_a_marked_pipeline_folder(tiny_path: Path) -> None:
+    index = json.loads((tiny_path / "model_index.json").read_text())
+    assert index["_class_name"] == "Flux2KleinPipeline"
+    assert json.loads((tiny_path / RANDOM_WEIGHTS_MARKER).read_text())["random_weights"] is True
+    with pytest.raises(FileExistsError):
+        make_tiny(tiny_path)
+
+
+def test_loads_with_from_pretrained_and_reports_random_weights(engine: Flux2Engine, tiny_path: Path) -> None:
+    assert engine.info == {
+        "engine": "flux2-klein",
+        "weights": str(tiny_path),
+        "random_weights": True,
+        "device": "cpu",
+        "dtype": "float32",
+        "default_steps": 4,
+        "default_guidance": 1.0,
+    }
+
+
+def test_series_has_count_images_of_the_exact_size(engine: Flux2Engine) -> None:
+    images = run(engine, spec_for(["a fox", "the fox runs", "the fox sleeps"], width=128, height=96))
+    assert len(images) == 3
+    assert all(image.size == (128, 96) and image.mode == "RGB" for image in images)
+
+
+def test_one_image_at_256(engine: Flux2Engine) -> None:
+    (image,) = run(engine, spec_for(["a lighthouse"], width=256, height=256))
+    assert image.size == (256, 256)
+
+
+def test_same_spec_same_pixels_other_seed_other_pixels(engine: Flux2Engine) -> None:
+    first = pixels(run(engine, spec_for(["a", "b"], seed=5)))
+    again = pixels(run(engine, spec_for(["a", "b"], seed=5)))
+    other = pixels(run(engine, spec_for(["a", "b"], seed=6)))
+    assert all(np.array_equal(x, y) for x, y in zip(first, again, strict=True))
+    assert not any(np.array_equal(x, y) for x, y in zip(first, other, strict=True))
+
+
+def test_image_i_uses_seed_plus_i(engine: Flux2Engine) -> None:
+    # Image 1 of a series seeded 10 is made exactly like a single image seeded 10.
+    series = pixels(run(engine, spec_for(["a", "b", "c"], seed=10)))
+    single = pixels(run(engine, spec_for(["a"], seed=10)))
+    assert np.array_equal(series[0], single[0])
+
+
+def test_references_make_count_images(engine: Flux2Engine) -> None:
+    references = [Image.fromarray(skimage.data.astronaut()), Image.fromarray(skimage.data.chelsea())]
+    spec = spec_for(["the astronaut", "with the cat", "on the moon"], width=96, height=64, references=references)
+    images = run(engine, spec)
+    assert [image.size for image in images] == [(96, 64)] * 3
+    plain = pixels(run(engine, spec_for(spec.prompts, width=96, height=64)))
+    assert not np.array_equal(pixels(images)[0], plain[0])  # the references were used
+
+
+def test_scale_shrinks_references_for_klein(engine: Flux2Engine) -> None:
+    assert engine.reference_area_for(spec_for(["x"], scale=0.5)) == 1024 * 1024
+    assert engine.reference_area_for(spec_for(["x"], scale=1.0)) == 1024 * 1024 // 4
+    assert engine.guidance_for(spec_for(["x"], scale=1.0)) == 1.0  # distilled: guidance ignored
+    with pytest.raises(EngineError, match="scale"):
+        run(engine, spec_for(["x"], scale=1.5))
+
+
+def test_progress_is_monotonic_over_both_passes_and_ends_at_one(engine: Flux2Engine) -> None:
+    seen: list[float] = []
+    engine.generate(spec_for(["a", "b", "c"], num_inference_steps=3), seen.append, lambda: False)
+    assert len(seen) == 6  # 3 steps x 2 passes
+    assert seen == sorted(seen) and 0 < seen[0] and seen[-1] == 1.0
+
+
+def test_should_stop_raises_generation_stopped_between_steps(engine: Flux2Engine) -> None:
+    seen: list[float] = []
+    with pytest.raises(GenerationStopped):
+        engine.generate(spec_for(["a", "b"]), seen.append, lambda: len(seen) >= 2)
+    assert seen == [0.125, 0.25]
+    assert len(run(engine, spec_for(["a"]))) == 1  # the engine still works afterwards
+
+
+def test_size_not_a_multiple_of_16_is_refused(engine: Flux2Engine) -> None:
+    with pytest.raises(EngineError, match="multiple of 16"):
+        run(engine, spec_for(["a"], width=72))
+
+
+def test_missing_folder_is_a_clear_error_fast() -> None:
+    started = time.monotonic()
+    with pytest.raises(EngineError, match="make-tiny"):
+        Flux2Engine("/nonexistent/path")
+    assert time.monotonic() - started < 5
+
+
+def test_uncached_hub_id_offline_is_a_clear_error_fast(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    started = time.monotonic()
+    with pytest.raises(EngineError) as caught:
+        Flux2Engine(UNCACHED_ID)
+    assert time.monotonic() - started < 5
+    message = str(caught.value)
+    assert "not found locally" in message and "HF_HUB_OFFLINE" in message
+    assert f"hf download {UNCACHED_ID}" in message and "--model PATH" in message
+
+
+def test_resolve_default_model_falls_back_to_tiny(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    if huggingface_hub.try_to_load_from_cache(DEFAULT_MODEL_ID, "model_index.json") is not None:
+        pytest.skip(f"{DEFAULT_MODEL_ID} is in this machine's hub cache")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with caplog.at_level("WARNING", logger="modelapi.engine"):
+        model, is_random = resolve_default_model(tmp_path / "data")
+    assert (model, is_random) == (str(tmp_path / "data" / "tiny-flux2-klein"), True)
+    assert "RANDOM-WEIGHT" in caplog.text
+    assert resolve_default_model(tmp_path / "data") == (model, True)  # built once, reused
+
+
+def test_save_png_text_chunks_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "out.png"
+    image = Image.new("RGB", (16, 16), (10, 20, 30))
+    save_png(image, path, prompt="un café — 東京", seed=42, extra={"random_weights": True, "engine": "flux2-klein"})
+    with Image.open(path) as saved:
+        assert saved.format == "PNG"
+        assert saved.text == {
+            "prompt": "un café — 東京",
+            "seed": "42",
+            "random_weights": "true",
+            "engine": "flux2-klein",
+        }
+        assert np.array_equal(np.asarray(saved), np.asarray(image))
+
+
+def test_rewrite_prompts_keeps_the_count(engine: Flux2Engine) -> None:
+    prompts = ["a fox in snow", "the fox at dusk", "the fox asleep"]
+    assert engine.rewrite_prompts(prompts, "Make each prompt more vivid.") == prompts
+    assert engine.rewrite_prompts([], "anything") == []

@@ -1,0 +1,208 @@
+"""Each route's success and error shapes, over real HTTP on 127.0.0.1 with a real SQLite file."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import httpx
+import pytest
+
+from conftest import SKIMAGE_DATA, wait_terminal
+from modelapi import catalog
+
+SEQ = "bytedance/seedream-4-0/sequential"
+EDIT_SEQ = "bytedance/seedream-4-0/edit-sequential"
+DREAMINA = "bytedance/dreamina-4-0/edit"
+ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
+
+
+def assert_error(resp: httpx.Response, status: int) -> dict:
+    assert resp.status_code == status, resp.text
+    body = resp.json()
+    assert set(body) == {"error_code", "error_message", "detail"}
+    assert body["error_code"] == status * 1000 + 1
+    assert isinstance(body["error_message"], str) and body["error_message"]
+    assert "Traceback" not in resp.text
+    return body
+
+
+def test_documented_sequential_example_runs_to_completion(server):
+    with server.client() as c:
+        body = catalog.get(SEQ).example_request  # {"text": "Generate 3 images of ..."}
+        resp = c.post(f"/v1/models/{SEQ}", json=body)
+        assert resp.status_code == 200, resp.text
+        sub = resp.json()
+        assert set(sub) == {"request_id", "status_url", "result_url", "cancel_url"}
+        rid = sub["request_id"]
+        assert sub["status_url"] == f"{server.base_url}/v1/requests/{rid}/status"
+        assert sub["result_url"] == f"{server.base_url}/v1/requests/{rid}/result"
+        assert sub["cancel_url"] == f"{server.base_url}/v1/requests/{rid}/cancel"
+        result = wait_terminal(c, rid)
+        assert result["status"] == "completed", result
+        assert len(result["output"]["images"]) == 3  # "Generate 3 images", cap 3 by default
+        assert "image" not in result["output"]  # only when exactly one
+        assert ISO.match(result["created_at"]) and ISO.match(result["finished_at"])
+        assert isinstance(result["seed"], int)
+        assert result["metadata"]["image_count"] == 3
+        assert (result["metadata"]["width"], result["metadata"]["height"]) == (2560, 1440)
+        # outputs are served under signed URLs
+        img = httpx.get(result["output"]["images"][0])
+        assert img.status_code == 200 and img.headers["content-type"] == "image/png"
+        assert img.content[:8] == b"\x89PNG\r\n\x1a\n"
+        # a tampered signature is refused
+        assert_error(httpx.get(result["output"]["images"][0].replace("sig=", "sig=0")), 404)
+        # cost on demand: 3 billed units (sequential_image_generation_options default 3)
+        costed = c.get(f"/v1/requests/{rid}/result", params={"include_cost": "true"}).json()
+        assert costed["cost"] == pytest.approx(3 * 0.03)
+        assert "cost" not in result
+
+
+def test_documented_dreamina_example_shape_with_local_urls(server, image_host):
+    base, _ = image_host
+    example = dict(catalog.get(DREAMINA).example_request)
+    example["image_urls"] = [f"{base}/astronaut.png", f"{base}/rocket.jpg"]
+    with server.client() as c:
+        rid = c.post(f"/v1/models/{DREAMINA}", json=example).json()["request_id"]
+        result = wait_terminal(c, rid)
+        assert result["status"] == "completed", result
+        assert result["output"]["image"] == result["output"]["images"][0]  # exactly one image
+        assert (result["metadata"]["width"], result["metadata"]["height"]) == (2048, 2048)
+        assert c.get(f"/v1/requests/{rid}/result?include_cost=true").json()["cost"] == pytest.approx(0.03)
+
+
+def test_documented_edit_sequential_example_has_empty_images_which_its_schema_refuses(server):
+    # The documented curl body sends "images": [] while the schema says minItems 1.
+    with server.client() as c:
+        body = assert_error(c.post(f"/v1/models/{EDIT_SEQ}", json=catalog.get(EDIT_SEQ).example_request), 422)
+        assert body["detail"] == [{"loc": ["body", "images"], "msg": "List should have at least 1 item", "type": "min_items"}]
+
+
+def test_status_shows_queue_position_then_progress(make_server):
+    srv = make_server(env={"MODELAPI_TEST_STEP_S": "0.1", "MODELAPI_TEST_STEPS": "10"}).start()
+    with srv.client() as c:
+        ids = [c.post(f"/v1/models/{SEQ}", json={"text": "one image"}).json()["request_id"] for _ in range(3)]
+        seen_progress, seen_positions = set(), set()
+        for _ in range(200):
+            first = c.get(f"/v1/requests/{ids[0]}/status").json()
+            last = c.get(f"/v1/requests/{ids[2]}/status").json()
+            if first["status"] == "in_progress":
+                assert set(first) == {"request_id", "status", "progress", "status_url", "result_url"}
+                seen_progress.add(first["progress"])
+            if last["status"] == "in_queue":
+                assert set(last) == {"request_id", "status", "queue_position", "status_url", "result_url"}
+                seen_positions.add(last["queue_position"])
+            if first["status"] == "completed":
+                break
+            time.sleep(0.05)
+        assert any(0 < p < 1 for p in seen_progress), seen_progress
+        # two ahead of it before the first starts, then one (0 = next)
+        assert 1 in seen_positions and seen_positions <= {1, 2}, seen_positions
+        # result of an unfinished request is the status body, so a client can keep polling
+        unfinished = c.get(f"/v1/requests/{ids[2]}/result").json()
+        assert unfinished["status"] in ("in_queue", "in_progress") and "output" not in unfinished
+        for rid in ids:
+            assert wait_terminal(c, rid)["status"] == "completed"
+
+
+def test_unknown_model_and_request_are_404(server):
+    with server.client() as c:
+        assert_error(c.post("/v1/models/acme/nope/v1", json={"text": "x"}), 404)
+        assert_error(c.get("/v1/requests/req_doesnotexist/status"), 404)
+        assert_error(c.get("/v1/requests/req_doesnotexist/result"), 404)
+        assert_error(c.post("/v1/requests/req_doesnotexist/cancel"), 404)
+        assert_error(c.get("/v1/models/acme/nope/v1/schema"), 404)
+
+
+def test_missing_or_bad_key_is_401(server):
+    url = f"{server.base_url}/v1/models/{SEQ}"
+    assert_error(httpx.post(url, json={"text": "x"}), 401)
+    assert_error(httpx.post(url, json={"text": "x"}, headers={"Authorization": "Bearer mapi_wrong"}), 401)
+    assert_error(httpx.get(f"{server.base_url}/v1/models", headers={"Authorization": "Basic abc"}), 401)
+
+
+def test_malformed_json_and_wrong_content_type_are_400(server):
+    with server.client() as c:
+        assert_error(c.post(f"/v1/models/{SEQ}", content=b"{not json", headers={"Content-Type": "application/json"}), 400)
+        assert_error(c.post(f"/v1/models/{SEQ}", content=b"text=hi", headers={"Content-Type": "application/x-www-form-urlencoded"}), 400)
+        body = assert_error(c.post(f"/v1/models/{SEQ}", json=["a", "list"]), 422)
+        assert body["detail"][0]["loc"] == ["body"]
+
+
+def test_body_over_the_cap_is_413(make_server):
+    srv = make_server(args=["--max-body-bytes", "2000"]).start()
+    with srv.client() as c:
+        big = {"text": "x" * 5000}
+        assert_error(c.post(f"/v1/models/{SEQ}", json=big), 413)
+
+        def chunks():
+            yield b'{"text": "'
+            for _ in range(10):
+                yield b"y" * 500
+            yield b'"}'
+
+        # no Content-Length: counted while streaming
+        assert_error(c.post(f"/v1/models/{SEQ}", content=chunks(), headers={"Content-Type": "application/json"}), 413)
+        assert c.post(f"/v1/models/{SEQ}", json={"text": "fine"}).status_code == 200
+
+
+def test_per_key_queue_cap_is_429_with_retry_after(make_server):
+    srv = make_server(args=["--max-queued-per-key", "2"], env={"MODELAPI_TEST_STEP_S": "0.5", "MODELAPI_TEST_STEPS": "4"}).start()
+    with srv.client() as c:
+        codes = [c.post(f"/v1/models/{SEQ}", json={"text": "a cat"}) for _ in range(5)]
+        limited = [r for r in codes if r.status_code == 429]
+        assert limited, [r.status_code for r in codes]
+        assert_error(limited[0], 429)
+        assert int(limited[0].headers["Retry-After"]) > 0
+        assert all(r.status_code in (200, 429) for r in codes)
+
+
+def test_idempotency_key_returns_the_same_request(server):
+    with server.client() as c:
+        h = {"Idempotency-Key": "order-42"}
+        a = c.post(f"/v1/models/{SEQ}", json={"text": "a dog"}, headers=h).json()
+        b = c.post(f"/v1/models/{SEQ}", json={"text": "a dog"}, headers=h).json()
+        assert a["request_id"] == b["request_id"]
+        body = assert_error(c.post(f"/v1/models/{SEQ}", json={"text": "a cat"}, headers=h), 422)
+        assert body["detail"][0]["loc"] == ["header", "Idempotency-Key"]
+
+
+def test_catalogue_schema_healthz_metrics_docs(server):
+    with server.client() as c:
+        models = c.get("/v1/models").json()["models"]
+        assert sorted(m["model_id"] for m in models) == sorted(catalog.models())
+        for model_id, model in catalog.models().items():
+            schema = c.get(f"/v1/models/{model_id}/schema").json()
+            assert schema["input_schema"] == model.input_schema  # exactly as documented
+            assert schema["output_schema"] == model.output_schema
+        assert c.get("/healthz").json()["status"] == "ok"
+        rid = c.post(f"/v1/models/{SEQ}", json={"text": "metrics"}).json()["request_id"]
+        wait_terminal(c, rid)
+        metrics = httpx.get(server.base_url + "/metrics").text
+        assert re.search(r'modelapi_requests\{model="bytedance/seedream-4-0/sequential",status="completed"\} [1-9]', metrics)
+        assert "modelapi_queue_depth" in metrics
+        assert re.search(r'modelapi_job_duration_seconds_count\{model="bytedance/seedream-4-0/sequential"\} [1-9]', metrics)
+        spec = httpx.get(server.base_url + "/openapi.json").json()
+        assert spec["openapi"].startswith("3.1")
+        for model_id, model in catalog.models().items():
+            op = spec["paths"][f"/v1/models/{model_id}"]["post"]
+            body_schema = op["requestBody"]["content"]["application/json"]["schema"]
+            assert body_schema["properties"].keys() == model.input_schema["properties"].keys()
+            assert body_schema["additionalProperties"] is False
+        for path in ("/v1/requests/{request_id}/status", "/v1/requests/{request_id}/result",
+                     "/v1/requests/{request_id}/cancel", "/v1/models", "/v1/files", "/healthz", "/metrics"):
+            assert path in spec["paths"], path
+        assert httpx.get(server.base_url + "/docs").status_code == 200
+
+
+def test_upload_then_use_as_input(server):
+    data = (SKIMAGE_DATA / "chelsea.png").read_bytes()
+    with server.client() as c:
+        up = c.post("/v1/files", files={"file": ("cat.png", data, "image/png")})
+        assert up.status_code == 201, up.text
+        url = up.json()["url"]
+        assert url.startswith(server.base_url + "/v1/files/file_")
+        rid = c.post(f"/v1/models/{DREAMINA}", json={"image_urls": [url], "prompt": "the cat as a lion", "width×height": "1024x1024(1:1)"}).json()["request_id"]
+        assert wait_terminal(c, rid)["status"] == "completed"
+        gif = c.post("/v1/files", files={"file": ("x.png", b"GIF89a" + b"\0" * 100, "image/png")})
+        assert assert_error(gif, 422)["detail"][0]["msg"] == "Only JPEG and PNG images are supported"
