@@ -46,6 +46,9 @@ def _print_json(data: Any) -> None:
 
 
 # -- server side ------------------------------------------------------------------------------
+_JSON_FIELDS = ("prices_usd", "allowed_input_hosts")
+
+
 def _serve(**given: Any) -> None:
     """Run the API server (and its worker) until SIGINT/SIGTERM. Every flag can also be set
     by its MODELAPI_* environment variable."""
@@ -53,7 +56,7 @@ def _serve(**given: Any) -> None:
     from .errors import EngineError
     from .server.run import serve
 
-    values = {k: (json.loads(v) if k == "prices_usd" else v) for k, v in given.items() if v is not None}
+    values = {k: (json.loads(v) if k in _JSON_FIELDS else v) for k, v in given.items() if v is not None}
     settings = Settings(**values)
     logs.setup(settings.log_level)
     try:
@@ -73,7 +76,7 @@ def _serve_signature() -> inspect.Signature:
             option = typer.Option(None, f"{flag}/--no-{flag[2:]}", help=help_text, show_default=False)
             annotation: Any = Optional[bool]
         else:
-            option = typer.Option(None, flag, help=help_text, show_default=False, metavar="JSON" if name == "prices_usd" else None)
+            option = typer.Option(None, flag, help=help_text, show_default=False, metavar="JSON" if name in _JSON_FIELDS else None)
             annotation = Optional[str]
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation))
     return inspect.Signature(params)

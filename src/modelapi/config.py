@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     port: int = Field(8000, description="Port to listen on.")
     public_url: str | None = Field(None, description="Base of the absolute URLs the server returns; default http://127.0.0.1:<port>.")
     allow_private_urls: bool = Field(False, description="Let input URLs point at private/loopback addresses (tests only; unsafe).")
+    allowed_input_hosts: list[str] = Field(default_factory=list, description='Exact "host:port" input hosts exempt from the address check (e.g. an internal asset server), JSON list.')
     url_ttl_s: int = Field(86_400, description="Lifetime of signed output URLs, seconds.")
     max_body_bytes: int = Field(64 * 1024 * 1024, description="Largest request body accepted (413 above), bytes.")
     max_queued_per_key: int = Field(100, description="Most requests one key may have in_queue at once (429 above).")

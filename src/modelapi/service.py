@@ -50,6 +50,7 @@ class Service:
         self.worker = worker
         self.policy = FetchPolicy(
             allow_private=settings.allow_private_urls,
+            allowed_hosts=frozenset(settings.allowed_input_hosts),
             total_timeout_s=settings.fetch_timeout_s,
             max_bytes=settings.max_input_bytes,
             max_pixels=settings.max_input_pixels,

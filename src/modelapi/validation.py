@@ -72,8 +72,12 @@ def check_input(schema: dict[str, Any], body: Any) -> tuple[dict[str, Any], list
     if not isinstance(body, dict):
         return {}, [{"loc": ["body"], "msg": "Input should be a JSON object", "type": "type"}]
     validator = _validator(json.dumps(schema, sort_keys=True))
+    errors = list(validator.iter_errors(body))
+    mistyped = {tuple(e.path) for e in errors if e.validator == "type"}
     problems: list[Detail] = []
-    for err in sorted(validator.iter_errors(body), key=lambda e: (list(e.path), e.validator)):
+    for err in sorted(errors, key=lambda e: (list(map(str, e.path)), e.validator)):
+        if tuple(err.path) in mistyped and err.validator != "type":
+            continue  # a value of the wrong type gets one message: its type
         problems.extend(_detail(err, schema))
     inputs = dict(body)
     for name, prop in schema.get("properties", {}).items():
