@@ -38,7 +38,7 @@ requests = sa.Table(
     sa.Column("idempotency_key", sa.String(200)),
     sa.Column("body_hash", sa.String(64)),
     sa.Column("workflow_id", sa.String(80), nullable=False),
-    sa.Column("priority", sa.Integer, nullable=False, default=1),
+    sa.Column("priority", sa.Integer, nullable=False, default=2),
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
     sa.Column("progress", sa.Float),
     sa.Column("outputs", sa.JSON),

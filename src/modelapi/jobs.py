@@ -158,7 +158,7 @@ class JobStore:
             request_id=request_id, owner_key_id=owner_key_id, model_id=model_id,
             status=Status.IN_QUEUE.value, inputs=inputs, input_files=input_files, seed=seed,
             idempotency_key=idempotency_key, body_hash=body_hash,
-            workflow_id=f"{request_id}.0", priority=1, attempts=0, created_at=db.utcnow(),
+            workflow_id=f"{request_id}.0", priority=2, attempts=0, created_at=db.utcnow(),
         )
         with self.engine.begin() as conn:
             conn.execute(R.insert().values(**values))
@@ -230,7 +230,7 @@ class JobStore:
     def hand_back(self, request_id: str) -> bool:
         """in_progress -> in_queue (graceful shutdown), ahead of the queue; the attempt is not counted."""
         ok = self._transition(
-            request_id, (Status.IN_PROGRESS,), status=Status.IN_QUEUE.value, priority=0,
+            request_id, (Status.IN_PROGRESS,), status=Status.IN_QUEUE.value, priority=1,
             progress=None, started_at=None, attempts=C.attempts - 1,
         )
         if ok:
@@ -239,5 +239,5 @@ class JobStore:
 
     def requeue(self, request_id: str, workflow_id: str) -> None:
         """Give an in_queue request whose queue entry is gone (it was taken off the queue by a
-        worker that then stopped) a new entry id, ahead of the queue (priority 0)."""
-        self._transition(request_id, (Status.IN_QUEUE,), workflow_id=workflow_id, priority=0)
+        worker that then stopped) a new entry id, ahead of the queue (priority 1; new requests get 2)."""
+        self._transition(request_id, (Status.IN_QUEUE,), workflow_id=workflow_id, priority=1)

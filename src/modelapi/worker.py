@@ -102,7 +102,7 @@ class Worker:
                 n = int(req.workflow_id.rsplit(".", 1)[1]) + 1
                 workflow_id = f"{req.request_id}.{n}"
                 self.jobs.requeue(req.request_id, workflow_id)
-                self.enqueue(req.request_id, workflow_id, 0)
+                self.enqueue(req.request_id, workflow_id, 1)
                 log.info("request.requeued", extra={"request_id": req.request_id})
             else:
                 self.jobs.fail(req.request_id, "interrupted", "the worker stopped while running this request")

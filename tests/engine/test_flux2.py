@@ -61,6 +61,13 @@ def test_make_tiny_writes_a_marked_pipeline_folder(tiny_path: Path) -> None:
         make_tiny(tiny_path)
 
 
+def test_make_tiny_is_reproducible(tiny_path: Path, tmp_path: Path) -> None:
+    again = make_tiny(tmp_path / "again")
+    for name in ("transformer/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors",
+                 "text_encoder/model.safetensors", "tokenizer/tokenizer.json"):
+        assert (again / name).read_bytes() == (tiny_path / name).read_bytes(), name
+
+
 def test_loads_with_from_pretrained_and_reports_random_weights(engine: Flux2Engine, tiny_path: Path) -> None:
     assert engine.info == {
         "engine": "flux2-klein",

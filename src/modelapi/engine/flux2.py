@@ -286,6 +286,7 @@ class Flux2Engine:
         if family is _KLEIN and not pipe.config.get("is_distilled", False):
             family = _KLEIN_BASE
         pipe.set_progress_bar_config(disable=True)
+        pipe.vae.enable_slicing()  # pass 2 decodes its N-1 images one at a time: bounded memory
         self.pipe = pipe
         self._family = family
         self._lock = threading.Lock()

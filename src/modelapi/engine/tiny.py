@@ -60,6 +60,23 @@ def make_tokenizer():
     return tokenizer
 
 
+def make_scheduler():
+    """A ``FlowMatchEulerDiscreteScheduler`` with dynamic shifting, as FLUX.2 uses (the pipeline
+    passes ``mu`` from the image's token count)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    return FlowMatchEulerDiscreteScheduler(
+        num_train_timesteps=1000,
+        shift=3.0,
+        use_dynamic_shifting=True,
+        base_shift=0.5,
+        max_shift=1.15,
+        base_image_seq_len=256,
+        max_image_seq_len=4096,
+        time_shift_type="exponential",
+    )
+
+
 def build_tiny_pipeline(seed: int = 0):
     """The tiny ``Flux2KleinPipeline`` in memory (fp32, CPU), reproducible for a given ``seed``.
 
@@ -72,7 +89,6 @@ def build_tiny_pipeline(seed: int = 0):
     import torch
     from diffusers import (
         AutoencoderKLFlux2,
-        FlowMatchEulerDiscreteScheduler,
         Flux2KleinPipeline,
         Flux2Transformer2DModel,
     )
@@ -124,18 +140,8 @@ def build_tiny_pipeline(seed: int = 0):
             pad_token_id=tokenizer.pad_token_id,
         )
     )
-    scheduler = FlowMatchEulerDiscreteScheduler(
-        num_train_timesteps=1000,
-        shift=3.0,
-        use_dynamic_shifting=True,
-        base_shift=0.5,
-        max_shift=1.15,
-        base_image_seq_len=256,
-        max_image_seq_len=4096,
-        time_shift_type="exponential",
-    )
     return Flux2KleinPipeline(
-        scheduler=scheduler,
+        scheduler=make_scheduler(),
         vae=vae,
         text_encoder=text_encoder,
         tokenizer=tokenizer,

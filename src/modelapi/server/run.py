@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 from contextlib import asynccontextmanager
 
@@ -68,6 +69,10 @@ def serve(settings: Settings) -> None:
     server = uvicorn.Server(config)
     log.info("serving", extra={"url": settings.base_url, "data_dir": str(settings.data_dir)})
     print(f"modelapi listening on http://{settings.host}:{settings.port} (public URL {settings.base_url})", flush=True)
+    # uvicorn re-raises the signal it caught once it has stopped; by then the lifespan has
+    # drained the worker, so the re-raised signal only needs to be swallowed for a clean exit 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
     server.run()
 
 
