@@ -4,6 +4,7 @@ saved with save_pretrained and loaded with from_pretrained), on CPU."""
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -20,8 +21,6 @@ from modelapi.errors import EngineError, GenerationStopped
 
 pytestmark = pytest.mark.slow
 
-UNCACHED_ID = "modelapi-tests/FLUX.2-klein-not-downloaded"
-
 
 @pytest.fixture(scope="session")
 def tiny_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -31,6 +30,25 @@ def tiny_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def engine(tiny_path: Path) -> Flux2Engine:
     return Flux2Engine(str(tiny_path), device="cpu")
+
+
+@pytest.fixture
+def hub_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """An empty Hugging Face hub cache, offline (huggingface_hub's documented settings)."""
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return cache
+
+
+def put_in_hub_cache(cache: Path, repo_id: str, folder: Path) -> None:
+    """Lay ``folder`` out as the hub cache's snapshot of ``repo_id`` at revision main."""
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    shutil.copytree(folder, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
 
 
 def spec_for(prompts: list[str], *, width: int = 64, height: int = 64, seed: int = 1, **kw) -> GenerationSpec:
@@ -150,23 +168,28 @@ def test_missing_folder_is_a_clear_error_fast() -> None:
     assert time.monotonic() - started < 5
 
 
-def test_uncached_hub_id_offline_is_a_clear_error_fast(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def test_uncached_hub_id_offline_is_a_clear_error_fast(hub_cache: Path) -> None:
     started = time.monotonic()
     with pytest.raises(EngineError) as caught:
-        Flux2Engine(UNCACHED_ID)
+        Flux2Engine(DEFAULT_MODEL_ID)
     assert time.monotonic() - started < 5
     message = str(caught.value)
     assert "not found locally" in message and "HF_HUB_OFFLINE" in message
-    assert f"hf download {UNCACHED_ID}" in message and "--model PATH" in message
+    assert f"hf download {DEFAULT_MODEL_ID}" in message and "--model PATH" in message
+
+
+def test_hub_id_in_the_local_cache_loads_offline(hub_cache: Path, tiny_path: Path, tmp_path: Path) -> None:
+    put_in_hub_cache(hub_cache, DEFAULT_MODEL_ID, tiny_path)
+    assert resolve_default_model(tmp_path / "data") == (DEFAULT_MODEL_ID, True)  # marker seen
+    engine = Flux2Engine(DEFAULT_MODEL_ID, device="cpu")
+    assert engine.info["weights"] == DEFAULT_MODEL_ID and engine.info["random_weights"] is True
+    assert len(run(engine, spec_for(["a"]))) == 1
+    assert not (tmp_path / "data").exists()  # no tiny pipeline was built
 
 
 def test_resolve_default_model_falls_back_to_tiny(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    hub_cache: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    if huggingface_hub.try_to_load_from_cache(DEFAULT_MODEL_ID, "model_index.json") is not None:
-        pytest.skip(f"{DEFAULT_MODEL_ID} is in this machine's hub cache")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with caplog.at_level("WARNING", logger="modelapi.engine"):
         model, is_random = resolve_default_model(tmp_path / "data")
     assert (model, is_random) == (str(tmp_path / "data" / "tiny-flux2-klein"), True)

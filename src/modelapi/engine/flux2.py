@@ -571,8 +571,9 @@ def resolve_default_model(data_dir: Path) -> tuple[str, bool]:
     local = data_dir / LOCAL_KLEIN_DIRNAME
     if (local / "model_index.json").is_file():
         return str(local), is_random_weights(local)
-    if _cached_snapshot(DEFAULT_MODEL_ID) is not None:
-        return DEFAULT_MODEL_ID, False
+    snapshot = _cached_snapshot(DEFAULT_MODEL_ID)
+    if snapshot is not None:
+        return DEFAULT_MODEL_ID, is_random_weights(snapshot)
     tiny = data_dir / TINY_DIRNAME
     if not (tiny / "model_index.json").is_file():
         make_tiny(tiny)

@@ -1,0 +1,322 @@
+"""The SDK (modelapi.client) against a real `modelapi serve` on 127.0.0.1: Client and
+AsyncClient end to end (submit, typed statuses, result, run, download, cancel, errors, local
+files, idempotency). No mocks; nothing leaves this machine."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from conftest import SKIMAGE_DATA, ServerProcess
+from modelapi import catalog, errors
+from modelapi.client import AsyncClient, Cancelled, Client, Completed, InProgress, Queued
+
+SEQ = "bytedance/seedream-4-0/sequential"
+EDIT_SEQ = "bytedance/seedream-4-0/edit-sequential"
+DREAMINA = "bytedance/dreamina-4-0/edit"
+SQUARE = "2048:2048 (1:1)"  # the smallest seedream size
+DREAMINA_SMALL = "1024x1024(1:1)"
+FAST_POLL = {"poll_interval_s": 0.02, "max_interval_s": 0.1, "timeout_s": 60}
+# Slower jobs, so that a request can be seen queued and then running: 8 steps of 0.05 s each.
+SLOW = {"MODELAPI_TEST_STEP_S": "0.05", "MODELAPI_TEST_STEPS": "8"}
+
+
+@pytest.fixture(scope="module")
+def slow_server(tmp_path_factory):
+    """A second server whose jobs take a while. Each test using it waits for its own jobs, so
+    the next one starts with an empty queue."""
+    srv = ServerProcess(tmp_path_factory.mktemp("slow") / "data", env=SLOW).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def chelsea(tmp_path) -> Path:
+    """A local PNG file (not served by anyone) to use as an input."""
+    path = tmp_path / "chelsea.png"
+    shutil.copy(SKIMAGE_DATA / "chelsea.png", path)
+    return path
+
+
+def assert_pngs(paths: list[Path], request_id: str, size: tuple[int, int]) -> None:
+    assert [p.name for p in paths] == [f"{request_id}_{i}.png" for i in range(len(paths))]
+    for path in paths:
+        assert path.is_file()
+        with Image.open(path) as img:
+            assert img.format == "PNG"
+            assert img.size == size
+
+
+def assert_status_sequence(updates: list, request_id: str) -> None:
+    """Queued* -> InProgress* -> Completed, typed, with sane positions and progress."""
+    kinds = [type(u) for u in updates]
+    assert kinds[-1] is Completed, updates
+    assert Queued in kinds and InProgress in kinds, updates
+    last_queued = max(i for i, k in enumerate(kinds) if k is Queued)
+    first_running = kinds.index(InProgress)
+    assert last_queued < first_running, updates  # never back in the queue once running
+    assert all(u.request_id == request_id for u in updates)
+    positions = [u.position for u in updates if isinstance(u, Queued)]
+    assert all(isinstance(p, int) and p >= 0 for p in positions), positions
+    assert positions == sorted(positions, reverse=True), positions  # moves up the queue
+    assert positions[0] >= 1, positions  # others were ahead when it was first seen
+    progress = [u.progress for u in updates if isinstance(u, InProgress)]
+    assert all(p is not None and 0.0 <= p <= 1.0 for p in progress), progress
+    assert progress == sorted(progress), progress
+    assert any(0.0 < p < 1.0 for p in progress), progress
+    done = updates[-1]
+    assert done.output["images"] and done.result["status"] == "completed"
+    assert done.result["request_id"] == request_id
+
+
+# --------------------------------------------------------------------------- Client (blocking)
+
+
+def test_run_returns_completed_result_and_download_writes_pngs(server, tmp_path):
+    seen = []
+    with Client(server.base_url, server.key) as client:
+        result = client.run(SEQ, {"text": "Generate 2 images of a red fox", "image_size": SQUARE},
+                            on_update=seen.append)
+        assert result["status"] == "completed"
+        assert len(result["output"]["images"]) == 2 and "image" not in result["output"]
+        assert result["metadata"]["image_count"] == 2
+        assert isinstance(seen[-1], Completed) and seen[-1].result == result
+        paths = client.download(result, tmp_path / "out")
+        assert_pngs(paths, result["request_id"], (2048, 2048))
+        # result() of a finished request is the same completed body
+        again = client.result(result["request_id"])
+        assert again["output"] == result["output"]
+        assert client.result(result["request_id"], include_cost=True)["cost"] > 0
+        assert isinstance(client.status(result["request_id"]), Completed)
+
+
+def test_submit_then_iter_status_yields_typed_statuses(slow_server, tmp_path):
+    srv = slow_server
+    with Client(srv.base_url, srv.key) as client:
+        handles = [client.submit(SEQ, {"text": f"one image of a boat, take {i}", "image_size": SQUARE})
+                   for i in range(3)]
+        last = handles[-1]
+        assert last.status_url == f"{srv.base_url}/v1/requests/{last.request_id}/status"
+        assert last.result_url == f"{srv.base_url}/v1/requests/{last.request_id}/result"
+        assert last.cancel_url == f"{srv.base_url}/v1/requests/{last.request_id}/cancel"
+        first = client.status(handles[0].request_id)
+        assert isinstance(first, (Queued, InProgress)), first
+        updates = list(client.iter_status(last.request_id, **FAST_POLL))
+        assert_status_sequence(updates, last.request_id)
+        # the raw result body of the finished request
+        body = client.result(last.request_id)
+        assert body["status"] == "completed" and body["output"] == updates[-1].output
+        assert body["output"]["image"] == body["output"]["images"][0]  # exactly one image
+        assert_pngs(client.download(body, tmp_path), last.request_id, (2048, 2048))
+        for handle in handles[:2]:
+            assert isinstance(client.status(handle.request_id), Completed)
+
+
+def test_cancel_a_queued_request(slow_server):
+    srv = slow_server
+    with Client(srv.base_url, srv.key) as client:
+        blocker = client.submit(SEQ, {"text": "one image of a tower", "image_size": SQUARE})
+        queued = client.submit(SEQ, {"text": "one image of a bridge", "image_size": SQUARE})
+        assert isinstance(client.status(queued.request_id), Queued)
+        assert client.cancel(queued.request_id) == {
+            "request_id": queued.request_id, "status": "cancelled", "outcome": "cancelled"}
+        assert client.cancel(queued.request_id)["outcome"] == "cancelled"  # idempotent
+        assert isinstance(client.status(queued.request_id), Cancelled)
+        assert [type(u) for u in client.iter_status(queued.request_id, **FAST_POLL)] == [Cancelled]
+
+        # run() whose request gets cancelled while it waits raises RequestCancelled
+        def cancel_when_queued(update):
+            if isinstance(update, Queued):
+                client.cancel(update.request_id)
+
+        with pytest.raises(errors.RequestCancelled) as info:
+            client.run(SEQ, {"text": "one image of a ship", "image_size": SQUARE},
+                       on_update=cancel_when_queued, timeout_s=60)
+        assert isinstance(client.status(info.value.request_id), Cancelled)
+
+        # running or finished requests are not cancellable (200, not an error)
+        outcome = client.cancel(blocker.request_id)
+        assert outcome["outcome"] == "not_cancellable" and outcome["status"] in ("in_progress", "completed")
+        assert isinstance(list(client.iter_status(blocker.request_id, **FAST_POLL))[-1], Completed)
+        outcome = client.cancel(blocker.request_id)
+        assert outcome == {"request_id": blocker.request_id, "status": "completed", "outcome": "not_cancellable"}
+
+
+def test_validation_error_has_a_detail_list(server):
+    with Client(server.base_url, server.key) as client:
+        bad = {"text": "a cat", "sequential_image_generation_options": 99}
+        with pytest.raises(errors.ValidationError) as info:
+            client.submit(SEQ, bad)
+        exc = info.value
+        assert (exc.status_code, exc.error_code) == (422, 422001)
+        assert isinstance(exc.detail, list) and exc.detail
+        problem = exc.detail[0]
+        assert problem["loc"] == ["body", "sequential_image_generation_options"]
+        assert isinstance(problem["msg"], str) and problem["msg"]
+        with pytest.raises(errors.ValidationError):
+            client.run(SEQ, bad, timeout_s=30)  # a refused submit surfaces from run() too
+        with pytest.raises(errors.ValidationError) as info:
+            client.submit(SEQ, {})  # the required prompt is missing
+        assert ["body", "text"] in [d["loc"] for d in info.value.detail]
+        with pytest.raises(errors.NotFoundError):
+            client.submit("acme/nope/v1", {"text": "x"})
+
+
+def test_wrong_key_is_an_authentication_error(server):
+    with Client(server.base_url, "mapi_wrong") as client:
+        with pytest.raises(errors.AuthenticationError) as info:
+            client.models()
+        assert (info.value.status_code, info.value.error_code) == (401, 401001)
+        with pytest.raises(errors.AuthenticationError):
+            client.submit(SEQ, {"text": "a cat"})
+        with pytest.raises(errors.AuthenticationError):
+            client.status("req_whatever")
+
+
+@pytest.mark.parametrize("mode", ["upload", "data_uri"])
+def test_local_file_as_input(server, chelsea, tmp_path, mode):
+    with Client(server.base_url, server.key) as client:
+        schema = client.model_schema(DREAMINA)
+        body = {"image_urls": [str(chelsea)], "prompt": "the cat as a lion", "width×height": DREAMINA_SMALL}
+        resolved = client.resolve_files(body, schema=schema, mode=mode)
+        assert body["image_urls"] == [str(chelsea)]  # the caller's dict is left alone
+        url = resolved["image_urls"][0]
+        if mode == "upload":
+            assert url.startswith(f"{server.base_url}/v1/files/")
+        else:
+            assert url.startswith("data:image/png;base64,")
+        result = client.run(DREAMINA, resolved, timeout_s=60)
+        assert result["status"] == "completed"
+        assert_pngs(client.download(result, tmp_path), result["request_id"], (1024, 1024))
+        # without a schema the SDK knows the "images" field of edit-sequential
+        seq = client.resolve_files({"images": [str(chelsea)], "text": "one image of the cat",
+                                    "image_size": SQUARE}, mode=mode)
+        assert client.run(EDIT_SEQ, seq, timeout_s=60)["status"] == "completed"
+
+
+def test_idempotency_key_returns_the_same_request(server):
+    key = f"order-{uuid.uuid4()}"
+    body = {"text": "one image of a lighthouse", "image_size": SQUARE}
+    with Client(server.base_url, server.key) as client:
+        a = client.submit(SEQ, body, idempotency_key=key)
+        b = client.submit(SEQ, body, idempotency_key=key)
+        assert a == b
+        with pytest.raises(errors.ValidationError) as info:
+            client.submit(SEQ, {**body, "text": "something else"}, idempotency_key=key)
+        assert info.value.detail[0]["loc"] == ["header", "Idempotency-Key"]
+        # run() with the same key answers with that same request's result
+        assert client.run(SEQ, body, idempotency_key=key, timeout_s=60)["request_id"] == a.request_id
+        assert client.submit(SEQ, body).request_id != a.request_id  # no key: a new request
+
+
+def test_catalogue(server):
+    with Client(server.base_url, server.key) as client:
+        assert sorted(m["model_id"] for m in client.models()) == sorted(catalog.models())
+        for model_id, model in catalog.models().items():
+            assert client.model_schema(model_id)["input_schema"] == model.input_schema
+
+
+# --------------------------------------------------------------------------- AsyncClient
+
+
+def test_async_run_download_result_and_catalogue(server, tmp_path):
+    async def main():
+        async with AsyncClient(server.base_url, server.key) as client:
+            seen = []
+
+            async def on_update(update):  # a coroutine callback is awaited
+                seen.append(update)
+
+            result = await client.run(SEQ, {"text": "Generate 2 images of a kite", "image_size": SQUARE},
+                                      on_update=on_update)
+            paths = await client.download(result, tmp_path / "async")
+            body = await client.result(result["request_id"])
+            models = await client.models()
+            schema = await client.model_schema(SEQ)
+            status = await client.status(result["request_id"])
+            return result, seen, paths, body, models, schema, status
+
+    result, seen, paths, body, models, schema, status = asyncio.run(main())
+    assert result["status"] == "completed" and len(result["output"]["images"]) == 2
+    assert isinstance(seen[-1], Completed)
+    assert_pngs(paths, result["request_id"], (2048, 2048))
+    assert body["output"] == result["output"]
+    assert sorted(m["model_id"] for m in models) == sorted(catalog.models())
+    assert schema["input_schema"] == catalog.get(SEQ).input_schema
+    assert isinstance(status, Completed)
+
+
+def test_async_statuses_and_cancel(slow_server):
+    srv = slow_server
+
+    async def main():
+        async with AsyncClient(srv.base_url, srv.key) as client:
+            handles = [await client.submit(SEQ, {"text": f"one image of a hill, take {i}", "image_size": SQUARE})
+                       for i in range(3)]
+            # cancel the second while it waits; the third moves up
+            cancelled = await client.cancel(handles[1].request_id)
+            cancelled_updates = [u async for u in client.iter_status(handles[1].request_id, **FAST_POLL)]
+            updates = [u async for u in client.iter_status(handles[2].request_id, **FAST_POLL)]
+
+            async def cancel_when_queued(update):
+                if isinstance(update, Queued):
+                    await client.cancel(update.request_id)
+
+            blocker = await client.submit(SEQ, {"text": "one image of a dune", "image_size": SQUARE})
+            with pytest.raises(errors.RequestCancelled) as info:
+                await client.run(SEQ, {"text": "one image of a cliff", "image_size": SQUARE},
+                                 on_update=cancel_when_queued, timeout_s=60)
+            run_cancelled = await client.status(info.value.request_id)
+            not_cancellable = await client.cancel(blocker.request_id)  # running (or already done)
+            blocker_updates = [u async for u in client.iter_status(blocker.request_id, **FAST_POLL)]
+            return handles, cancelled, cancelled_updates, updates, run_cancelled, not_cancellable, blocker_updates
+
+    handles, cancelled, cancelled_updates, updates, run_cancelled, not_cancellable, blocker_updates = asyncio.run(main())
+    assert not_cancellable["outcome"] == "not_cancellable"
+    assert not_cancellable["status"] in ("in_progress", "completed")
+    assert isinstance(blocker_updates[-1], Completed)
+    assert cancelled["outcome"] == "cancelled" and cancelled["status"] == "cancelled"
+    assert [type(u) for u in cancelled_updates] == [Cancelled]
+    assert_status_sequence(updates, handles[2].request_id)
+    assert isinstance(run_cancelled, Cancelled)
+
+
+def test_async_errors_local_files_and_idempotency(server, chelsea):
+    key = f"order-{uuid.uuid4()}"
+
+    async def main():
+        async with AsyncClient(server.base_url, "mapi_wrong") as bad_client:
+            with pytest.raises(errors.AuthenticationError) as auth:
+                await bad_client.submit(SEQ, {"text": "a cat"})
+        async with AsyncClient(server.base_url, server.key) as client:
+            with pytest.raises(errors.ValidationError) as invalid:
+                await client.submit(SEQ, {"text": "a cat", "sequential_image_generation_options": 99})
+            schema = await client.model_schema(DREAMINA)
+            results = []
+            for mode in ("upload", "data_uri"):
+                body = await client.resolve_files(
+                    {"image_urls": [str(chelsea)], "prompt": "the cat in the snow", "width×height": DREAMINA_SMALL},
+                    schema=schema, mode=mode)
+                results.append((body["image_urls"][0], await client.run(DREAMINA, body, timeout_s=60)))
+            body = {"text": "one image of a windmill", "image_size": SQUARE}
+            a = await client.submit(SEQ, body, idempotency_key=key)
+            b = await client.submit(SEQ, body, idempotency_key=key)
+            return auth.value, invalid.value, results, a, b
+
+    auth, invalid, results, a, b = asyncio.run(main())
+    assert auth.status_code == 401
+    assert invalid.status_code == 422
+    assert invalid.detail[0]["loc"] == ["body", "sequential_image_generation_options"] and invalid.detail[0]["msg"]
+    (uploaded, r1), (inline, r2) = results
+    assert uploaded.startswith(f"{server.base_url}/v1/files/") and inline.startswith("data:image/png;base64,")
+    for result in (r1, r2):
+        assert result["status"] == "completed"
+        assert (result["metadata"]["width"], result["metadata"]["height"]) == (1024, 1024)
+        assert httpx.get(result["output"]["image"]).status_code == 200
+    assert a.request_id == b.request_id
