@@ -168,6 +168,11 @@ def test_missing_folder_is_a_clear_error_fast() -> None:
     assert time.monotonic() - started < 5
 
 
+def test_folder_without_a_pipeline_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(EngineError, match="no model_index.json"):
+        Flux2Engine(str(tmp_path))
+
+
 def test_uncached_hub_id_offline_is_a_clear_error_fast(hub_cache: Path) -> None:
     started = time.monotonic()
     with pytest.raises(EngineError) as caught:

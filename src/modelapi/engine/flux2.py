@@ -167,7 +167,10 @@ def _family_for(model: str, folder: Path | None) -> _Family:
         try:
             class_name = json.loads((folder / "model_index.json").read_text())["_class_name"]
         except (OSError, ValueError, KeyError) as exc:
-            raise EngineError(f"cannot read {folder / 'model_index.json'}: {exc}") from exc
+            raise EngineError(
+                f"cannot read {folder / 'model_index.json'} ({exc}); an incomplete download? "
+                f"run `hf download {model}` again, or pass another --model"
+            ) from exc
     elif "klein" in model.lower():
         class_name = "Flux2KleinPipeline"
     elif "flux.2-dev" in model.lower():
