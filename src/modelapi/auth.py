@@ -69,14 +69,15 @@ def revoke_key(engine: sa.Engine, key_id_or_prefix: str) -> bool:
     return result.rowcount > 0
 
 
+_BY_HASH = db.api_keys.select().where(db.api_keys.c.key_hash == sa.bindparam("h"))
+
+
 def authenticate(engine: sa.Engine, secret: str | None) -> ApiKey | None:
     """The live key matching ``secret``, or None (missing, unknown or revoked)."""
     if not secret or not secret.startswith(KEY_PREFIX):
         return None
     with engine.connect() as conn:
-        row = conn.execute(
-            db.api_keys.select().where(db.api_keys.c.key_hash == hash_key(secret))
-        ).mappings().first()
+        row = conn.execute(_BY_HASH, {"h": hash_key(secret)}).mappings().first()
     if row is None or row["revoked_at"] is not None:
         return None
     return _record(row)

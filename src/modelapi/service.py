@@ -188,13 +188,23 @@ class Service:
         base = f"{self.base_url}/v1/requests/{request_id}"
         return {"status_url": f"{base}/status", "result_url": f"{base}/result", "cancel_url": f"{base}/cancel"}
 
+    def status(self, request_id: str, key: ApiKey) -> dict[str, Any]:
+        """The status body. Raises NotFoundError like :meth:`get`."""
+        found = self.jobs.status_of(request_id, key.id)
+        if found is None:
+            raise NotFoundError(404, 404001, f"request {request_id} not found", request_id=request_id)
+        return self._status_body(request_id, *found)
+
     def status_body(self, req: Request) -> dict[str, Any]:
-        body: dict[str, Any] = {"request_id": req.request_id, "status": req.status.value}
-        if req.status is Status.IN_QUEUE:
-            body["queue_position"] = req.queue_position
-        if req.status is Status.IN_PROGRESS:
-            body["progress"] = req.progress or 0.0
-        urls = self.urls(req.request_id)
+        return self._status_body(req.request_id, req.status, req.progress, req.queue_position)
+
+    def _status_body(self, request_id: str, status: Status, progress: float | None, position: int | None) -> dict[str, Any]:
+        body: dict[str, Any] = {"request_id": request_id, "status": status.value}
+        if status is Status.IN_QUEUE:
+            body["queue_position"] = position
+        if status is Status.IN_PROGRESS:
+            body["progress"] = progress or 0.0
+        urls = self.urls(request_id)
         body["status_url"], body["result_url"] = urls["status_url"], urls["result_url"]
         return body
 

@@ -150,7 +150,7 @@ def create_app(service: Service) -> FastAPI:
     # -- requests ---------------------------------------------------------------------------
     @app.get("/v1/requests/{request_id}/status", response_model=schemas.StatusBody, response_model_exclude_none=True, tags=["requests"])
     def status(request_id: str, authorization: str | None = Auth) -> dict:
-        return service.status_body(service.get(request_id, require_key(authorization)))
+        return service.status(request_id, require_key(authorization))
 
     @app.get("/v1/requests/{request_id}/result", response_model=schemas.ResultBody, response_model_exclude_none=True, tags=["requests"])
     def result(request_id: str, include_cost: bool = Query(False), authorization: str | None = Auth) -> dict:
