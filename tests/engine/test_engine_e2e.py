@@ -42,7 +42,7 @@ def test_models_say_random_weights(flux_server):
 
 def test_ten_references_and_eight_asked_gives_five(flux_server):
     names = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png"] * 2
-    body = {"images": [small_ref(n) for n in names], "text": "Generate 8 images of the same scene at different times of day",
+    body = {"images": [small_ref(n, 16) for n in names], "text": "Generate 8 images of the same scene at different times of day",
             "sequential_image_generation_options": 15, "image_size": "2048:2048 (1:1)", "seed": 7}
     with flux_server.client() as c:
         resp = c.post("/v1/models/bytedance/seedream-4-0/edit-sequential", json=body)

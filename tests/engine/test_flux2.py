@@ -15,7 +15,8 @@ import skimage.data
 from PIL import Image
 
 from modelapi.engine.base import GenerationSpec
-from modelapi.engine.flux2 import DEFAULT_MODEL_ID, Flux2Engine, resolve_default_model, save_png
+from modelapi.engine.flux2 import DEFAULT_MODEL_ID, Flux2Engine, resolve_default_model
+from modelapi.storage import LocalStorage
 from modelapi.engine.tiny import RANDOM_WEIGHTS_MARKER, make_tiny
 from modelapi.errors import EngineError, GenerationStopped
 
@@ -156,6 +157,12 @@ def test_should_stop_raises_generation_stopped_between_steps(engine: Flux2Engine
     assert len(run(engine, spec_for(["a"]))) == 1  # the engine still works afterwards
 
 
+def test_references_smaller_than_64_px_are_upscaled(engine: Flux2Engine) -> None:
+    tiny_ref = Image.new("RGB", (20, 16), (200, 30, 30))  # the edit-sequential schema accepts > 14 px
+    images = run(engine, spec_for(["a", "b"], references=[tiny_ref]))
+    assert [im.size for im in images] == [(64, 64), (64, 64)]
+
+
 def test_size_not_a_multiple_of_16_is_refused(engine: Flux2Engine) -> None:
     with pytest.raises(EngineError, match="multiple of 16"):
         run(engine, spec_for(["a"], width=72))
@@ -202,11 +209,11 @@ def test_resolve_default_model_falls_back_to_tiny(
     assert resolve_default_model(tmp_path / "data") == (model, True)  # built once, reused
 
 
-def test_save_png_text_chunks_round_trip(tmp_path: Path) -> None:
-    path = tmp_path / "out.png"
+def test_outputs_are_pngs_with_prompt_and_seed_text_chunks(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "files", "http://127.0.0.1:1", b"k")
     image = Image.new("RGB", (16, 16), (10, 20, 30))
-    save_png(image, path, prompt="un café — 東京", seed=42, extra={"random_weights": True, "engine": "flux2-klein"})
-    with Image.open(path) as saved:
+    storage.put_png("outputs/r/0.png", image, {"prompt": "un café — 東京", "seed": "42", "random_weights": "true", "engine": "flux2-klein"})
+    with Image.open(storage.path("outputs/r/0.png")) as saved:
         assert saved.format == "PNG"
         assert saved.text == {
             "prompt": "un café — 東京",

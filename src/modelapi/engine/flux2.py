@@ -82,6 +82,10 @@ _DEV = _Family("flux2-dev", "Flux2Pipeline", 28, 4.0, guidance_used=True)
 _FAMILY_BY_CLASS = {"Flux2KleinPipeline": _KLEIN, "Flux2Pipeline": _DEV}
 
 
+MIN_REFERENCE_PX = 64
+"""Flux2 pipelines refuse references under 64 px a side (ENGINE.md)."""
+
+
 def _missing_weights_message(model: str, why: str) -> str:
     return (
         f"weights for {model} not found locally and {why}: download them with "
@@ -359,9 +363,6 @@ class Flux2Engine:
             raise EngineError(f"spec.scale={spec.scale} must be within 0..1")
         if spec.num_inference_steps is not None and spec.num_inference_steps < 1:
             raise EngineError(f"spec.num_inference_steps={spec.num_inference_steps} must be >= 1")
-        for i, ref in enumerate(spec.references):
-            if min(ref.size) < 64:
-                raise EngineError(f"reference {i} is {ref.size[0]}x{ref.size[1]}: each side must be >= 64 px")
 
     def _references(self, spec: GenerationSpec) -> list[Image.Image]:
         area = self.reference_area_for(spec)
@@ -371,8 +372,13 @@ class Flux2Engine:
             w, h = ref.size
             if w * h > area:
                 factor = (area / (w * h)) ** 0.5
-                size = (max(64, round(w * factor)), max(64, round(h * factor)))
+                size = (max(MIN_REFERENCE_PX, round(w * factor)), max(MIN_REFERENCE_PX, round(h * factor)))
                 ref = ref.resize(size, Image.Resampling.LANCZOS)
+            elif min(w, h) < MIN_REFERENCE_PX:
+                # The pipeline needs >= 64 px a side; the schemas accept smaller (edit-sequential: > 14 px),
+                # so small references are upscaled, keeping their aspect ratio.
+                factor = MIN_REFERENCE_PX / min(w, h)
+                ref = ref.resize((max(MIN_REFERENCE_PX, round(w * factor)), max(MIN_REFERENCE_PX, round(h * factor))), Image.Resampling.LANCZOS)
             out.append(ref)
         return out
 
@@ -591,17 +597,3 @@ def resolve_default_model(data_dir: Path) -> tuple[str, bool]:
     )
     return str(tiny), True
 
-
-def save_png(image: Image.Image, path: Path | str, *, prompt: str, seed: int, extra: dict[str, Any]) -> None:
-    """Save ``image`` as PNG with text chunks ``prompt``, ``seed`` and each of ``extra``.
-
-    Values that are not ``str`` are written as JSON (``True`` -> ``"true"``); non-Latin-1 text
-    goes in iTXt chunks. Read back with ``PIL.Image.open(path).text``. Callers pass at least
-    ``extra={"random_weights": engine.info["random_weights"]}``.
-    """
-    info = PngInfo()
-    info.add_text("prompt", prompt)
-    info.add_text("seed", str(seed))
-    for key, value in extra.items():
-        info.add_text(key, value if isinstance(value, str) else json.dumps(value))
-    image.save(path, format="PNG", pnginfo=info)
