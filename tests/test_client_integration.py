@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import uuid
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 import httpx
@@ -27,13 +28,24 @@ FAST_POLL = {"poll_interval_s": 0.02, "max_interval_s": 0.1, "timeout_s": 60}
 SLOW = {"MODELAPI_TEST_STEP_S": "0.05", "MODELAPI_TEST_STEPS": "8"}
 
 
-@pytest.fixture(scope="module")
-def slow_server(tmp_path_factory):
-    """A second server whose jobs take a while. Each test using it waits for its own jobs, so
-    the next one starts with an empty queue."""
-    srv = ServerProcess(tmp_path_factory.mktemp("slow") / "data", env=SLOW).start()
-    yield srv
-    srv.stop()
+@pytest.fixture(scope="module", autouse=True)
+def _slow_server_starting(tmp_path_factory):
+    """A second server whose jobs take a while, started in the background while the module's
+    first tests run."""
+    srv = ServerProcess(tmp_path_factory.mktemp("slow") / "data", args=["--shutdown-grace-s", "0"], env=SLOW)
+    with ThreadPoolExecutor(1) as pool:
+        started = pool.submit(srv.start)
+        try:
+            yield started
+        finally:
+            wait([started])
+            srv.stop()
+
+
+@pytest.fixture
+def slow_server(_slow_server_starting):
+    """Each test using it waits for its own jobs, so the next one starts with an empty queue."""
+    return _slow_server_starting.result()
 
 
 @pytest.fixture
@@ -94,58 +106,6 @@ def test_run_returns_completed_result_and_download_writes_pngs(server, tmp_path)
         assert again["output"] == result["output"]
         assert client.result(result["request_id"], include_cost=True)["cost"] > 0
         assert isinstance(client.status(result["request_id"]), Completed)
-
-
-def test_submit_then_iter_status_yields_typed_statuses(slow_server, tmp_path):
-    srv = slow_server
-    with Client(srv.base_url, srv.key) as client:
-        handles = [client.submit(SEQ, {"text": f"one image of a boat, take {i}", "image_size": SQUARE})
-                   for i in range(3)]
-        last = handles[-1]
-        assert last.status_url == f"{srv.base_url}/v1/requests/{last.request_id}/status"
-        assert last.result_url == f"{srv.base_url}/v1/requests/{last.request_id}/result"
-        assert last.cancel_url == f"{srv.base_url}/v1/requests/{last.request_id}/cancel"
-        first = client.status(handles[0].request_id)
-        assert isinstance(first, (Queued, InProgress)), first
-        updates = list(client.iter_status(last.request_id, **FAST_POLL))
-        assert_status_sequence(updates, last.request_id)
-        # the raw result body of the finished request
-        body = client.result(last.request_id)
-        assert body["status"] == "completed" and body["output"] == updates[-1].output
-        assert body["output"]["image"] == body["output"]["images"][0]  # exactly one image
-        assert_pngs(client.download(body, tmp_path), last.request_id, (2048, 2048))
-        for handle in handles[:2]:
-            assert isinstance(client.status(handle.request_id), Completed)
-
-
-def test_cancel_a_queued_request(slow_server):
-    srv = slow_server
-    with Client(srv.base_url, srv.key) as client:
-        blocker = client.submit(SEQ, {"text": "one image of a tower", "image_size": SQUARE})
-        queued = client.submit(SEQ, {"text": "one image of a bridge", "image_size": SQUARE})
-        assert isinstance(client.status(queued.request_id), Queued)
-        assert client.cancel(queued.request_id) == {
-            "request_id": queued.request_id, "status": "cancelled", "outcome": "cancelled"}
-        assert client.cancel(queued.request_id)["outcome"] == "cancelled"  # idempotent
-        assert isinstance(client.status(queued.request_id), Cancelled)
-        assert [type(u) for u in client.iter_status(queued.request_id, **FAST_POLL)] == [Cancelled]
-
-        # run() whose request gets cancelled while it waits raises RequestCancelled
-        def cancel_when_queued(update):
-            if isinstance(update, Queued):
-                client.cancel(update.request_id)
-
-        with pytest.raises(errors.RequestCancelled) as info:
-            client.run(SEQ, {"text": "one image of a ship", "image_size": SQUARE},
-                       on_update=cancel_when_queued, timeout_s=60)
-        assert isinstance(client.status(info.value.request_id), Cancelled)
-
-        # running or finished requests are not cancellable (200, not an error)
-        outcome = client.cancel(blocker.request_id)
-        assert outcome["outcome"] == "not_cancellable" and outcome["status"] in ("in_progress", "completed")
-        assert isinstance(list(client.iter_status(blocker.request_id, **FAST_POLL))[-1], Completed)
-        outcome = client.cancel(blocker.request_id)
-        assert outcome == {"request_id": blocker.request_id, "status": "completed", "outcome": "not_cancellable"}
 
 
 def test_validation_error_has_a_detail_list(server):
@@ -222,6 +182,60 @@ def test_catalogue(server):
             assert client.model_schema(model_id)["input_schema"] == model.input_schema
 
 
+def test_submit_then_iter_status_yields_typed_statuses(slow_server, tmp_path):
+    srv = slow_server
+    with Client(srv.base_url, srv.key) as client:
+        handles = [client.submit(SEQ, {"text": f"one image of a boat, take {i}", "image_size": SQUARE})
+                   for i in range(3)]
+        last = handles[-1]
+        assert last.status_url == f"{srv.base_url}/v1/requests/{last.request_id}/status"
+        assert last.result_url == f"{srv.base_url}/v1/requests/{last.request_id}/result"
+        assert last.cancel_url == f"{srv.base_url}/v1/requests/{last.request_id}/cancel"
+        first = client.status(handles[0].request_id)
+        assert isinstance(first, (Queued, InProgress)), first
+        updates = list(client.iter_status(last.request_id, **FAST_POLL))
+        assert_status_sequence(updates, last.request_id)
+        # the raw result body of the finished request
+        body = client.result(last.request_id)
+        assert body["status"] == "completed" and body["output"] == updates[-1].output
+        assert body["output"]["image"] == body["output"]["images"][0]  # exactly one image
+        assert_pngs(client.download(body, tmp_path), last.request_id, (2048, 2048))
+        for handle in handles[:2]:
+            assert isinstance(client.status(handle.request_id), Completed)
+
+
+def test_cancel_a_queued_request(slow_server):
+    srv = slow_server
+    with Client(srv.base_url, srv.key) as client:
+        blocker = client.submit(SEQ, {"text": "one image of a tower", "image_size": SQUARE})
+        queued = client.submit(SEQ, {"text": "one image of a bridge", "image_size": SQUARE})
+        assert isinstance(client.status(queued.request_id), Queued)
+        assert client.cancel(queued.request_id) == {
+            "request_id": queued.request_id, "status": "cancelled", "outcome": "cancelled"}
+        assert client.cancel(queued.request_id)["outcome"] == "cancelled"  # idempotent
+        assert isinstance(client.status(queued.request_id), Cancelled)
+        assert [type(u) for u in client.iter_status(queued.request_id, **FAST_POLL)] == [Cancelled]
+
+        # run() whose request gets cancelled while it waits raises RequestCancelled
+        def cancel_when_queued(update):
+            if isinstance(update, Queued):
+                client.cancel(update.request_id)
+
+        second = client.submit(SEQ, {"text": "one image of a quay", "image_size": SQUARE})  # keeps it queued
+        with pytest.raises(errors.RequestCancelled) as info:
+            client.run(SEQ, {"text": "one image of a ship", "image_size": SQUARE},
+                       on_update=cancel_when_queued, timeout_s=60)
+        assert isinstance(client.status(info.value.request_id), Cancelled)
+
+        # running or finished requests are not cancellable (200, not an error)
+        outcome = client.cancel(blocker.request_id)
+        assert outcome["outcome"] == "not_cancellable" and outcome["status"] in ("in_progress", "completed")
+        assert isinstance(list(client.iter_status(blocker.request_id, **FAST_POLL))[-1], Completed)
+        assert isinstance(list(client.iter_status(second.request_id, **FAST_POLL))[-1], Completed)
+        outcome = client.cancel(blocker.request_id)
+        assert outcome == {"request_id": blocker.request_id, "status": "completed", "outcome": "not_cancellable"}
+
+
 # --------------------------------------------------------------------------- AsyncClient
 
 
@@ -258,11 +272,11 @@ def test_async_statuses_and_cancel(slow_server):
     async def main():
         async with AsyncClient(srv.base_url, srv.key) as client:
             handles = [await client.submit(SEQ, {"text": f"one image of a hill, take {i}", "image_size": SQUARE})
-                       for i in range(3)]
-            # cancel the second while it waits; the third moves up
+                       for i in range(4)]
+            # cancel the second while it waits; the last still has one or two ahead of it
             cancelled = await client.cancel(handles[1].request_id)
             cancelled_updates = [u async for u in client.iter_status(handles[1].request_id, **FAST_POLL)]
-            updates = [u async for u in client.iter_status(handles[2].request_id, **FAST_POLL)]
+            updates = [u async for u in client.iter_status(handles[3].request_id, **FAST_POLL)]
 
             async def cancel_when_queued(update):
                 if isinstance(update, Queued):
@@ -283,7 +297,7 @@ def test_async_statuses_and_cancel(slow_server):
     assert isinstance(blocker_updates[-1], Completed)
     assert cancelled["outcome"] == "cancelled" and cancelled["status"] == "cancelled"
     assert [type(u) for u in cancelled_updates] == [Cancelled]
-    assert_status_sequence(updates, handles[2].request_id)
+    assert_status_sequence(updates, handles[3].request_id)
     assert isinstance(run_cancelled, Cancelled)
 
 

@@ -319,8 +319,9 @@ def test_get_gives_up_after_max_retries(make_client, clock):
 
 def test_connection_error_surfaces_after_max_retries(make_client):
     client, rec = make_client(sequence(httpx.ConnectError("refused")), max_retries=2)
-    with pytest.raises(httpx.ConnectError):
+    with pytest.raises(errors.APIConnectionError) as info:
         client.models()
+    assert isinstance(info.value.__cause__, httpx.ConnectError)
     assert len(rec.requests) == 3
 
 
@@ -348,7 +349,7 @@ def test_submit_without_idempotency_key_is_never_retried(make_client, clock):
 
 def test_submit_without_idempotency_key_not_retried_on_connection_error(make_client):
     client, rec = make_client(sequence(httpx.ConnectError("reset"), httpx.Response(200, json=handle_body())))
-    with pytest.raises(httpx.ConnectError):
+    with pytest.raises(errors.APIConnectionError):
         client.submit("bytedance/seedream-4-0/sequential", {"text": "x"})
     assert len(rec.requests) == 1
 

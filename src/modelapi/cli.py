@@ -42,7 +42,7 @@ def _client(base_url: str | None, api_key: str | None):  # noqa: ANN202
 
 
 def _print_json(data: Any) -> None:
-    out.print_json(json.dumps(data, default=str))
+    typer.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
 
 
 # -- server side ------------------------------------------------------------------------------
@@ -101,7 +101,7 @@ def keys_create(name: str = typer.Option("default", help="A label for the key.")
 
     record, secret = create_key(_db(), name)
     console.print(f"created {record.id} ({record.name}); the key is shown only now:")
-    out.print(secret)
+    typer.echo(secret)
 
 
 @keys_app.command("list")
@@ -242,7 +242,7 @@ def run(
             if meta.get("random_weights"):
                 console.print("[yellow]note: the server runs RANDOM weights; these images are noise[/]")
             for p in paths:
-                out.print(str(p))
+                typer.echo(str(p))
     except ModelAPIError as exc:
         _fail(exc)
 

@@ -29,7 +29,7 @@ connection errors (``httpx.TransportError``). A submit is retried only when it c
 ``idempotency_key`` (the server then answers with the same request_id: never pay twice). Uploads
 are not retried. Once retries are spent, HTTP errors raise the
 :class:`~modelapi.errors.APIStatusError` subclass of their status and connection errors raise
-the ``httpx.TransportError`` itself.
+:class:`~modelapi.errors.APIConnectionError` (its ``__cause__`` is the ``httpx.TransportError``).
 
 Local files as inputs: see :meth:`Client.resolve_files`.
 """
@@ -607,10 +607,10 @@ class Client(_BaseClient):
         while True:
             try:
                 response = self._http.send(self._request(call), follow_redirects=call.follow_redirects)
-            except httpx.TransportError:
+            except httpx.TransportError as exc:
                 delay = _retry_delay(call, attempt, self.max_retries, None)
                 if delay is None:
-                    raise
+                    raise errors.APIConnectionError(f"could not reach {self.base_url}: {type(exc).__name__}: {exc}") from exc
             else:
                 if response.is_success:
                     return response
@@ -806,10 +806,10 @@ class AsyncClient(_BaseClient):
         while True:
             try:
                 response = await self._http.send(self._request(call), follow_redirects=call.follow_redirects)
-            except httpx.TransportError:
+            except httpx.TransportError as exc:
                 delay = _retry_delay(call, attempt, self.max_retries, None)
                 if delay is None:
-                    raise
+                    raise errors.APIConnectionError(f"could not reach {self.base_url}: {type(exc).__name__}: {exc}") from exc
             else:
                 if response.is_success:
                     return response

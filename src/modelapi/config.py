@@ -44,7 +44,6 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(64 * 1024 * 1024, description="Largest request body accepted (413 above), bytes.")
     max_queued_per_key: int = Field(100, description="Most requests one key may have in_queue at once (429 above).")
     worker_concurrency: int = Field(1, description="Jobs run at once by this process's worker (one model per GPU).")
-    run_worker: bool = Field(True, description="Run a worker thread inside `serve` (False: API only).")
     engine: str = Field("flux2", description="'flux2', or 'module:factory' returning an engine (tests).")
     model: str | None = Field(None, description="Hub id or local folder of the weights; default: FLUX.2-klein-4B if present locally, else a tiny random-weight pipeline.")
     device: str = Field("auto", description="'auto' (cuda, then mps, then cpu), or a torch device.")

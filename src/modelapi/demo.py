@@ -60,7 +60,7 @@ def run_demo(out_dir: Path, *, port: int = 0, console: Console | None = None) ->
     try:
         while not server.started:
             time.sleep(0.05)
-        info = service.worker.engine.info if service.worker.engine else {}
+        info = service.worker.engine.info
         if info.get("random_weights"):
             console.print("[bold yellow]RANDOM WEIGHTS:[/] no FLUX.2 weights were found, so the demo runs a tiny "
                           "random-weight pipeline. Its images are NOISE; the plumbing is real.")

@@ -9,6 +9,7 @@ Tree::
     │   ├── NotFoundError             404 / 404001
     │   ├── ValidationError           422 / 422001 (``detail``: list of {"loc", "msg", "type"})
     │   └── RateLimitError            429 / 429001 (``retry_after_s``)
+    ├── APIConnectionError            the server could not be reached (retries spent)
     ├── RequestFailed                 the job itself failed (``error`` = {"code", "message"})
     ├── RequestCancelled              the job was cancelled before it ran
     ├── RequestTimeout                a client-side deadline passed (also a ``TimeoutError``)
@@ -77,6 +78,10 @@ class RateLimitError(APIStatusError):
     def __init__(self, *args: Any, retry_after_s: float | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.retry_after_s = retry_after_s
+
+
+class APIConnectionError(ModelAPIError):
+    """The server could not be reached (connection refused, timed out, ...) after the retries."""
 
 
 class RequestFailed(ModelAPIError):

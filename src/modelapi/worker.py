@@ -49,9 +49,9 @@ def _run_step(request_id: str) -> None:
 
 
 class Worker:
-    """Runs requests through ``engine_factory()`` (called once, on the first job or at start)."""
+    """Runs requests through ``engine`` (loaded once, kept warm)."""
 
-    def __init__(self, settings: Settings, jobs: JobStore, storage: LocalStorage, engine: Engine | None) -> None:
+    def __init__(self, settings: Settings, jobs: JobStore, storage: LocalStorage, engine: Engine) -> None:
         self.settings = settings
         self.jobs = jobs
         self.storage = storage
@@ -76,7 +76,7 @@ class Worker:
         DBOS.launch()
         self._queue = DBOS.register_queue(
             QUEUE_NAME,
-            worker_concurrency=self.settings.worker_concurrency if self.engine is not None else None,
+            worker_concurrency=self.settings.worker_concurrency,
             polling_interval_sec=self.settings.queue_poll_interval_s,
             on_conflict="always_update",
         )
@@ -158,7 +158,6 @@ class Worker:
         from PIL import Image
         import io
 
-        assert self.engine is not None, "this process runs no engine"
         model = catalog.get(req.model_id)
         refs = [Image.open(io.BytesIO(self.storage.get(key))).convert("RGB") for key in req.input_files]
         rewrite = getattr(self.engine, "rewrite_prompts", None)

@@ -164,7 +164,7 @@ def create_app(service: Service) -> FastAPI:
     @app.get("/v1/models", tags=["models"])
     def list_models(authorization: str | None = Auth) -> dict:
         require_key(authorization)
-        info = service.worker.engine.info if service.worker.engine is not None else {}
+        info = service.worker.engine.info
         return {"models": [
             {"model_id": m.model_id, "input_schema_url": f"{service.base_url}/v1/models/{m.model_id}/schema",
              "engine": info.get("engine"), "weights": info.get("weights"),
@@ -207,7 +207,7 @@ def create_app(service: Service) -> FastAPI:
     # -- operations -------------------------------------------------------------------------
     @app.get("/healthz", tags=["operations"])
     def healthz() -> dict:
-        info = service.worker.engine.info if service.worker.engine is not None else None
+        info = service.worker.engine.info
         return {"status": "draining" if service.worker.draining.is_set() else "ok", "engine": info}
 
     registry = CollectorRegistry()

@@ -41,8 +41,8 @@ def build(settings: Settings, *, announce_key: bool = True) -> tuple[FastAPI, Se
     if settings.allow_private_urls:
         log.warning("--allow-private-urls is ON: input URLs may reach loopback and private networks (SSRF guard off). Use only for tests.")
     storage = LocalStorage.open(settings.data_dir, settings.base_url)
-    engine = load_engine(settings) if settings.run_worker else None
-    if engine is not None and engine.info.get("random_weights"):
+    engine = load_engine(settings)
+    if engine.info.get("random_weights"):
         log.warning("RANDOM WEIGHTS: engine %s at %s produces noise images, not real generations",
                     engine.info.get("engine"), engine.info.get("weights"))
     worker = Worker(settings, JobStore(engine_db), storage, engine)
