@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     max_input_bytes: int = Field(50 * 1024 * 1024, description="Largest input image fetched or uploaded, bytes.")
     max_input_pixels: int = Field(40_000_000, description="Largest input image decoded (width*height); above it is a decompression bomb.")
     prices_usd: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_PRICES_USD), description="Price per billed unit by model id, USD (JSON).")
-    queue_poll_interval_s: float = Field(0.02, description="How often the worker looks for queued jobs, seconds.")
+    queue_poll_interval_s: float = Field(0.05, description="How often the worker looks for queued jobs, seconds.")
     log_level: str = Field("INFO", description="Log level.")
 
     @property

@@ -100,26 +100,30 @@ class JobStore:
                 ).scalar_one()
         return _row(row, position)
 
-    _STATUS = sa.select(C.request_id, C.status, C.progress, C.priority, C.seq).where(
-        C.request_id == sa.bindparam("rid"), C.owner_key_id == sa.bindparam("owner")
-    )
     _AHEAD = sa.select(sa.func.count()).select_from(R).where(
         C.status == Status.IN_QUEUE.value,
         sa.tuple_(C.priority, C.seq) < sa.tuple_(sa.bindparam("priority"), sa.bindparam("seq")),
     )
 
-    def status_of(self, request_id: str, owner_key_id: str) -> tuple[Status, float | None, int | None] | None:
-        """(status, progress, queue_position) of the owner's request, or None — the narrow read
-        behind status polls (no JSON columns decoded)."""
+    _POLL = sa.text(
+        "SELECT k.id, k.revoked_at, r.status, r.progress, r.priority, r.seq FROM api_keys k "
+        "LEFT JOIN requests r ON r.owner_key_id = k.id AND r.request_id = :rid WHERE k.key_hash = :h"
+    )
+
+    def poll(self, request_id: str, key_hash: str) -> tuple[bool, tuple[Status, float | None, int | None] | None]:
+        """The hot path of status polls, in one round trip: (is the key live, and
+        (status, progress, queue_position) of that key's request or None)."""
         with self.engine.connect() as conn:
-            row = conn.execute(self._STATUS, {"rid": request_id, "owner": owner_key_id}).first()
-            if row is None:
-                return None
+            row = conn.execute(self._POLL, {"rid": request_id, "h": key_hash}).first()
+            if row is None or row.revoked_at is not None:
+                return False, None
+            if row.status is None:
+                return True, None
             status = Status(row.status)
             position = None
             if status is Status.IN_QUEUE:
                 position = conn.execute(self._AHEAD, {"priority": row.priority, "seq": row.seq}).scalar_one()
-        return status, row.progress, position
+        return True, (status, row.progress, position)
 
     def find_idempotent(self, owner_key_id: str, idempotency_key: str) -> Request | None:
         with self.engine.connect() as conn:

@@ -16,9 +16,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from . import catalog, db
-from .auth import ApiKey
+from .auth import ApiKey, hash_key
 from .config import Settings
-from .errors import APIStatusError, InputError, NotFoundError, RateLimitError, ValidationError
+from .errors import APIStatusError, AuthenticationError, InputError, NotFoundError, RateLimitError, ValidationError
 from .fetch import FetchPolicy, decode_image, fetch_bytes, read_data_uri, sniff_format
 from .engine.planner import SEQUENTIAL_MODES
 from .jobs import JobStore, Request, new_request_id
@@ -188,9 +188,16 @@ class Service:
         base = f"{self.base_url}/v1/requests/{request_id}"
         return {"status_url": f"{base}/status", "result_url": f"{base}/result", "cancel_url": f"{base}/cancel"}
 
-    def status(self, request_id: str, key: ApiKey) -> dict[str, Any]:
-        """The status body. Raises NotFoundError like :meth:`get`."""
-        found = self.jobs.status_of(request_id, key.id)
+    def status(self, request_id: str, token: str | None) -> dict[str, Any]:
+        """The status body for the holder of API key ``token``, checked in the same query.
+
+        Raises:
+            AuthenticationError: missing, unknown or revoked key.
+            NotFoundError: unknown request, or another key's (the same 404).
+        """
+        key_ok, found = self.jobs.poll(request_id, hash_key(token)) if token else (False, None)
+        if not key_ok:
+            raise AuthenticationError(401, 401001, "missing, unknown or revoked API key")
         if found is None:
             raise NotFoundError(404, 404001, f"request {request_id} not found", request_id=request_id)
         return self._status_body(request_id, *found)

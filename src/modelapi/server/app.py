@@ -110,10 +110,7 @@ def create_app(service: Service) -> FastAPI:
         return error_response(500, "internal server error")
 
     def require_key(authorization: str | None) -> ApiKey:
-        token = None
-        if authorization and authorization[:7].lower() == "bearer ":
-            token = authorization[7:].strip()
-        key = authenticate(service.db, token)
+        key = authenticate(service.db, bearer_token(authorization))
         if key is None:
             raise AuthenticationError(401, 401001, "missing, unknown or revoked API key")
         return key
@@ -149,8 +146,10 @@ def create_app(service: Service) -> FastAPI:
 
     # -- requests ---------------------------------------------------------------------------
     @app.get("/v1/requests/{request_id}/status", response_model=schemas.StatusBody, response_model_exclude_none=True, tags=["requests"])
-    def status(request_id: str, authorization: str | None = Auth) -> dict:
-        return service.status(request_id, require_key(authorization))
+    async def status(request_id: str, authorization: str | None = Auth) -> JSONResponse:
+        # The polling hot path: one indexed SQLite read (sub-millisecond) on the event loop, and
+        # a body built by the service (the response_model documents it).
+        return JSONResponse(service.status(request_id, bearer_token(authorization)))
 
     @app.get("/v1/requests/{request_id}/result", response_model=schemas.ResultBody, response_model_exclude_none=True, tags=["requests"])
     def result(request_id: str, include_cost: bool = Query(False), authorization: str | None = Auth) -> dict:
@@ -220,6 +219,13 @@ def create_app(service: Service) -> FastAPI:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, else None."""
+    if authorization and authorization[:7].lower() == "bearer ":
+        return authorization[7:].strip() or None
+    return None
 
 
 async def read_json(request: Request) -> Any:
