@@ -55,6 +55,7 @@ import httpx
 
 from modelapi import errors
 from modelapi.types import Status
+from modelapi.validation import image_fields
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -394,11 +395,7 @@ def _image_fields(schema: dict[str, Any] | None) -> list[str]:
     ``image_uri``; without a schema, ``images`` and ``image_urls``."""
     if schema is None:
         return list(_NO_SCHEMA_IMAGE_FIELDS)
-    props = schema.get("input_schema", schema).get("properties", {})
-    return [
-        name for name, prop in props.items()
-        if prop.get("format") == "image_uri" or (prop.get("items") or {}).get("format") == "image_uri"
-    ]
+    return list(image_fields(schema.get("input_schema", schema)))
 
 
 _URL_PREFIX = re.compile(r"^(?:[A-Za-z][A-Za-z0-9+.-]*://|data:)")

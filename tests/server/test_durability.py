@@ -35,6 +35,9 @@ def test_kill9_while_running_then_restart_loses_nothing(make_server):
                 break
             time.sleep(0.01)
         assert "in_progress" in states, states
+    started = [json.loads(line)["request_id"] for line in srv.log().splitlines()
+               if line.startswith("{") and '"request.in_progress"' in line]
+    assert started == ids[: len(started)], "jobs must start in submission order"
     srv.kill9()
     srv.start()  # same data dir, same port
     with srv.client() as c:
