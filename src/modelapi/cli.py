@@ -177,7 +177,7 @@ def _parse_value(value: str) -> Any:
         return value
 
 
-def build_input(model: catalog.Model | None, schema: dict[str, Any], text: str | None, images: list[str], sets: list[str]) -> dict[str, Any]:
+def build_input(schema: dict[str, Any], text: str | None, images: list[str], sets: list[str]) -> dict[str, Any]:
     """The request body from ``--text``, ``-i`` and ``--set key=value`` (values parsed as JSON
     when they parse, else kept as strings)."""
     from .validation import image_fields
@@ -197,6 +197,17 @@ def build_input(model: catalog.Model | None, schema: dict[str, Any], text: str |
     return body
 
 
+def _checked_body(client: Any, model_id: str, text: str | None, images: list[str], sets: list[str]) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+    """(input schema, request body, problems) — checked client-side with the server's own
+    validation module before anything is sent."""
+    from .validation import check_input
+
+    local = catalog.get(model_id)
+    schema = local.input_schema if local else client.model_schema(model_id)["input_schema"]
+    body = build_input(schema, text, images, sets)
+    return schema, body, check_input(schema, body)[1]
+
+
 @app.command()
 def run(
     model_id: str = typer.Argument(..., help="e.g. bytedance/seedream-4-0/sequential"),
@@ -212,14 +223,10 @@ def run(
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from .client import Completed, InProgress, Queued
-    from .validation import check_input
 
     try:
         with _client(base_url, api_key) as client:
-            local = catalog.get(model_id)
-            schema = local.input_schema if local else client.model_schema(model_id)["input_schema"]
-            body = build_input(local, schema, text, image, set_)
-            body_checked, problems = check_input(schema, body)
+            schema, body, problems = _checked_body(client, model_id, text, image, set_)
             if problems:
                 for p in problems:
                     console.print(f"[red]invalid input[/] {'.'.join(str(x) for x in p['loc'][1:])}: {p['msg']}")
@@ -258,14 +265,9 @@ def submit(
     api_key: Optional[str] = ApiKeyOpt,
 ) -> None:
     """Submit a request and print {request_id, status_url, result_url, cancel_url}."""
-    from .validation import check_input
-
     try:
         with _client(base_url, api_key) as client:
-            local = catalog.get(model_id)
-            schema = local.input_schema if local else client.model_schema(model_id)["input_schema"]
-            body = build_input(local, schema, text, image, set_)
-            _, problems = check_input(schema, body)
+            schema, body, problems = _checked_body(client, model_id, text, image, set_)
             if problems:
                 _print_json({"detail": problems})
                 raise typer.Exit(2)

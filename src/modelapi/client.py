@@ -55,6 +55,7 @@ import httpx
 
 from modelapi import errors
 from modelapi.types import Status
+from modelapi.fetch import sniff_format
 from modelapi.validation import image_fields
 
 __all__ = [
@@ -383,11 +384,9 @@ def _write(directory: Path, name: str, content: bytes) -> Path:
 
 
 def _sniff_image(head: bytes) -> str | None:
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if head.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    return None
+    """``image/png`` or ``image/jpeg`` by magic bytes (the server's own check), else None."""
+    fmt = sniff_format(head)
+    return f"image/{fmt}" if fmt else None
 
 
 def _image_fields(schema: dict[str, Any] | None) -> list[str]:
