@@ -398,7 +398,7 @@ def main() -> int:
 
             shutil.rmtree(root, ignore_errors=True)
 
-    print(f"\n| figure | value | target | result |\n|---|---|---|---|")
+    print("\n| figure | value | target | result |\n|---|---|---|---|")
     print(f"| submit throughput ({args.submits} submits, {args.submit_threads} clients) | {sub['rps']:.1f} req/s | - | - |")
     print(f"| submit -> in_progress, median (n={lat['n']}) | {lat['median_ms']:.1f} ms | <= {TARGET_START_MEDIAN_MS:.0f} ms | {verdict(ok_lat)} |")
     print(f"| submit -> in_progress, p99 | {lat['p99_ms']:.1f} ms | - | - |")

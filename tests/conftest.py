@@ -3,6 +3,7 @@ real local HTTP server for input URLs. Nothing here talks to an address off this
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import os
@@ -12,6 +13,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 import httpx
@@ -123,6 +126,41 @@ def server(tmp_path_factory):
     srv.stop()
 
 
+class Listener:
+    """A plain TCP listener on 127.0.0.1 that counts the connections it accepts."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.05)
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            self.connections += 1
+            conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
+
+
+@pytest.fixture
+def listener() -> Iterator[Listener]:
+    """A loopback listener that must usually see no connection (SSRF tests)."""
+    lst = Listener()
+    yield lst
+    lst.close()
+
+
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args) -> None:  # noqa: ANN002
         pass
@@ -151,3 +189,24 @@ def wait_terminal(client: httpx.Client, request_id: str, timeout_s: float = 60) 
             return client.get(f"/v1/requests/{request_id}/result").json()
         time.sleep(0.05)
     raise AssertionError(f"{request_id} not terminal after {timeout_s}s: {body}")
+
+
+def wait_status(client: httpx.Client, request_id: str, status: str, timeout_s: float = 30) -> None:
+    """Poll until the request reaches ``status``."""
+    deadline = time.monotonic() + timeout_s
+    while client.get(f"/v1/requests/{request_id}/status").json()["status"] != status:
+        assert time.monotonic() < deadline, f"{request_id} never reached {status}"
+        time.sleep(0.01)
+
+
+@contextlib.contextmanager
+def started_in_background(server: ServerProcess) -> Iterator["Future[ServerProcess]"]:
+    """Start ``server`` in a thread while other tests run; yields the Future of its start and
+    stops the server on exit."""
+    with ThreadPoolExecutor(1) as pool:
+        started = pool.submit(server.start)
+        try:
+            yield started
+        finally:
+            wait([started])
+            server.stop()

@@ -7,15 +7,14 @@ import json
 import re
 import shutil
 import socket
-import time
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
 from PIL import Image
 
-from conftest import SKIMAGE_DATA, ServerProcess, wait_terminal
+from conftest import SKIMAGE_DATA, ServerProcess, started_in_background, wait_status, wait_terminal
 from modelapi import catalog
 
 SEQ = "bytedance/seedream-4-0/sequential"
@@ -29,13 +28,8 @@ def _busy_server_starting(tmp_path_factory):
     module's other tests run; stopped at once (no grace period) at the end."""
     srv = ServerProcess(tmp_path_factory.mktemp("busy") / "data", args=["--shutdown-grace-s", "0"],
                         env={"MODELAPI_TEST_STEP_S": "0.2", "MODELAPI_TEST_STEPS": "100"})
-    with ThreadPoolExecutor(1) as pool:
-        started = pool.submit(srv.start)
-        try:
-            yield started
-        finally:
-            wait([started])
-            srv.stop()
+    with started_in_background(srv) as started:
+        yield started
 
 
 @pytest.fixture
@@ -45,10 +39,7 @@ def busy_server(_busy_server_starting):
     srv = _busy_server_starting.result()
     with srv.client() as c:
         blocker = c.post(f"/v1/models/{SEQ}", json={"text": "one image of a wall"}).json()["request_id"]
-        deadline = time.monotonic() + 10
-        while c.get(f"/v1/requests/{blocker}/status").json()["status"] != "in_progress":
-            assert time.monotonic() < deadline, "the blocker never started"
-            time.sleep(0.02)
+        wait_status(c, blocker, "in_progress", timeout_s=10)
     return srv
 
 

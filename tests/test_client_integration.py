@@ -7,14 +7,13 @@ from __future__ import annotations
 import asyncio
 import shutil
 import uuid
-from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 import httpx
 import pytest
 from PIL import Image
 
-from conftest import SKIMAGE_DATA, ServerProcess
+from conftest import SKIMAGE_DATA, ServerProcess, started_in_background
 from modelapi import catalog, errors
 from modelapi.client import AsyncClient, Cancelled, Client, Completed, InProgress, Queued
 
@@ -33,13 +32,8 @@ def _slow_server_starting(tmp_path_factory):
     """A second server whose jobs take a while, started in the background while the module's
     first tests run."""
     srv = ServerProcess(tmp_path_factory.mktemp("slow") / "data", args=["--shutdown-grace-s", "0"], env=SLOW)
-    with ThreadPoolExecutor(1) as pool:
-        started = pool.submit(srv.start)
-        try:
-            yield started
-        finally:
-            wait([started])
-            srv.stop()
+    with started_in_background(srv) as started:
+        yield started
 
 
 @pytest.fixture

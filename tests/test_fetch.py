@@ -23,6 +23,7 @@ import pytest
 import skimage
 from PIL import Image, ImageFile
 
+from conftest import Listener
 from modelapi.errors import InputError
 from modelapi.fetch import (
     FetchPolicy,
@@ -62,40 +63,6 @@ def _refused(fn, *args, type: str, **kw) -> InputError:  # noqa: A002
 
 
 # -- servers -------------------------------------------------------------------------------
-
-
-class Listener:
-    """A plain TCP listener on 127.0.0.1 that counts the connections it accepts."""
-
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.sock.settimeout(0.05)
-        self.port = self.sock.getsockname()[1]
-        self.connections = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            self.connections += 1
-            conn.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.sock.close()
-
-
-@pytest.fixture
-def listener() -> Iterator[Listener]:
-    lst = Listener()
-    yield lst
-    lst.close()
 
 
 class Handler(http.server.BaseHTTPRequestHandler):

@@ -280,9 +280,11 @@ def submit(
 @app.command()
 def status(request_id: str, base_url: Optional[str] = BaseUrl, api_key: Optional[str] = ApiKeyOpt) -> None:
     """Print a request's status JSON."""
+    from .client import _status_call
+
     try:
         with _client(base_url, api_key) as client:
-            _print_json(client._json(__import__("modelapi.client", fromlist=["_status_call"])._status_call(request_id)))
+            _print_json(client._json(_status_call(request_id)))  # the raw body, not the typed StatusUpdate
     except ModelAPIError as exc:
         _fail(exc)
 

@@ -81,6 +81,11 @@ class JobStore:
         self.engine = engine
 
     # -- reads -------------------------------------------------------------------------------
+    _AHEAD = sa.select(sa.func.count()).select_from(R).where(
+        C.status == Status.IN_QUEUE.value,
+        sa.tuple_(C.priority, C.seq) < sa.tuple_(sa.bindparam("priority"), sa.bindparam("seq")),
+    )
+
     def get(self, request_id: str, owner_key_id: str | None = None) -> Request | None:
         """The request, or None when unknown — or owned by another key than ``owner_key_id``."""
         query = R.select().where(C.request_id == request_id)
@@ -92,18 +97,8 @@ class JobStore:
                 return None
             position = None
             if row["status"] == Status.IN_QUEUE:
-                position = conn.execute(
-                    sa.select(sa.func.count()).select_from(R).where(
-                        C.status == Status.IN_QUEUE.value,
-                        sa.tuple_(C.priority, C.seq) < sa.tuple_(row["priority"], row["seq"]),
-                    )
-                ).scalar_one()
+                position = conn.execute(self._AHEAD, {"priority": row["priority"], "seq": row["seq"]}).scalar_one()
         return _row(row, position)
-
-    _AHEAD = sa.select(sa.func.count()).select_from(R).where(
-        C.status == Status.IN_QUEUE.value,
-        sa.tuple_(C.priority, C.seq) < sa.tuple_(sa.bindparam("priority"), sa.bindparam("seq")),
-    )
 
     _POLL = sa.text(
         "SELECT k.id, k.revoked_at, r.status, r.progress, r.priority, r.seq FROM api_keys k "

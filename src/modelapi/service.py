@@ -21,7 +21,7 @@ from .config import Settings
 from .errors import APIStatusError, AuthenticationError, InputError, NotFoundError, RateLimitError, ValidationError
 from .fetch import FetchPolicy, decode_image, fetch_bytes, read_data_uri, sniff_format
 from .engine.planner import SEQUENTIAL_MODES
-from .jobs import JobStore, Request, new_request_id
+from .jobs import Request, new_request_id
 from .storage import LocalStorage
 from .types import Status
 from .validation import check_image, check_input, image_fields

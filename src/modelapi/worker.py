@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable
+from typing import Any
 
 from dbos import DBOS, SetEnqueueOptions, SetWorkflowID
 from prometheus_client import Histogram
@@ -185,7 +185,7 @@ class Worker:
             "image_count": len(outputs),
             "width": images[0].width, "height": images[0].height,
             "seed": spec.seed,
-            **{k: v for k, v in self.engine.info.items()},
+            **self.engine.info,
         }
         price = self.settings.prices_usd.get(req.model_id, 0.0)
         self.jobs.complete(

@@ -7,7 +7,7 @@ import time
 
 import httpx
 
-from conftest import wait_terminal
+from conftest import wait_status, wait_terminal
 
 SEQ = "bytedance/seedream-4-0/sequential"
 
@@ -56,8 +56,7 @@ def test_sigterm_lets_the_running_job_finish_and_exits_cleanly(make_server):
     with srv.client() as c:
         first = c.post(f"/v1/models/{SEQ}", json={"text": "a"}).json()["request_id"]
         second = c.post(f"/v1/models/{SEQ}", json={"text": "b"}).json()["request_id"]
-        while c.get(f"/v1/requests/{first}/status").json()["status"] != "in_progress":
-            time.sleep(0.01)
+        wait_status(c, first, "in_progress")
     assert srv.terminate() == 0
     srv.start()
     with srv.client() as c:
@@ -69,8 +68,7 @@ def test_sigterm_past_the_grace_period_hands_the_job_back(make_server):
     srv = make_server(args=["--shutdown-grace-s", "0.3"], env={"MODELAPI_TEST_STEP_S": "0.5", "MODELAPI_TEST_STEPS": "20"}).start()
     with srv.client() as c:
         rid = c.post(f"/v1/models/{SEQ}", json={"text": "long"}).json()["request_id"]
-        while c.get(f"/v1/requests/{rid}/status").json()["status"] != "in_progress":
-            time.sleep(0.01)
+        wait_status(c, rid, "in_progress")
     assert srv.terminate() == 0
     assert "request.handed_back" in srv.log()
     srv.env["MODELAPI_TEST_STEP_S"] = "0.01"
@@ -84,8 +82,7 @@ def test_cancel_queued_in_progress_and_twice(make_server):
     with srv.client() as c:
         running = c.post(f"/v1/models/{SEQ}", json={"text": "a"}).json()["request_id"]
         queued = c.post(f"/v1/models/{SEQ}", json={"text": "b"}).json()["request_id"]
-        while c.get(f"/v1/requests/{running}/status").json()["status"] != "in_progress":
-            time.sleep(0.01)
+        wait_status(c, running, "in_progress")
         first = c.post(f"/v1/requests/{queued}/cancel").json()
         assert first == {"request_id": queued, "status": "cancelled", "outcome": "cancelled"}
         assert c.post(f"/v1/requests/{queued}/cancel").json() == first  # idempotent

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import io
-import socket
 import threading
 
 import pytest
@@ -18,35 +17,6 @@ DREAMINA = "bytedance/dreamina-4-0/edit"
 EDIT_SEQ = "bytedance/seedream-4-0/edit-sequential"
 
 
-class Listener:
-    """A TCP listener on 127.0.0.1 that records every connection it accepts."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.connections = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                continue
-            self.connections += 1
-            conn.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.sock.close()
-
-
 @pytest.fixture(scope="module")
 def guarded(tmp_path_factory):
     """A server with the SSRF guard on (the default: no --allow-private-urls)."""
@@ -55,13 +25,6 @@ def guarded(tmp_path_factory):
     srv = ServerProcess(tmp_path_factory.mktemp("guarded") / "data").start()
     yield srv
     srv.stop()
-
-
-@pytest.fixture
-def listener():
-    lst = Listener()
-    yield lst
-    lst.close()
 
 
 def hostile_urls(port: int) -> list[str]:

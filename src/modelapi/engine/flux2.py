@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image
-from PIL.PngImagePlugin import PngInfo
 
 from modelapi.engine.base import GenerationSpec, ProgressCallback, StopCheck
 from modelapi.engine.tiny import is_random_weights, make_tiny
