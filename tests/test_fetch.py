@@ -1,4 +1,4 @@
-"""Tests for modelapi.fetch: address checks, URL checks, fetching, data URIs, decoding.
+"""Tests for modelapi.core.fetch: address checks, URL checks, fetching, data URIs, decoding.
 
 Every socket here is on the loopback interface. Names that would need DNS are never handed
 to the system resolver: tests that need one inject ``FetchPolicy.resolver``.
@@ -25,7 +25,7 @@ from PIL import Image, ImageFile
 
 from conftest import Listener
 from modelapi.errors import InputError
-from modelapi.fetch import (
+from modelapi.core.fetch import (
     FetchPolicy,
     check_url,
     decode_image,

@@ -1,5 +1,6 @@
-"""The ``modelapi`` command: server side (serve, keys, usage, model, demo) and client side
-(run, submit, status, result, cancel, models).
+"""The ``modelapi`` command: server side (serve, worker, workers, keys, usage, model, demo;
+these need ``pip install "modelapi[server]"``, and ``[engine]`` to run a worker) and client side
+(run, submit, status, result, cancel, models; the plain ``pip install modelapi``).
 
 Client commands take ``--base-url`` / ``--api-key`` (else ``MODELAPI_BASE_URL`` /
 ``MODELAPI_API_KEY``, else the local server's initial key) and print JSON, except ``run``,
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 from pathlib import Path
 from typing import Any, Optional
 
@@ -18,7 +20,6 @@ from rich.console import Console
 from rich.table import Table
 
 from . import catalog
-from .config import Settings
 from .errors import APIStatusError, ModelAPIError
 
 app = typer.Typer(help="Self-hosted Model API: server, keys, and a client for it.", no_args_is_help=True, add_completion=False)
@@ -38,7 +39,7 @@ ApiKeyOpt = typer.Option(None, "--api-key", envvar="MODELAPI_API_KEY", help="API
 def _client(base_url: str | None, api_key: str | None):  # noqa: ANN202
     from .client import Client
 
-    return Client(base_url or f"http://127.0.0.1:{Settings().port}" if base_url is None else base_url, api_key)
+    return Client(base_url or f"http://127.0.0.1:{os.environ.get('MODELAPI_PORT', '8000')}", api_key)
 
 
 def _print_json(data: Any) -> None:
@@ -47,29 +48,71 @@ def _print_json(data: Any) -> None:
 
 # -- server side ------------------------------------------------------------------------------
 _JSON_FIELDS = ("prices_usd", "allowed_input_hosts")
+_WORKER_ONLY = ("worker_id", "metrics_port")
+_SERVE_ONLY = ("worker", "port", "public_url", "max_body_bytes", "max_queued_per_key", "allow_private_urls",
+               "allowed_input_hosts", "fetch_timeout_s", "max_input_bytes", "max_input_pixels")
 
 
-def _serve(**given: Any) -> None:
-    """Run the API server (and its worker) until SIGINT/SIGTERM. Every flag can also be set
-    by its MODELAPI_* environment variable."""
-    from . import logs
-    from .errors import EngineError
-    from .server.run import serve
-
+def _settings(**given: Any):  # noqa: ANN202
+    """Settings from the given flags over MODELAPI_* variables; a clear error when the server
+    extra is not installed."""
+    try:
+        from .core.config import Settings
+    except ImportError as exc:
+        console.print(f"[bold red]error:[/] the server needs the server extra: pip install \"modelapi[server,engine]\" ({exc.name} is missing)")
+        raise typer.Exit(2) from None
     values = {k: (json.loads(v) if k in _JSON_FIELDS else v) for k, v in given.items() if v is not None}
-    settings = Settings(**values)
+    return Settings(**values)
+
+
+def _run_role(role: str, given: dict[str, Any]) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from .core import logs
+    from .core.workers import WorkerIdInUse
+    from .errors import EngineError
+
+    settings = _settings(**given)
     logs.setup(settings.log_level)
     try:
-        serve(settings)
-    except EngineError as exc:
+        if role == "serve":
+            from .api.run import serve
+
+            serve(settings)
+        else:
+            from .worker.main import run_worker
+
+            run_worker(settings)
+    except (EngineError, WorkerIdInUse, ValueError, OSError) as exc:
         console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    except OperationalError as exc:
+        console.print(f"[bold red]error:[/] cannot reach the database: {str(exc.orig or exc).splitlines()[0]}")
         raise typer.Exit(2) from None
 
 
-def _serve_signature() -> inspect.Signature:
-    """One ``serve`` flag per Settings field, documented from the field."""
+def _serve(**given: Any) -> None:
+    """Run the API server — with a worker in the same process (the one-machine default), or API
+    only with --no-worker — until SIGINT/SIGTERM. Every flag can also be set by its MODELAPI_*
+    environment variable."""
+    _run_role("serve", given)
+
+
+def _worker(**given: Any) -> None:
+    """Run a worker only (one per GPU): load the engine, take jobs from the shared queue, serve
+    /healthz and /metrics on --metrics-port. Every flag can also be set by its MODELAPI_*
+    environment variable."""
+    _run_role("worker", given)
+
+
+def _role_signature(skip: tuple[str, ...]) -> inspect.Signature:
+    """One flag per settings field (less ``skip``), documented from the field."""
+    from .core.config import Settings
+
     params = []
     for name, field in Settings.model_fields.items():
+        if name in skip:
+            continue
         flag = "--" + name.replace("_", "-")
         help_text = f"{field.description} [env MODELAPI_{name.upper()}]"
         if field.annotation is bool:
@@ -82,58 +125,89 @@ def _serve_signature() -> inspect.Signature:
     return inspect.Signature(params)
 
 
-_serve.__signature__ = _serve_signature()  # type: ignore[attr-defined]
+try:
+    _serve.__signature__ = _role_signature(_WORKER_ONLY)  # type: ignore[attr-defined]
+    _worker.__signature__ = _role_signature(_SERVE_ONLY)  # type: ignore[attr-defined]
+except ImportError:  # the client-only install: serve and worker explain what to install
+    pass
 app.command("serve")(_serve)
+app.command("worker")(_worker)
+
+DatabaseUrl = typer.Option(None, "--database-url", envvar="MODELAPI_DATABASE_URL",
+                           help="The deployment's database (default: the SQLite file in the data dir).")
 
 
-def _db():  # noqa: ANN202
-    from . import db
+def _db(database_url: str | None = None):  # noqa: ANN202
+    from .core import db
 
-    settings = Settings()
+    settings = _settings(database_url=database_url)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return db.connect(settings.db_url)
+    engine = db.connect(settings.db_url)
+    db.migrate(engine, settings.db_url)
+    return engine
 
 
 @keys_app.command("create")
-def keys_create(name: str = typer.Option("default", help="A label for the key.")) -> None:
+def keys_create(name: str = typer.Option("default", help="A label for the key."), database_url: Optional[str] = DatabaseUrl) -> None:
     """Create a key and print it (once: only its hash is stored)."""
-    from .auth import create_key
+    from .core.auth import create_key
 
-    record, secret = create_key(_db(), name)
+    record, secret = create_key(_db(database_url), name)
     console.print(f"created {record.id} ({record.name}); the key is shown only now:")
     typer.echo(secret)
 
 
 @keys_app.command("list")
-def keys_list() -> None:
+def keys_list(database_url: Optional[str] = DatabaseUrl) -> None:
     """List keys (id, name, prefix, created, revoked)."""
-    from .auth import list_keys
+    from .core.auth import list_keys
 
     table = Table("id", "name", "prefix", "created", "revoked")
-    for k in list_keys(_db()):
+    for k in list_keys(_db(database_url)):
         table.add_row(k.id, k.name, k.prefix + "…", f"{k.created_at:%Y-%m-%d %H:%M}", f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "")
     out.print(table)
 
 
 @keys_app.command("revoke")
-def keys_revoke(key_id: str = typer.Argument(..., help="The key's id (key_...) or its prefix.")) -> None:
+def keys_revoke(key_id: str = typer.Argument(..., help="The key's id (key_...) or its prefix."), database_url: Optional[str] = DatabaseUrl) -> None:
     """Revoke a key: its requests answer 401 from now on."""
-    from .auth import revoke_key
+    from .core.auth import revoke_key
 
-    if not revoke_key(_db(), key_id):
+    if not revoke_key(_db(database_url), key_id):
         console.print(f"[red]no live key {key_id!r}[/]")
         raise typer.Exit(1)
     console.print(f"revoked {key_id}")
 
 
 @app.command()
-def usage() -> None:
+def usage(database_url: Optional[str] = DatabaseUrl) -> None:
     """Totals per key: requests, completed, billed units and cost (USD)."""
-    from .jobs import JobStore
+    from .core.usage import totals
 
     table = Table("key", "name", "requests", "completed", "billed units", "cost (USD)")
-    for row in JobStore(_db()).usage():
+    for row in totals(_db(database_url)):
         table.add_row(row["id"], row["name"], str(row["requests"]), str(row["completed"]), str(row["billed_units"]), f"{row['cost_usd']:.4f}")
+    out.print(table)
+
+
+@app.command()
+def workers(
+    database_url: Optional[str] = DatabaseUrl,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """List live workers: id, engine, device, current request, seconds since the last heartbeat."""
+    from .core.config import Settings
+    from .core.workers import WorkerRegistry
+
+    rows = WorkerRegistry(_db(database_url), Settings().worker_timeout_s).live()
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table("worker", "host", "engine", "device", "current request", "heartbeat (s ago)", "state")
+    for w in rows:
+        engine = w["engine"] or {}
+        table.add_row(w["worker_id"], w["host"], str(engine.get("engine")), str(engine.get("device")),
+                      w["current_request"] or "", f"{w['heartbeat_age_s']:.1f}", "draining" if w["draining"] else "ok")
     out.print(table)
 
 

@@ -21,7 +21,7 @@ Configuration:
 * ``base_url``: the argument, else ``$MODELAPI_BASE_URL``, else ``https://model-api.runcomfy.net``.
 * API key: the argument, else ``$MODELAPI_API_KEY``, else -- only when ``base_url`` is a loopback
   address (127.0.0.1, localhost, [::1]) -- the local server's ``<data dir>/initial_api_key`` file
-  (see :func:`modelapi.config.default_data_dir`); else :class:`~modelapi.errors.AuthenticationError`.
+  (see :func:`modelapi.types.default_data_dir`); else :class:`~modelapi.errors.AuthenticationError`.
 
 Retries (jittered exponential backoff, 0.5 s base, 8 s cap, ``max_retries`` retries, a
 ``Retry-After`` header always wins): reads (GET) and cancel on HTTP 429/502/503/504 and on
@@ -54,9 +54,8 @@ from urllib.parse import quote
 import httpx
 
 from modelapi import errors
-from modelapi.types import Status
-from modelapi.fetch import sniff_format
-from modelapi.validation import image_fields
+from modelapi.types import Status, default_data_dir
+from modelapi.validation import image_fields, sniff_format
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -245,8 +244,6 @@ def _resolve_api_key(api_key: str | None, base_url: str) -> str:
         return env
     key_file = None
     if _is_loopback(base_url):
-        from modelapi.config import default_data_dir  # lazy: keeps `import modelapi.client` light
-
         key_file = default_data_dir() / "initial_api_key"
         if key_file.is_file():
             key = key_file.read_text(encoding="utf-8").strip()

@@ -18,9 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from . import catalog
-from .auth import create_key
 from .client import Client
-from .config import Settings
 
 PHOTOS = {
     "bytedance/seedream-4-0/edit-sequential": ["astronaut.png", "chelsea.png"],
@@ -50,7 +48,9 @@ def run_demo(out_dir: Path, *, port: int = 0, console: Console | None = None) ->
     """Run the demo; returns the path of index.html. Raises ModelAPIError if a request fails."""
     import skimage
 
-    from .server.run import start_in_thread
+    from .api.run import start_in_thread
+    from .core.auth import create_key
+    from .core.config import Settings
 
     console = console or Console(stderr=True)
     settings = Settings(port=port or _free_port())
@@ -60,7 +60,7 @@ def run_demo(out_dir: Path, *, port: int = 0, console: Console | None = None) ->
     try:
         while not server.started:
             time.sleep(0.05)
-        info = service.worker.engine.info
+        info = service.engine_info()
         if info.get("random_weights"):
             console.print("[bold yellow]RANDOM WEIGHTS:[/] no FLUX.2 weights were found, so the demo runs a tiny "
                           "random-weight pipeline. Its images are NOISE; the plumbing is real.")

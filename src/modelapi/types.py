@@ -1,8 +1,12 @@
-"""Types shared by the server, the SDK and the CLI."""
+"""Types and defaults shared by the server, the SDK and the CLI (light: no server dependency)."""
 
 from __future__ import annotations
 
 import enum
+import os
+from pathlib import Path
+
+import platformdirs
 
 
 class Status(str, enum.Enum):
@@ -17,3 +21,9 @@ class Status(str, enum.Enum):
     @property
     def is_terminal(self) -> bool:
         return self in (Status.COMPLETED, Status.CANCELLED, Status.FAILED)
+
+
+def default_data_dir() -> Path:
+    """``$MODELAPI_DATA_DIR``, else the platform's user data dir (e.g. ``~/.local/share/modelapi``)."""
+    env = os.environ.get("MODELAPI_DATA_DIR")
+    return Path(env) if env else Path(platformdirs.user_data_dir("modelapi", appauthor=False))

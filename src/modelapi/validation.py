@@ -152,3 +152,13 @@ def check_image(
             if entry not in problems:
                 problems.append(entry)
     return problems
+
+
+def sniff_format(data: bytes) -> str | None:
+    """``"png"`` or ``"jpeg"`` from the magic bytes of ``data``; ``None`` for anything else
+    (the only formats the schemas accept: "image/jpeg", "image/png")."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    return None

@@ -3,6 +3,8 @@ saved with save_pretrained and loaded with from_pretrained), on CPU."""
 
 from __future__ import annotations
 
+import io
+
 import json
 import shutil
 import time
@@ -16,7 +18,7 @@ from PIL import Image
 
 from modelapi.engine.base import GenerationSpec
 from modelapi.engine.flux2 import DEFAULT_MODEL_ID, Flux2Engine, resolve_default_model
-from modelapi.storage import LocalStorage
+from modelapi.worker.generate import encode_png
 from modelapi.engine.tiny import RANDOM_WEIGHTS_MARKER, make_tiny
 from modelapi.errors import EngineError, GenerationStopped
 
@@ -210,10 +212,9 @@ def test_resolve_default_model_falls_back_to_tiny(
 
 
 def test_outputs_are_pngs_with_prompt_and_seed_text_chunks(tmp_path: Path) -> None:
-    storage = LocalStorage(tmp_path / "files", "http://127.0.0.1:1", b"k")
     image = Image.new("RGB", (16, 16), (10, 20, 30))
-    storage.put_png("outputs/r/0.png", image, {"prompt": "un café — 東京", "seed": "42", "random_weights": "true", "engine": "flux2-klein"})
-    with Image.open(storage.path("outputs/r/0.png")) as saved:
+    data = encode_png(image, {"prompt": "un café — 東京", "seed": "42", "random_weights": "true", "engine": "flux2-klein"})
+    with Image.open(io.BytesIO(data)) as saved:
         assert saved.format == "PNG"
         assert saved.text == {
             "prompt": "un café — 東京",

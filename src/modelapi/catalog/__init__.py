@@ -12,6 +12,9 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+SEQUENTIAL_MODES = ("auto", "disabled")
+"""The values of ``sequential_image_generation`` the engine implements (the schemas list more)."""
+
 
 @dataclass(frozen=True)
 class Task:

@@ -36,11 +36,11 @@ import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from modelapi.catalog import SEQUENTIAL_MODES
+
 MAX_TOTAL_IMAGES = 15
 """References + outputs per request, at most (API.md "Semantics"; seedream upstream)."""
 
-SEQUENTIAL_MODES = ("auto", "disabled")
-"""Accepted values of ``sequential_image_generation``."""
 
 _NUMBER_WORDS = (
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "

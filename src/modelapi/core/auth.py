@@ -34,7 +34,7 @@ def hash_key(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def create_key(engine: sa.Engine, name: str = "default") -> tuple[ApiKey, str]:
+def create_key(bind: sa.Engine | sa.Connection, name: str = "default") -> tuple[ApiKey, str]:
     """Create a key. Returns (the stored record, the secret) — the secret is shown only now."""
     secret = KEY_PREFIX + secrets.token_urlsafe(32)
     row = {
@@ -45,8 +45,11 @@ def create_key(engine: sa.Engine, name: str = "default") -> tuple[ApiKey, str]:
         "created_at": db.utcnow(),
         "revoked_at": None,
     }
-    with engine.begin() as conn:
-        conn.execute(db.api_keys.insert().values(**row))
+    if isinstance(bind, sa.Connection):
+        bind.execute(db.api_keys.insert().values(**row))
+    else:
+        with bind.begin() as conn:
+            conn.execute(db.api_keys.insert().values(**row))
     return _record(row), secret
 
 
@@ -83,13 +86,13 @@ def authenticate(engine: sa.Engine, secret: str | None) -> ApiKey | None:
     return _record(row)
 
 
-def ensure_initial_key(engine: sa.Engine, data_dir: Path) -> str | None:
-    """On first start with no keys, create one and write it to ``<data_dir>/initial_api_key``
-    (mode 0600). Returns the new secret, or None when keys already exist."""
-    with engine.connect() as conn:
-        if conn.execute(sa.select(sa.func.count()).select_from(db.api_keys)).scalar_one():
-            return None
-    _, secret = create_key(engine, name="initial")
+def ensure_initial_key(conn: sa.Connection, data_dir: Path) -> str | None:
+    """On a database with no keys, create one and write it to ``<data_dir>/initial_api_key``
+    (mode 0600). Returns the new secret, or None when keys already exist. Call it under the
+    start-up lock (:func:`modelapi.core.db.startup_lock`) so that only one process creates it."""
+    if conn.execute(sa.select(sa.func.count()).select_from(db.api_keys)).scalar_one():
+        return None
+    _, secret = create_key(conn, name="initial")
     path = data_dir / "initial_api_key"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:

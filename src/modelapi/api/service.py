@@ -13,19 +13,20 @@ import secrets
 from datetime import datetime, timedelta
 from typing import Any
 
+import threading
+
 import sqlalchemy as sa
 
-from . import catalog, db
-from .auth import ApiKey, hash_key
-from .config import Settings
-from .errors import APIStatusError, AuthenticationError, InputError, NotFoundError, RateLimitError, ValidationError
-from .fetch import FetchPolicy, decode_image, fetch_bytes, read_data_uri, sniff_format
-from .engine.planner import SEQUENTIAL_MODES
-from .jobs import Request, new_request_id
-from .storage import LocalStorage
-from .types import Status
-from .validation import check_image, check_input, image_fields
-from .worker import Worker
+from .. import catalog
+from ..core import db
+from ..core.auth import ApiKey, hash_key
+from ..core.context import Core
+from ..core.fetch import FetchPolicy, decode_image, fetch_bytes, read_data_uri
+from ..core.jobs import Request, new_request_id
+from ..core.storage import content_type_of
+from ..errors import APIStatusError, AuthenticationError, InputError, NotFoundError, RateLimitError, ValidationError
+from ..types import Status
+from ..validation import check_image, check_input, image_fields, sniff_format
 
 log = logging.getLogger("modelapi.service")
 
@@ -36,18 +37,23 @@ def iso(value: datetime | None) -> str | None:
 
 
 class ServiceUnavailable(APIStatusError):
-    """503: the server is shutting down and takes no new jobs."""
+    """503: the server is shutting down, or the database cannot be reached; retry shortly."""
+
+    def __init__(self, message: str, retry_after_s: int = 5) -> None:
+        super().__init__(503, 503001, message)
+        self.retry_after_s = retry_after_s
 
 
 class Service:
     """Everything the routes need, built once per process."""
 
-    def __init__(self, settings: Settings, engine: sa.Engine, storage: LocalStorage, worker: Worker) -> None:
+    def __init__(self, core: Core) -> None:
+        settings = core.settings
         self.settings = settings
-        self.db = engine
-        self.jobs = worker.jobs
-        self.storage = storage
-        self.worker = worker
+        self.db = core.db
+        self.jobs = core.jobs
+        self.storage = core.storage
+        self.draining = threading.Event()
         self.policy = FetchPolicy(
             allow_private=settings.allow_private_urls,
             allowed_hosts=frozenset(settings.allowed_input_hosts),
@@ -69,12 +75,13 @@ class Service:
             ValidationError: 422, one detail entry per problem (schema and image rules).
             RateLimitError: 429, the key already has ``max_queued_per_key`` requests queued.
             ServiceUnavailable: 503 while shutting down.
+            sqlalchemy.exc.OperationalError: the database is unreachable (the app answers 503).
         """
-        if self.worker.draining.is_set():
-            raise ServiceUnavailable(503, 503001, "the server is shutting down; retry shortly")
+        if self.draining.is_set():
+            raise ServiceUnavailable("the server is shutting down; retry shortly")
         inputs, problems = check_input(model.input_schema, body)
         mode = inputs.get("sequential_image_generation", "auto")
-        if not problems and mode not in SEQUENTIAL_MODES:
+        if not problems and mode not in catalog.SEQUENTIAL_MODES:
             problems.append({"loc": ["body", "sequential_image_generation"], "msg": "Input should be 'auto' or 'disabled'", "type": "enum"})
         if problems:
             raise ValidationError(422, 422001, "Input fails the model's schema", problems)
@@ -102,7 +109,6 @@ class Service:
             if earlier is None:
                 raise
             return self._same_request(earlier, body_hash)
-        self.worker.enqueue(req.request_id, req.workflow_id, req.priority)
         return req
 
     @staticmethod
@@ -132,7 +138,7 @@ class Service:
         keys = []
         for i, (data, fmt) in enumerate(loaded):
             keys.append(f"inputs/{request_id}/{i}.{'jpg' if fmt == 'jpeg' else 'png'}")
-            self.storage.put(keys[-1], data)
+            self.storage.put(keys[-1], data, content_type_of(keys[-1]))
         return keys
 
     def load_input(self, uri: str, key: ApiKey, loc: list[Any]) -> bytes:
@@ -156,7 +162,7 @@ class Service:
             raise ValidationError(422, 422001, "Unsupported file", [{"loc": loc, "msg": "Only JPEG and PNG images are supported", "type": "image_format"}])
         file_id = "file_" + secrets.token_hex(12)
         storage_key = f"uploads/{file_id}.{'jpg' if fmt == 'jpeg' else 'png'}"
-        self.storage.put(storage_key, data)
+        self.storage.put(storage_key, data, f"image/{fmt}")
         content_type = f"image/{fmt}"
         with self.db.begin() as conn:
             conn.execute(db.files.insert().values(
@@ -175,6 +181,11 @@ class Service:
         if record is None:
             raise InputError("Unknown file: upload it with POST /v1/files using the same API key", loc, "file_unknown")
         return self.storage.get(record["storage_key"])
+
+    def engine_info(self) -> dict[str, Any]:
+        """The engine of the oldest live worker (``{}`` when no worker is live)."""
+        live = self.jobs.workers.live()
+        return dict(live[0]["engine"]) if live else {}
 
     # -- reads -------------------------------------------------------------------------------
     def get(self, request_id: str, key: ApiKey) -> Request:
@@ -221,7 +232,7 @@ class Service:
         body: dict[str, Any] = {"request_id": req.request_id, "status": req.status.value}
         if req.status is Status.COMPLETED:
             expires = req.finished_at + timedelta(seconds=self.settings.url_ttl_s)
-            images = [self.storage.signed_url(k, expires.timestamp()) for k in req.outputs or []]
+            images = [self.storage.url(k, expires.timestamp()) for k in req.outputs or []]
             body["output"] = {"images": images, **({"image": images[0]} if len(images) == 1 else {})}
             body["seed"] = req.seed
             body["metadata"] = req.metadata
@@ -234,8 +245,7 @@ class Service:
 
     def cancel(self, req: Request) -> dict[str, Any]:
         """in_queue -> cancelled (and off the queue); anything else -> not_cancellable. Idempotent."""
-        if req.status is Status.IN_QUEUE and self.jobs.cancel(req.request_id):
-            self.worker.cancel(req.workflow_id)
+        if req.status is Status.IN_QUEUE and self.jobs.cancel(req):
             outcome = "cancelled"
         else:
             req = self.jobs.get(req.request_id) or req

@@ -6,12 +6,13 @@ Every field is documented in ``modelapi serve --help`` and the README. Units are
 
 from __future__ import annotations
 
-import os
+import socket
 from pathlib import Path
 
-import platformdirs
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ..types import default_data_dir
 
 DEFAULT_PRICES_USD: dict[str, float] = {
     "bytedance/seedream-4-0/sequential": 0.03,
@@ -22,19 +23,20 @@ DEFAULT_PRICES_USD: dict[str, float] = {
 sequential_image_generation_options; dreamina bills the images produced."""
 
 
-def default_data_dir() -> Path:
-    """``$MODELAPI_DATA_DIR``, else the platform's user data dir (e.g. ``~/.local/share/modelapi``)."""
-    env = os.environ.get("MODELAPI_DATA_DIR")
-    return Path(env) if env else Path(platformdirs.user_data_dir("modelapi", appauthor=False))
-
-
 class Settings(BaseSettings):
-    """Server settings. Each field can be set as ``MODELAPI_<FIELD>`` or as a ``serve`` flag."""
+    """Settings of every server role (``serve``, ``serve --no-worker``, ``worker``). Each field
+    can be set as ``MODELAPI_<FIELD>`` or as a flag of those commands."""
 
     model_config = SettingsConfigDict(env_prefix="MODELAPI_", extra="ignore")
 
     data_dir: Path = Field(default_factory=default_data_dir, description="Where the database, outputs, uploads and keys live.")
-    database_url: str | None = Field(None, description="SQLAlchemy URL of the database; default sqlite:///<data_dir>/modelapi.sqlite3.")
+    database_url: str | None = Field(None, description="Database of requests, keys, files, usage, workers and the queue: sqlite:///PATH (default <data_dir>/modelapi.sqlite3, one machine) or postgresql://USER:PASS@HOST:PORT/DB (the fleet).")
+    storage_url: str | None = Field(None, description="Where uploads, fetched references and outputs live: file:///PATH (default <data_dir>/files; served under signed URLs) or s3://BUCKET/PREFIX (any S3-compatible store; endpoint, region and credentials from AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY; outputs under presigned URLs).")
+    worker: bool = Field(True, description="serve only: run a worker in the API process (--no-worker: API only; it enqueues, never runs jobs or loads the engine).")
+    worker_id: str | None = Field(None, description="worker: this worker's stable, unique id (default <hostname>-<device>); a restart under the same id recovers its own job.")
+    worker_timeout_s: float = Field(60.0, description="A worker silent for this long is dead: live workers take over its job, seconds.")
+    metrics_port: int = Field(9100, description="worker: port of its /healthz and /metrics (on --host).")
+    max_running_per_key: int | None = Field(None, description="Most requests of one key running at once across the fleet (default unlimited).")
     host: str = Field("127.0.0.1", description="Address to listen on.")
     port: int = Field(8000, description="Port to listen on.")
     public_url: str | None = Field(None, description="Base of the absolute URLs the server returns; default http://127.0.0.1:<port>.")
@@ -43,12 +45,12 @@ class Settings(BaseSettings):
     url_ttl_s: int = Field(86_400, description="Lifetime of signed output URLs, seconds.")
     max_body_bytes: int = Field(64 * 1024 * 1024, description="Largest request body accepted (413 above), bytes.")
     max_queued_per_key: int = Field(100, description="Most requests one key may have in_queue at once (429 above).")
-    worker_concurrency: int = Field(1, description="Jobs run at once by this process's worker (one model per GPU).")
+    worker_concurrency: int = Field(1, description="Jobs run at once by each worker process (one model per GPU); one value for the whole fleet (the last worker started sets it).")
     engine: str = Field("flux2", description="'flux2', or 'module:factory' returning an engine (tests).")
     model: str | None = Field(None, description="Hub id or local folder of the weights; default: FLUX.2-klein-4B if present locally, else a tiny random-weight pipeline.")
     device: str = Field("auto", description="'auto' (cuda, then mps, then cpu), or a torch device.")
     shutdown_grace_s: float = Field(30.0, description="On SIGTERM, how long the running job may finish before it is handed back to the queue, seconds.")
-    max_attempts: int = Field(2, description="Runs of one request before a crash-interrupted request is marked failed.")
+    max_attempts: int = Field(2, description="Runs of one request before a request whose worker died (or was killed) is marked failed.")
     fetch_timeout_s: float = Field(30.0, description="Total time to fetch one input URL, seconds.")
     max_input_bytes: int = Field(50 * 1024 * 1024, description="Largest input image fetched or uploaded, bytes.")
     max_input_pixels: int = Field(40_000_000, description="Largest input image decoded (width*height); above it is a decompression bomb.")
@@ -59,6 +61,14 @@ class Settings(BaseSettings):
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'modelapi.sqlite3'}"
+
+    @property
+    def files_url(self) -> str:
+        return self.storage_url or (self.data_dir / "files").resolve().as_uri()
+
+    def default_worker_id(self, device: str) -> str:
+        """``<hostname>-<device>`` (e.g. ``gpu-host-3-cuda0``): stable across restarts of the same worker."""
+        return self.worker_id or f"{socket.gethostname()}-{device.replace(':', '')}"
 
     @property
     def base_url(self) -> str:

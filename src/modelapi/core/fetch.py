@@ -50,6 +50,7 @@ import httpx
 from PIL import Image
 
 from modelapi.errors import InputError
+from modelapi.validation import sniff_format
 
 __all__ = [
     "FetchPolicy",
@@ -343,15 +344,6 @@ def read_data_uri(uri: str, policy: FetchPolicy, *, loc: list) -> bytes:
     if len(data) > policy.max_bytes:
         raise _too_large(policy, loc)
     return data
-
-
-def sniff_format(data: bytes) -> str | None:
-    """``"png"`` or ``"jpeg"`` from the magic bytes of ``data``; ``None`` for anything else."""
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    return None
 
 
 def decode_image(data: bytes, policy: FetchPolicy, *, loc: list) -> Image.Image:

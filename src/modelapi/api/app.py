@@ -18,13 +18,19 @@ from prometheus_client.core import GaugeMetricFamily
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+import sqlalchemy as sa
+
 from .. import catalog
-from ..auth import ApiKey, authenticate
+from ..core.auth import ApiKey, authenticate
+from ..core.storage import FileStorage, content_type_of
 from ..errors import APIStatusError, AuthenticationError, NotFoundError, RateLimitError
-from ..service import Service
 from ..types import Status
 from ..validation import json_schema
 from . import schemas
+from .service import Service, ServiceUnavailable
+
+DATABASE_DOWN = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
+"""Errors meaning the database cannot be reached now (answered 503, never 500)."""
 
 log = logging.getLogger("modelapi.http")
 ERROR_MESSAGES = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found",
@@ -75,8 +81,9 @@ class _TooLarge(Exception):
     pass
 
 
-def create_app(service: Service) -> FastAPI:
-    """The FastAPI app over ``service``."""
+def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
+    """The FastAPI app over ``service``; ``collectors`` are added to its /metrics (e.g. an
+    in-process worker's)."""
     app = FastAPI(
         title="modelapi",
         version="0.1.0",
@@ -88,7 +95,7 @@ def create_app(service: Service) -> FastAPI:
     @app.exception_handler(APIStatusError)
     async def _api_error(_: Request, exc: APIStatusError) -> JSONResponse:
         headers = {}
-        if isinstance(exc, RateLimitError) and exc.retry_after_s is not None:
+        if isinstance(exc, (RateLimitError, ServiceUnavailable)) and exc.retry_after_s is not None:
             headers["Retry-After"] = str(int(exc.retry_after_s))
         if isinstance(exc, AuthenticationError):
             headers["WWW-Authenticate"] = "Bearer"
@@ -103,8 +110,17 @@ def create_app(service: Service) -> FastAPI:
         detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
         return error_response(422, "Invalid request", detail)
 
+    async def _database_down(_: Request, exc: Exception) -> JSONResponse:
+        log.warning("database unavailable: %s", str(exc).splitlines()[0])
+        return error_response(503, "the database is unavailable; retry shortly", headers={"Retry-After": "5"})
+
+    for kind in DATABASE_DOWN:
+        app.add_exception_handler(kind, _database_down)
+
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc.__cause__, DATABASE_DOWN):  # wrapped by the queue library
+            return await _database_down(request, exc)
         log.exception("unexpected error")
         return error_response(500, "internal server error")
 
@@ -162,7 +178,7 @@ def create_app(service: Service) -> FastAPI:
     @app.get("/v1/models", tags=["models"])
     def list_models(authorization: str | None = Auth) -> dict:
         require_key(authorization)
-        info = service.worker.engine.info
+        info = service.engine_info()
         return {"models": [
             {"model_id": m.model_id, "input_schema_url": f"{service.base_url}/v1/models/{m.model_id}/schema",
              "engine": info.get("engine"), "weights": info.get("weights"),
@@ -186,32 +202,36 @@ def create_app(service: Service) -> FastAPI:
         return await run_in_threadpool(service.upload, key, data)
 
     @app.get("/v1/files/{file_id}", tags=["files"])
-    def uploaded(file_id: str, authorization: str | None = Auth) -> FileResponse:
+    def uploaded(file_id: str, authorization: str | None = Auth) -> Response:
         record = service.upload_record(file_id, require_key(authorization))
         if record is None:
             raise NotFoundError(404, 404001, f"file {file_id} not found")
-        return FileResponse(service.storage.path(record["storage_key"]), media_type=record["content_type"])
+        return Response(service.storage.get(record["storage_key"]), media_type=record["content_type"])
 
-    @app.get("/files/{key:path}", tags=["files"], summary="An output file, under a signed URL")
+    @app.get("/files/{key:path}", tags=["files"], summary="An output file, under a signed URL (file storage only)")
     def signed_file(key: str, expires: int = Query(...), sig: str = Query(...)) -> FileResponse:
+        storage = service.storage
         try:
-            path = service.storage.path(key)
+            path = storage.path(key) if isinstance(storage, FileStorage) else None
         except ValueError:
             path = None
-        if path is None or not service.storage.verify(key, expires, sig) or not path.is_file():
+        if path is None or not storage.verify(key, expires, sig) or not path.is_file():
             raise NotFoundError(404, 404001, "file not found or link expired")
-        return FileResponse(path, media_type="image/png" if key.endswith(".png") else "image/jpeg")
+        return FileResponse(path, media_type=content_type_of(key))
 
     # -- operations -------------------------------------------------------------------------
     @app.get("/healthz", tags=["operations"])
     def healthz() -> dict:
-        info = service.worker.engine.info
-        return {"status": "draining" if service.worker.draining.is_set() else "ok", "engine": info}
+        """``ok`` (or ``draining``) when the database answers, else 503; the live workers' count
+        and the engine of the oldest."""
+        live = service.jobs.workers.live()
+        return {"status": "draining" if service.draining.is_set() else "ok", "workers": len(live),
+                "engine": dict(live[0]["engine"]) if live else {}}
 
     registry = CollectorRegistry()
     registry.register(_RequestsCollector(service))
-    from ..worker import JOB_SECONDS
-    registry.register(JOB_SECONDS)
+    for collector in collectors:
+        registry.register(collector)
 
     @app.get("/metrics", tags=["operations"], response_class=Response)
     def metrics() -> Response:
@@ -240,8 +260,8 @@ async def read_json(request: Request) -> Any:
 
 
 class _RequestsCollector:
-    """Requests by model and status, and the queue depth, read from the database at scrape time
-    (so they survive restarts and count every process's work)."""
+    """Requests by model and status, the queue depth and the live workers, read from the
+    database at scrape time (so they survive restarts and count every process's work)."""
 
     def __init__(self, service: Service) -> None:
         self.service = service
@@ -254,3 +274,5 @@ class _RequestsCollector:
             depth += count if status == Status.IN_QUEUE.value else 0
         yield by_status
         yield GaugeMetricFamily("modelapi_queue_depth", "Requests waiting in the queue", value=depth)
+        yield GaugeMetricFamily("modelapi_workers_live", "Workers with a recent heartbeat",
+                                value=len(self.service.jobs.workers.live()))

@@ -1,4 +1,6 @@
-"""Building and running the server process: database, keys, storage, engine, queue, HTTP."""
+"""The ``serve`` role: the API process, with an in-process worker (the one-machine default) or
+without one (``--no-worker``: it only enqueues; it never imports the engine or torch, and never
+runs the DBOS runtime)."""
 
 from __future__ import annotations
 
@@ -6,55 +8,54 @@ import logging
 import signal
 import threading
 from contextlib import asynccontextmanager
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from .. import auth, db
-from ..config import Settings
-from ..engine import load_engine
-from ..jobs import JobStore
-from ..service import Service
-from ..storage import LocalStorage
-from ..worker import Worker
+from ..core.config import Settings
+from ..core.context import open_core
 from .app import create_app
+from .service import Service
 
 log = logging.getLogger("modelapi.server")
 
 
 def build(settings: Settings, *, announce_key: bool = True) -> tuple[FastAPI, Service]:
-    """Open everything ``serve`` needs, load the engine (once, kept warm), start the queue.
+    """Open the database (migrated), the storage and the queue; with ``settings.worker``, load
+    the engine (once, kept warm) and start a worker in this process.
 
     Raises:
         EngineError: the weights could not be loaded (the message says what to do).
+        WorkerIdInUse: another live worker has this worker id.
     """
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine_db = db.connect(settings.db_url)
-    secret = auth.ensure_initial_key(engine_db, settings.data_dir)
-    if secret and announce_key:
+    core = open_core(settings, create_initial_key=True)
+    if core.initial_key and announce_key:
         print(
             f"\nCreated the first API key (shown once; also in {settings.data_dir / 'initial_api_key'}, mode 0600):\n\n"
-            f"    {secret}\n",
+            f"    {core.initial_key}\n",
             flush=True,
         )
     if settings.allow_private_urls:
         log.warning("--allow-private-urls is ON: input URLs may reach loopback and private networks (SSRF guard off). Use only for tests.")
-    storage = LocalStorage.open(settings.data_dir, settings.base_url)
-    engine = load_engine(settings)
-    if engine.info.get("random_weights"):
-        log.warning("RANDOM WEIGHTS: engine %s at %s produces noise images, not real generations",
-                    engine.info.get("engine"), engine.info.get("weights"))
-    worker = Worker(settings, JobStore(engine_db), storage, engine)
-    service = Service(settings, engine_db, storage, worker)
-    worker.launch()
-    app = create_app(service)
+    service = Service(core)
+    worker: Any = None
+    collectors: tuple = ()
+    if settings.worker:
+        from ..worker.main import start_worker  # the engine and torch load only here
+
+        worker, collectors = start_worker(settings, core)
+    app = create_app(service, collectors)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):  # noqa: ANN202
         yield
-        log.info("shutting down: no new jobs; a running job has %.0f s to finish", settings.shutdown_grace_s)
-        await run_in_threadpool(worker.shutdown, settings.shutdown_grace_s)
+        service.draining.set()
+        if worker is not None:
+            log.info("shutting down: no new jobs; a running job has %.0f s to finish", settings.shutdown_grace_s)
+            await run_in_threadpool(worker.shutdown, settings.shutdown_grace_s)
+        core.close()
         log.info("stopped")
 
     app.router.lifespan_context = lifespan
@@ -64,11 +65,12 @@ def build(settings: Settings, *, announce_key: bool = True) -> tuple[FastAPI, Se
 def serve(settings: Settings) -> None:
     """Run the server until SIGINT/SIGTERM. On SIGTERM: stop taking jobs, let the running one
     finish within ``shutdown_grace_s`` (or hand it back to the queue), exit cleanly."""
-    app, service = build(settings)
+    app, _ = build(settings)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
-    log.info("serving", extra={"url": settings.base_url, "data_dir": str(settings.data_dir)})
-    print(f"modelapi listening on http://{settings.host}:{settings.port} (public URL {settings.base_url})", flush=True)
+    role = "API + worker" if settings.worker else "API only"
+    log.info("serving", extra={"url": settings.base_url, "data_dir": str(settings.data_dir), "role": role})
+    print(f"modelapi ({role}) listening on http://{settings.host}:{settings.port} (public URL {settings.base_url})", flush=True)
     # uvicorn re-raises the signal it caught once it has stopped; by then the lifespan has
     # drained the worker, so the re-raised signal only needs to be swallowed for a clean exit 0.
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -1,0 +1,199 @@
+"""The database: the tenant-facing tables (SQLAlchemy 2 Core), connections, and migrations.
+
+Tables: ``api_keys``, ``requests``, ``files``, ``usage`` (the billing ledger) and ``workers``
+(heartbeats). The durable queue (DBOS Transact) keeps its own tables in the same database, so a
+request row and its queue entry are written in one transaction.
+
+Two kinds of database, picked by URL (``--database-url``):
+
+- ``sqlite:///PATH`` — one machine (the default, ``<data_dir>/modelapi.sqlite3``);
+- ``postgresql://USER:PASS@HOST:PORT/DB`` — the fleet (driven by psycopg 3).
+
+Schema changes are Alembic migrations (``core/migrations/versions``); :func:`migrate` applies
+them on start in every role, serialised across processes (a Postgres advisory lock, or a file
+lock next to a SQLite file), so several processes may start at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy import event
+
+metadata = sa.MetaData()
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("prefix", sa.String(16), nullable=False),
+    sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("revoked_at", sa.DateTime(timezone=True)),
+)
+
+requests = sa.Table(
+    "requests",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("request_id", sa.String(40), nullable=False, unique=True),
+    sa.Column("owner_key_id", sa.String(32), nullable=False, index=True),
+    sa.Column("model_id", sa.String(200), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("inputs", sa.JSON, nullable=False),
+    sa.Column("input_files", sa.JSON, nullable=False),
+    sa.Column("seed", sa.BigInteger, nullable=False),
+    sa.Column("idempotency_key", sa.String(200)),
+    sa.Column("body_hash", sa.String(64)),
+    sa.Column("workflow_id", sa.String(80), nullable=False),
+    sa.Column("priority", sa.Integer, nullable=False, default=2),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("progress", sa.Float),
+    sa.Column("outputs", sa.JSON),
+    sa.Column("metadata", sa.JSON),
+    sa.Column("error", sa.JSON),
+    sa.Column("billed_units", sa.Integer),
+    sa.Column("cost_usd", sa.Float),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True)),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.Column("run_by", sa.String(200)),
+    sa.UniqueConstraint("owner_key_id", "idempotency_key"),
+    sa.Index("ix_requests_status_priority_seq", "status", "priority", "seq"),
+)
+
+files = sa.Table(
+    "files",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("owner_key_id", sa.String(32), nullable=False),
+    sa.Column("storage_key", sa.String(300), nullable=False),
+    sa.Column("bytes", sa.Integer, nullable=False),
+    sa.Column("content_type", sa.String(40), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+usage = sa.Table(
+    "usage",
+    metadata,
+    sa.Column("request_id", sa.String(40), primary_key=True),
+    sa.Column("owner_key_id", sa.String(32), nullable=False, index=True),
+    sa.Column("model_id", sa.String(200), nullable=False),
+    sa.Column("billed_units", sa.Integer, nullable=False),
+    sa.Column("cost_usd", sa.Float, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+workers = sa.Table(
+    "workers",
+    metadata,
+    sa.Column("worker_id", sa.String(200), primary_key=True),
+    sa.Column("host", sa.String(200), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("engine", sa.JSON, nullable=False),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("heartbeat_at", sa.Float, nullable=False),
+    sa.Column("current_request", sa.String(40)),
+    sa.Column("draining", sa.Boolean, nullable=False, default=False),
+)
+"""``started_at`` and ``heartbeat_at`` are unix seconds on the database's clock (see :func:`now_s`),
+so workers on machines whose clocks disagree still agree on who is late."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """SQLite hands datetimes back naive; they were stored as UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value
+
+
+def now_s(dialect: str) -> sa.ColumnElement:
+    """The database server's clock as unix seconds (a SQL expression)."""
+    if dialect == "sqlite":
+        return sa.literal_column("((julianday('now') - 2440587.5) * 86400.0)")
+    return sa.literal_column("extract(epoch from clock_timestamp())")
+
+
+def sqlalchemy_url(url: str) -> str:
+    """``postgresql://`` URLs are driven by psycopg 3 (SQLAlchemy's own default is psycopg2)."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def connect(url: str) -> sa.Engine:
+    """An engine on ``url`` (no schema changes: see :func:`migrate`). SQLite files get WAL and a
+    busy timeout, since the queue's own connections write to the same file; Postgres
+    connections are checked before use, so a restarted server is reconnected by itself."""
+    url = sqlalchemy_url(url)
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn, _record):  # noqa: ANN001
+            dbapi_conn.execute("PRAGMA journal_mode=WAL")
+            dbapi_conn.execute("PRAGMA synchronous=FULL")
+            dbapi_conn.execute("PRAGMA busy_timeout=30000")
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, pool_timeout=10,
+                            connect_args={"connect_timeout": 5})
+
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+_PG_STARTUP_LOCK = 0x6D6F64656C617069  # "modelapi"
+
+
+@contextlib.contextmanager
+def startup_lock(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A transaction held under the database-wide start-up lock: one process at a time migrates
+    and creates the first key. Postgres: an advisory lock released at commit; SQLite: an
+    exclusive file lock on ``<database file>.lock``."""
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_STARTUP_LOCK})
+            yield conn
+        return
+    path = Path(engine.url.database or "modelapi.sqlite3")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{path}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            with engine.begin() as conn:
+                yield conn
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def migrate(engine: sa.Engine, system_database_url: str, then: Callable[[sa.Connection], None] | None = None) -> None:
+    """Bring the database to the newest schema: the queue's own tables (DBOS's migrations,
+    serialised by DBOS itself; they build indexes concurrently, so they must run outside any
+    transaction of ours), then, under :func:`startup_lock`, ours (Alembic, ``head``) and
+    ``then(conn)`` in the same transaction. A database made before migrations existed (tables, no ``alembic_version``) is
+    recognised as revision 0001 and upgraded from there."""
+    from alembic import command
+    from alembic.config import Config
+    from dbos import DBOS
+
+    DBOS.migrate(system_database_url)
+    with startup_lock(engine) as conn:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        config.attributes["connection"] = conn
+        tables = sa.inspect(conn).get_table_names()
+        if "requests" in tables and "alembic_version" not in tables:
+            command.stamp(config, "0001")
+        command.upgrade(config, "head")
+        if then is not None:
+            then(conn)

@@ -1,0 +1,426 @@
+"""Requests and their states: the state machine. Every state change of a request happens here,
+as one conditional UPDATE (with its queue entry and its bill in the same transaction), so that
+two actors — an API process cancelling, workers starting, a reaper recovering — never both win.
+
+::
+
+    in_queue ──begin──► in_progress ──finish(Done)──► completed   (+ one usage row)
+       │  ▲                 │  │
+       │  └─finish(Stopped)─┘  └──finish(Failed)──► failed
+       └──cancel──► cancelled
+
+The queue itself (ordering, claiming, recovery of a restarted worker's claims) is DBOS's; see
+:mod:`modelapi.core.queue`. Policies that live here:
+
+- Fair share: a new request gets priority ``max(head, the key's newest active priority + 1)``,
+  where ``head`` is the smallest priority among active requests, so keys take turns
+  (round-robin by submission rank): one key with 200 queued requests delays another key's single
+  request by at most one request per worker. Requests handed back to the queue get priority 1
+  (before all others).
+- Crash recovery: a run that was interrupted (its worker died) is run again by the worker that
+  gets its entry back — the same worker after a restart, or any live worker after the dead one's
+  entries were reaped (:meth:`JobStore.reap`) — up to ``max_attempts`` runs, then it is failed.
+  A run is fenced by ``(attempts, run_by)``: an outdated run can never finish a request.
+- A request whose run belongs to a live worker is never started by another.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Callable, TypeVar
+
+import sqlalchemy as sa
+
+from .. import catalog
+from ..types import Status
+from . import db, usage
+from .queue import TaskQueue
+from .workers import WorkerRegistry
+
+log = logging.getLogger("modelapi.jobs")
+R = db.requests
+C = R.c
+T = TypeVar("T")
+FIRST = 1
+"""Priority of requests handed back to the queue (graceful shutdown, recovery): before all others."""
+NEW = 2
+"""The smallest priority of a new request (fair-share ranks count up from here)."""
+
+
+@dataclass(frozen=True)
+class Request:
+    """A request as stored. ``queue_position`` is set only while in_queue (0 = next)."""
+
+    request_id: str
+    owner_key_id: str
+    model_id: str
+    status: Status
+    inputs: dict[str, Any]
+    input_files: list[str]
+    seed: int
+    workflow_id: str
+    priority: int
+    attempts: int
+    progress: float | None
+    outputs: list[str] | None
+    metadata: dict[str, Any] | None
+    error: dict[str, Any] | None
+    billed_units: int | None
+    cost_usd: float | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    idempotency_key: str | None = None
+    body_hash: str | None = None
+    run_by: str | None = None
+    queue_position: int | None = None
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run of a request by one worker (attempt ``attempt``, 1-based)."""
+
+    request: Request
+    worker_id: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class Done:
+    """Outcome: every image is stored under ``outputs`` (storage keys)."""
+
+    outputs: list[str]
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Failed:
+    """Outcome: the request failed; ``code`` and ``message`` go to the client as ``error``."""
+
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """Outcome: stopped between steps (graceful shutdown): back to the front of the queue."""
+
+
+Outcome = Done | Failed | Stopped
+
+
+def new_request_id() -> str:
+    return "req_" + secrets.token_hex(12)
+
+
+def _log(event: str, request_id: str, **fields: Any) -> None:
+    log.info(event, extra={"request_id": request_id, **fields})
+
+
+def _row(row: Any, position: int | None = None) -> Request:
+    data = {k: row[k] for k in Request.__dataclass_fields__ if k != "queue_position"}
+    data["status"] = Status(data["status"])
+    for k in ("created_at", "started_at", "finished_at"):
+        data[k] = db.as_utc(data[k])
+    return Request(**data, queue_position=position)
+
+
+def _next_workflow_id(workflow_id: str) -> str:
+    request_id, _, n = workflow_id.rpartition(".")
+    return f"{request_id}.{int(n) + 1}"
+
+
+def retry_db(fn: Callable[[], T], what: str, patience_s: float = 600.0) -> T:
+    """``fn()``, retried with backoff while the database is unreachable (e.g. Postgres
+    restarting), for up to ``patience_s`` seconds; then the last error is raised."""
+    deadline, delay = time.monotonic() + patience_s, 0.2
+    while True:
+        try:
+            return fn()
+        except (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError) as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("database unavailable while %s; retrying in %.1f s: %s", what, delay, str(exc).splitlines()[0])
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+class JobStore:
+    """The requests table and its state machine. All methods are safe to call from any thread.
+
+    Args:
+        engine: the database.
+        queue: the durable queue (entries are written in the same transactions as the rows).
+        workers: the worker registry (who is alive).
+        max_attempts: runs of one request before an interrupted one is failed (``--max-attempts``).
+        prices_usd: price per billed unit by model id (``--prices-usd``).
+    """
+
+    def __init__(self, engine: sa.Engine, queue: TaskQueue, workers: WorkerRegistry, *,
+                 max_attempts: int = 2, prices_usd: dict[str, float] | None = None) -> None:
+        self.engine = engine
+        self.queue = queue
+        self.workers = workers
+        self.max_attempts = max_attempts
+        self.prices_usd = prices_usd or {}
+
+    # -- reads -------------------------------------------------------------------------------
+    _AHEAD = sa.select(sa.func.count()).select_from(R).where(
+        C.status == Status.IN_QUEUE.value,
+        sa.tuple_(C.priority, C.seq) < sa.tuple_(sa.bindparam("priority"), sa.bindparam("seq")),
+    )
+
+    def get(self, request_id: str, owner_key_id: str | None = None) -> Request | None:
+        """The request, or None when unknown — or owned by another key than ``owner_key_id``."""
+        query = R.select().where(C.request_id == request_id)
+        if owner_key_id is not None:
+            query = query.where(C.owner_key_id == owner_key_id)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).mappings().first()
+            if row is None:
+                return None
+            position = None
+            if row["status"] == Status.IN_QUEUE:
+                position = conn.execute(self._AHEAD, {"priority": row["priority"], "seq": row["seq"]}).scalar_one()
+        return _row(row, position)
+
+    _POLL = sa.text(
+        "SELECT k.id, k.revoked_at, r.status, r.progress, r.priority, r.seq FROM api_keys k "
+        "LEFT JOIN requests r ON r.owner_key_id = k.id AND r.request_id = :rid WHERE k.key_hash = :h"
+    )
+
+    def poll(self, request_id: str, key_hash: str) -> tuple[bool, tuple[Status, float | None, int | None] | None]:
+        """The hot path of status polls, in one round trip: (is the key live, and
+        (status, progress, queue_position) of that key's request or None)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(self._POLL, {"rid": request_id, "h": key_hash}).first()
+            if row is None or row.revoked_at is not None:
+                return False, None
+            if row.status is None:
+                return True, None
+            status = Status(row.status)
+            position = None
+            if status is Status.IN_QUEUE:
+                position = conn.execute(self._AHEAD, {"priority": row.priority, "seq": row.seq}).scalar_one()
+        return True, (status, row.progress, position)
+
+    def find_idempotent(self, owner_key_id: str, idempotency_key: str) -> Request | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                R.select().where(C.owner_key_id == owner_key_id, C.idempotency_key == idempotency_key)
+            ).mappings().first()
+        return _row(row) if row else None
+
+    def count_queued(self, owner_key_id: str) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                sa.select(sa.func.count()).select_from(R).where(
+                    C.owner_key_id == owner_key_id, C.status == Status.IN_QUEUE.value
+                )
+            ).scalar_one()
+
+    def list(self, *statuses: Status) -> list[Request]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                R.select().where(C.status.in_([s.value for s in statuses])).order_by(C.priority, C.seq)
+            ).mappings()
+            return [_row(r) for r in rows]
+
+    def counts(self) -> list[tuple[str, str, int]]:
+        """(model_id, status, count) for every pair present."""
+        with self.engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(
+                sa.select(C.model_id, C.status, sa.func.count()).group_by(C.model_id, C.status)
+            )]
+
+    # -- submit and cancel (API side) ---------------------------------------------------------
+    _ACTIVE = C.status.in_([Status.IN_QUEUE.value, Status.IN_PROGRESS.value])
+
+    def _fair_priority(self, conn: sa.Connection, owner_key_id: str) -> int:
+        ranked = sa.and_(self._ACTIVE, C.priority >= NEW)
+        head = conn.execute(sa.select(sa.func.min(C.priority)).where(ranked)).scalar()
+        own = conn.execute(sa.select(sa.func.max(C.priority)).where(ranked, C.owner_key_id == owner_key_id)).scalar()
+        return max(head or NEW, own + 1 if own is not None else NEW)
+
+    def create(
+        self, *, request_id: str, owner_key_id: str, model_id: str, inputs: dict[str, Any],
+        input_files: list[str], seed: int, idempotency_key: str | None, body_hash: str | None,
+    ) -> Request:
+        """Store a new in_queue request and its queue entry in one transaction (both committed
+        before this returns, or neither exists).
+
+        Raises:
+            sqlalchemy.exc.IntegrityError: the key's ``idempotency_key`` is taken.
+        """
+        workflow_id = f"{request_id}.0"
+        with self.engine.begin() as conn:
+            priority = self._fair_priority(conn, owner_key_id)
+            conn.execute(R.insert().values(
+                request_id=request_id, owner_key_id=owner_key_id, model_id=model_id,
+                status=Status.IN_QUEUE.value, inputs=inputs, input_files=input_files, seed=seed,
+                idempotency_key=idempotency_key, body_hash=body_hash,
+                workflow_id=workflow_id, priority=priority, attempts=0, created_at=db.utcnow(),
+            ))
+            self.queue.enqueue(conn, request_id=request_id, workflow_id=workflow_id, priority=priority, owner_key_id=owner_key_id)
+        _log("request.in_queue", request_id, model_id=model_id, owner=owner_key_id, priority=priority)
+        return self.get(request_id)  # type: ignore[return-value]
+
+    def cancel(self, req: Request) -> bool:
+        """in_queue -> cancelled, and its queue entry removed. False when it is no longer queued."""
+        with self.engine.begin() as conn:
+            ok = conn.execute(R.update().where(C.request_id == req.request_id, C.status == Status.IN_QUEUE.value)
+                              .values(status=Status.CANCELLED.value, finished_at=db.utcnow())).rowcount == 1
+        if ok:
+            _log("request.cancelled", req.request_id)
+            try:  # tidy only: a worker that still takes the entry finds the request cancelled
+                self.queue.cancel(req.workflow_id)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("could not remove %s from the queue: %s", req.workflow_id, exc)
+        return ok
+
+    # -- runs (worker side) -------------------------------------------------------------------
+    def begin(self, request_id: str, worker_id: str) -> Run | None:
+        """Start a run of ``request_id`` on ``worker_id``, or None when there is nothing to run:
+        terminal or cancelled, already running on another live worker, or interrupted
+        ``max_attempts`` times (then it is failed with ``error.code = "interrupted"``)."""
+        req = self.get(request_id)
+        if req is None or req.status.is_terminal:
+            return None
+        if req.status is Status.IN_QUEUE:
+            frm = C.status == Status.IN_QUEUE.value
+        else:  # an earlier run was interrupted: its worker died (or is this one, restarted)
+            if req.run_by not in (None, worker_id) and self.workers.is_live(req.run_by):
+                _log("request.running_elsewhere", request_id, worker=req.run_by)
+                return None
+            if req.attempts >= self.max_attempts:
+                self._fail(request_id, "interrupted", f"the worker stopped {req.attempts} times while running this request",
+                           C.attempts == req.attempts)
+                return None
+            frm = sa.and_(C.status == Status.IN_PROGRESS.value, C.attempts == req.attempts)
+        with self.engine.begin() as conn:
+            ok = conn.execute(R.update().where(C.request_id == request_id, frm).values(
+                status=Status.IN_PROGRESS.value, started_at=db.utcnow(), progress=0.0,
+                attempts=req.attempts + 1, run_by=worker_id,
+            )).rowcount == 1
+        if not ok:
+            return None
+        _log("request.in_progress" if req.status is Status.IN_QUEUE else "request.restarted", request_id,
+             worker=worker_id, attempt=req.attempts + 1)
+        return Run(req, worker_id, req.attempts + 1)
+
+    def _this_run(self, run: Run) -> sa.ColumnElement[bool]:
+        return sa.and_(C.request_id == run.request.request_id, C.status == Status.IN_PROGRESS.value,
+                       C.attempts == run.attempt, C.run_by == run.worker_id)
+
+    def set_progress(self, run: Run, progress: float) -> None:
+        """Record progress (0-1). Best effort: a database outage skips the update."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(R.update().where(self._this_run(run)).values(progress=round(float(progress), 4)))
+        except (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError) as exc:
+            log.warning("progress not recorded (database unavailable): %s", str(exc).splitlines()[0])
+
+    def finish(self, run: Run, outcome: Outcome) -> bool:
+        """Apply a run's outcome, once: ``Done`` -> completed and billed (one usage row, same
+        transaction); ``Failed`` -> failed; ``Stopped`` -> back to the front of the queue under a
+        new queue entry (same transaction). False when the run was outdated (another run took
+        over) or the request left in_progress meanwhile. Retries while the database is down."""
+        return retry_db(lambda: self._finish(run, outcome), f"finishing {run.request.request_id}")
+
+    def _finish(self, run: Run, outcome: Outcome) -> bool:
+        req = run.request
+        with self.engine.begin() as conn:
+            update = R.update().where(self._this_run(run))
+            if isinstance(outcome, Done):
+                units, cost = usage.bill(catalog.get(req.model_id), req.inputs, len(outcome.outputs), self.prices_usd)
+                ok = conn.execute(update.values(
+                    status=Status.COMPLETED.value, progress=1.0, outputs=outcome.outputs, metadata=outcome.metadata,
+                    billed_units=units, cost_usd=cost, finished_at=db.utcnow(),
+                )).rowcount == 1
+                if ok:
+                    usage.record(conn, req.request_id, req.owner_key_id, req.model_id, units, cost)
+                event, fields = "request.completed", {"images": len(outcome.outputs), "worker": run.worker_id}
+            elif isinstance(outcome, Failed):
+                ok = conn.execute(update.values(
+                    status=Status.FAILED.value, error={"code": outcome.code, "message": outcome.message},
+                    finished_at=db.utcnow(),
+                )).rowcount == 1
+                event, fields = "request.failed", {"error_code": outcome.code, "error_message": outcome.message}
+            else:
+                current = conn.execute(sa.select(C.workflow_id).where(C.request_id == req.request_id)).scalar_one()
+                workflow_id = _next_workflow_id(current)
+                ok = conn.execute(update.values(
+                    status=Status.IN_QUEUE.value, priority=FIRST, progress=None, started_at=None,
+                    attempts=run.attempt - 1, run_by=None, workflow_id=workflow_id,
+                )).rowcount == 1
+                if ok:
+                    self.queue.enqueue(conn, request_id=req.request_id, workflow_id=workflow_id, priority=FIRST,
+                                       owner_key_id=req.owner_key_id)
+                event, fields = "request.handed_back", {"worker": run.worker_id}
+        if ok:
+            _log(event, req.request_id, **fields)
+        else:
+            _log("request.outdated_run", req.request_id, worker=run.worker_id, attempt=run.attempt)
+        return ok
+
+    def _fail(self, request_id: str, code: str, message: str, *where: sa.ColumnElement[bool]) -> bool:
+        with self.engine.begin() as conn:
+            ok = conn.execute(R.update().where(C.request_id == request_id, self._ACTIVE, *where).values(
+                status=Status.FAILED.value, error={"code": code, "message": message}, finished_at=db.utcnow(),
+            )).rowcount == 1
+        if ok:
+            _log("request.failed", request_id, error_code=code, error_message=message)
+        return ok
+
+    def requeue(self, req: Request) -> bool:
+        """Give an in_queue request a new queue entry at the front (its entry will not run: it
+        was taken by a worker that is stopping, or belongs to another queue version)."""
+        workflow_id = _next_workflow_id(req.workflow_id)
+        with self.engine.begin() as conn:
+            ok = conn.execute(R.update().where(
+                C.request_id == req.request_id, C.status == Status.IN_QUEUE.value, C.workflow_id == req.workflow_id,
+            ).values(workflow_id=workflow_id, priority=FIRST)).rowcount == 1
+            if ok:
+                self.queue.enqueue(conn, request_id=req.request_id, workflow_id=workflow_id, priority=FIRST,
+                                   owner_key_id=req.owner_key_id)
+        if ok:
+            _log("request.requeued", req.request_id)
+        return ok
+
+    def reconcile(self) -> None:
+        """At a worker's start: every in_queue request gets a live queue entry; an in_progress
+        one whose entry is gone (its run was lost) is failed."""
+        active = self.list(Status.IN_QUEUE, Status.IN_PROGRESS)
+        live: set[str] = set()
+        for i in range(0, len(active), 500):
+            live |= self.queue.live([r.workflow_id for r in active[i:i + 500]])
+        for req in active:
+            if req.workflow_id in live:
+                continue
+            if req.status is Status.IN_QUEUE:
+                if self.requeue(req):
+                    try:
+                        self.queue.cancel(req.workflow_id)
+                    except Exception:  # noqa: BLE001 - the old entry may not exist at all
+                        pass
+            else:
+                self._fail(req.request_id, "interrupted", "the worker stopped while running this request",
+                           C.workflow_id == req.workflow_id)
+
+    def reap(self, me: str) -> list[str]:
+        """Recover the claims of dead workers (no heartbeat for ``--worker-timeout-s``): their
+        entries go back on the queue, where a live worker takes them and runs them again (an
+        attempt counts). Each dead worker is reaped by exactly one live one. Returns the
+        workflow ids put back."""
+        resumed = []
+        for worker_id in self.workers.claim_dead(exclude=me):
+            for workflow_id in self.queue.claimed_by(worker_id):
+                self.queue.resume(workflow_id)
+                resumed.append(workflow_id)
+            log.warning("worker %s is dead (no heartbeat); its %d claimed request(s) went back on the queue",
+                        worker_id, len(resumed), extra={"worker": worker_id, "by": me})
+        return resumed

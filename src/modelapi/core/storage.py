@@ -1,0 +1,181 @@
+"""Where files live: uploads, fetched reference images and outputs, behind one protocol with two
+implementations, picked by ``--storage-url``:
+
+- ``file:///PATH`` (default ``<data_dir>/files``): a folder on this machine. Outputs are served
+  by the API itself under signed URLs that expire (``/files/<key>?expires=<unix s>&sig=<hmac>``,
+  HMAC-SHA256 with a per-install secret kept in ``<data_dir>/secret_key``). Every process of
+  the deployment must see the same folder.
+- ``s3://BUCKET/PREFIX``: any S3-compatible store, through boto3. Endpoint, region and
+  credentials come from the standard AWS variables (``AWS_ENDPOINT_URL``, ``AWS_REGION``,
+  ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, or any other source boto3 reads). Output
+  URLs are presigned GET URLs (SigV4); workers share no disk with the API.
+
+Keys are relative paths such as ``outputs/<request_id>/0.png``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import unquote, urlencode, urlparse
+
+
+class Storage(Protocol):
+    """What the API and the workers need of a store."""
+
+    def put(self, key: str, data: bytes, content_type: str) -> None:
+        """Store ``data`` durably under ``key`` (it is readable by every process once this returns)."""
+
+    def get(self, key: str) -> bytes:
+        """The bytes under ``key``. Raises ``KeyError`` when absent."""
+
+    def url(self, key: str, expires_at: float) -> str:
+        """An absolute URL that serves ``key`` until ``expires_at`` (unix seconds), then stops."""
+
+    def check(self) -> None:
+        """Raise ``OSError`` when the store cannot be written (checked at start)."""
+
+
+def content_type_of(key: str) -> str:
+    return {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "webp": "image/webp"}.get(
+        key.rsplit(".", 1)[-1].lower(), "application/octet-stream")
+
+
+class FileStorage:
+    """Files under ``root``; URLs under ``base_url``, signed with ``secret``."""
+
+    def __init__(self, root: Path, base_url: str, secret: bytes) -> None:
+        self.root = root
+        self.base_url = base_url.rstrip("/")
+        self._secret = secret
+        root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, key: str) -> Path:
+        """The file of ``key``. Raises ``ValueError`` for keys leaving the root."""
+        path = (self.root / key).resolve()
+        if not path.is_relative_to(self.root.resolve()):
+            raise ValueError(f"bad storage key {key!r}")
+        return path
+
+    def put(self, key: str, data: bytes, content_type: str = "") -> None:
+        path = self.path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + f".{secrets.token_hex(4)}.tmp")
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self.path(key).read_bytes()
+        except FileNotFoundError:
+            raise KeyError(key) from None
+
+    def url(self, key: str, expires_at: float) -> str:
+        expires = int(expires_at)
+        query = urlencode({"expires": expires, "sig": self._sign(key, expires)})
+        return f"{self.base_url}/files/{key}?{query}"
+
+    def verify(self, key: str, expires: int, sig: str) -> bool:
+        """True when ``sig`` is ours for ``key`` and ``expires`` has not passed."""
+        return expires >= time.time() and hmac.compare_digest(sig, self._sign(key, expires))
+
+    def check(self) -> None:
+        probe = self.root / f".probe-{secrets.token_hex(4)}"
+        probe.write_bytes(b"")
+        probe.unlink()
+
+    def _sign(self, key: str, expires: int) -> str:
+        return hmac.new(self._secret, f"{key}\n{expires}".encode(), hashlib.sha256).hexdigest()
+
+
+class S3Storage:
+    """Objects under ``s3://bucket/prefix`` of an S3-compatible store (boto3 client).
+
+    Args:
+        bucket: the bucket (created when missing, if the credentials allow it).
+        prefix: a key prefix for this deployment (may be empty).
+        client: a boto3 S3 client; default one configured from the environment.
+    """
+
+    def __init__(self, bucket: str, prefix: str = "", client: object | None = None) -> None:
+        import boto3
+        from botocore.config import Config
+
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.client = client or boto3.client(
+            "s3", config=Config(signature_version="s3v4", s3={"addressing_style": "path"},
+                                retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5, read_timeout=60),
+        )
+
+    def _key(self, key: str) -> str:
+        if ".." in key.split("/"):
+            raise ValueError(f"bad storage key {key!r}")
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def put(self, key: str, data: bytes, content_type: str = "") -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data,
+                               ContentType=content_type or content_type_of(key))
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        except self.client.exceptions.NoSuchKey:
+            raise KeyError(key) from None
+
+    def url(self, key: str, expires_at: float) -> str:
+        """A presigned GET URL; SigV4 allows 1 s to 7 days."""
+        expires_in = int(min(max(1, expires_at - time.time()), 7 * 86400))
+        return self.client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": self._key(key)}, ExpiresIn=expires_in,
+        )
+
+    def check(self) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            try:
+                self.client.head_bucket(Bucket=self.bucket)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket"):
+                    raise
+                self.client.create_bucket(Bucket=self.bucket)
+            self.put(".probe", b"", "application/octet-stream")
+        except (BotoCoreError, ClientError) as exc:
+            raise OSError(f"storage s3://{self.bucket}/{self.prefix} is not writable: {exc}") from exc
+
+
+def open_storage(storage_url: str, data_dir: Path, base_url: str) -> FileStorage | S3Storage:
+    """The store named by ``storage_url`` (``file:///PATH`` or ``s3://BUCKET/PREFIX``).
+
+    Raises:
+        ValueError: another scheme.
+    """
+    parsed = urlparse(storage_url)
+    if parsed.scheme == "s3":
+        return S3Storage(parsed.netloc, parsed.path)
+    if parsed.scheme == "file":
+        return FileStorage(Path(unquote(parsed.path)), base_url, _install_secret(data_dir))
+    raise ValueError(f"--storage-url must be file:///PATH or s3://BUCKET/PREFIX, not {storage_url!r}")
+
+
+def _install_secret(data_dir: Path) -> bytes:
+    """The install's URL-signing secret, created (mode 0600) on first use."""
+    key_file = data_dir / "secret_key"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(32))
+    return bytes.fromhex(key_file.read_text().strip())

@@ -1,0 +1,142 @@
+"""Who is working: the ``workers`` table (heartbeats) and the lock that makes a worker id unique.
+
+A worker registers on start, beats every few seconds (``--worker-timeout-s`` / 4, at most 5 s)
+with the request it runs, and unregisters on a clean stop. Time is the database's clock, so
+machines with skewed clocks agree on who is late. A worker silent for ``--worker-timeout-s`` is
+dead; :meth:`WorkerRegistry.claim_dead` hands each dead worker to exactly one live worker, which
+puts its claimed jobs back on the queue (:meth:`modelapi.core.jobs.JobStore.reap`).
+
+The id lock is held by the live process for its whole life and released by the operating system
+when the process dies (a Postgres session advisory lock on a connection of its own; on SQLite, an
+exclusive file lock next to the database file): a second live worker with the same id cannot
+start, while a restart after ``kill -9`` can, at once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..errors import ModelAPIError
+from . import db
+
+log = logging.getLogger("modelapi.workers")
+W = db.workers.c
+
+
+class WorkerIdInUse(ModelAPIError):
+    """Another live worker holds this worker id."""
+
+
+class WorkerRegistry:
+    """The workers table.
+
+    Args:
+        engine: the database.
+        timeout_s: a worker with no heartbeat for this long is dead (``--worker-timeout-s``).
+    """
+
+    def __init__(self, engine: sa.Engine, timeout_s: float = 60.0) -> None:
+        self.engine = engine
+        self.timeout_s = timeout_s
+        self._now = db.now_s(engine.dialect.name)
+
+    def register(self, worker_id: str, engine_info: dict[str, Any]) -> None:
+        """Add (or refresh, after a restart) this worker's row."""
+        values = dict(host=socket.gethostname(), pid=os.getpid(), engine=engine_info, started_at=self._now,
+                      heartbeat_at=self._now, current_request=None, draining=False)
+        with self.engine.begin() as conn:
+            if conn.execute(db.workers.update().where(W.worker_id == worker_id).values(**values)).rowcount == 0:
+                conn.execute(db.workers.insert().values(worker_id=worker_id, **values))
+
+    def heartbeat(self, worker_id: str, current_request: str | None, draining: bool) -> bool:
+        """Record that ``worker_id`` is alive. False when its row is gone (it was declared dead)."""
+        with self.engine.begin() as conn:
+            return conn.execute(db.workers.update().where(W.worker_id == worker_id).values(
+                heartbeat_at=self._now, current_request=current_request, draining=draining,
+            )).rowcount == 1
+
+    def unregister(self, worker_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(db.workers.delete().where(W.worker_id == worker_id))
+
+    def live(self) -> list[dict[str, Any]]:
+        """Live workers, oldest first: ``{worker_id, host, pid, engine, current_request,
+        draining, started_at, heartbeat_age_s}``."""
+        query = (
+            sa.select(W.worker_id, W.host, W.pid, W.engine, W.current_request, W.draining, W.started_at,
+                      (self._now - W.heartbeat_at).label("heartbeat_age_s"))
+            .where(W.heartbeat_at > self._now - self.timeout_s)
+            .order_by(W.started_at)
+        )
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def is_live(self, worker_id: str) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(W.worker_id).where(
+                W.worker_id == worker_id, W.heartbeat_at > self._now - self.timeout_s,
+            )).first() is not None
+
+    def claim_dead(self, exclude: str) -> list[str]:
+        """The ids of dead workers that this caller now owns the recovery of: each dead row is
+        deleted by one conditional DELETE, so two reapers never both recover one worker."""
+        claimed = []
+        with self.engine.connect() as conn:
+            dead = conn.execute(sa.select(W.worker_id, W.heartbeat_at).where(
+                W.heartbeat_at <= self._now - self.timeout_s, W.worker_id != exclude,
+            )).all()
+        for worker_id, seen in dead:
+            with self.engine.begin() as conn:
+                if conn.execute(db.workers.delete().where(W.worker_id == worker_id, W.heartbeat_at == seen)).rowcount == 1:
+                    claimed.append(worker_id)
+        return claimed
+
+
+class WorkerIdLock:
+    """Holds ``worker_id`` for this process's life (see the module docstring).
+
+    Raises:
+        WorkerIdInUse: from :meth:`acquire`, when another live process holds the id.
+    """
+
+    def __init__(self, engine: sa.Engine, worker_id: str) -> None:
+        self.engine, self.worker_id = engine, worker_id
+        self._conn: sa.Connection | None = None
+        self._file: Any = None
+
+    def acquire(self) -> None:
+        message = (f"worker id {self.worker_id!r} is in use by another live worker; "
+                   "give this one its own --worker-id (e.g. <host>-gpu1)")
+        if self.engine.dialect.name == "postgresql":
+            key = int.from_bytes(hashlib.sha256(f"modelapi.worker:{self.worker_id}".encode()).digest()[:8], "big", signed=True)
+            conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            if not conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
+                conn.close()
+                raise WorkerIdInUse(message)
+            self._conn = conn
+            return
+        path = Path(self.engine.url.database or "modelapi.sqlite3")
+        name = hashlib.sha256(self.worker_id.encode()).hexdigest()[:16]
+        fh = open(f"{path}.worker-{name}.lock", "a")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            raise WorkerIdInUse(message) from None
+        self._file = fh
+
+    def release(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None

@@ -1,0 +1,183 @@
+"""The worker: takes requests off the durable queue (DBOS Transact) and runs them on the engine.
+
+One worker per GPU, as a thread of ``modelapi serve`` or as its own ``modelapi worker`` process.
+Each worker has a stable, unique id (``--worker-id``, default ``<hostname>-<device>``) that is
+its DBOS executor id, held by a lock for its life (:class:`~modelapi.core.workers.WorkerIdLock`),
+and runs under the pinned queue version (:data:`modelapi.core.queue.APP_VERSION`) — the two
+conditions under which DBOS never runs one job twice (../shared/SCALE.md).
+
+- Restart under the same id: DBOS recovers this worker's claimed job, which runs again.
+- Death without restart: the heartbeat stops; after ``--worker-timeout-s`` a live worker's
+  reaper puts the claimed job back on the queue, where any worker takes it.
+- Either way the state machine (:mod:`modelapi.core.jobs`) counts the attempt, fails the request
+  after ``--max-attempts`` runs, and fences outdated runs.
+- SIGTERM drains: no new jobs; the running job gets ``--shutdown-grace-s`` to finish, then it is
+  stopped between steps and handed back to the front of the queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from dbos import DBOS
+from prometheus_client import Gauge, Histogram
+
+from ..core.config import Settings
+from ..core.jobs import Failed, JobStore, Outcome, Run
+from ..core.queue import APP_NAME, APP_VERSION, QUEUE_NAME, WORKFLOW_NAME
+from ..core.storage import Storage
+from ..core.workers import WorkerIdLock, WorkerRegistry
+from ..engine.base import Engine
+from .generate import generate
+
+log = logging.getLogger("modelapi.worker")
+JOB_SECONDS = Histogram(
+    "modelapi_job_duration_seconds", "Time from start to finish of a request's run, seconds",
+    ["model"], buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600),
+)
+BUSY = Gauge("modelapi_worker_busy", "Requests this worker is running now (0 = idle)")
+
+_runtime: "WorkerRuntime | None" = None
+
+
+@DBOS.workflow(name=WORKFLOW_NAME)
+def run_request(request_id: str) -> None:
+    """The durable workflow of one request: a single step that runs it."""
+    _run_step(request_id)
+
+
+@DBOS.step(retries_allowed=False)
+def _run_step(request_id: str) -> None:
+    assert _runtime is not None, "worker not started"
+    _runtime.execute(request_id)
+
+
+class WorkerRuntime:
+    """One worker: ``engine`` (loaded once, kept warm) fed from the queue.
+
+    Raises:
+        WorkerIdInUse: from :meth:`launch`, when another live worker has this id.
+    """
+
+    def __init__(self, settings: Settings, jobs: JobStore, storage: Storage, engine: Engine) -> None:
+        self.settings = settings
+        self.jobs = jobs
+        self.storage = storage
+        self.engine = engine
+        self.worker_id = settings.default_worker_id(str(engine.info.get("device", "cpu")))
+        self.draining = threading.Event()
+        self.stop_now = threading.Event()
+        self.running: set[str] = set()
+        self._lock = threading.Lock()
+        self._id_lock = WorkerIdLock(jobs.engine, self.worker_id)
+        self._stopped = threading.Event()
+        self._beat: threading.Thread | None = None
+
+    @property
+    def registry(self) -> WorkerRegistry:
+        return self.jobs.workers
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def launch(self) -> None:
+        """Take the worker id, register, start DBOS (listening to the requests queue only),
+        recover this worker's own claimed jobs, start heartbeats and the reaper."""
+        global _runtime
+        _runtime = self
+        self._id_lock.acquire()
+        self.registry.register(self.worker_id, self.engine.info)
+        DBOS(config={
+            "name": APP_NAME,
+            "system_database_url": self.settings.db_url,
+            "executor_id": self.worker_id,
+            "application_version": APP_VERSION,
+            "log_level": "WARNING",
+            "run_admin_server": False,
+        })
+        DBOS.listen_queues([QUEUE_NAME])
+        DBOS.launch()
+        self.jobs.queue.configure(
+            worker_concurrency=self.settings.worker_concurrency,
+            max_running_per_key=self.settings.max_running_per_key,
+            polling_interval_s=self.settings.queue_poll_interval_s,
+        )
+        self.jobs.reconcile()
+        self._beat = threading.Thread(target=self._heartbeats, name="modelapi-heartbeat", daemon=True)
+        self._beat.start()
+        log.info("worker started", extra={"worker": self.worker_id, "queue_version": APP_VERSION})
+
+    def _heartbeats(self) -> None:
+        """Every ``worker_timeout_s / 4`` (at most 5 s): beat, and reap dead workers."""
+        interval = min(5.0, self.settings.worker_timeout_s / 4)
+        while not self._stopped.wait(interval):
+            try:
+                current = next(iter(self.running), None)
+                if not self.registry.heartbeat(self.worker_id, current, self.draining.is_set()):
+                    log.error("this worker was declared dead (no heartbeat for %.0f s); registering again",
+                              self.settings.worker_timeout_s)
+                    self.registry.register(self.worker_id, self.engine.info)
+                if not self.draining.is_set():
+                    self.jobs.reap(self.worker_id)
+            except Exception as exc:  # noqa: BLE001 - the database may be down; keep beating
+                log.warning("heartbeat failed: %s", str(exc).splitlines()[0])
+
+    def shutdown(self, grace_s: float) -> None:
+        """Stop taking jobs; let the running one finish for ``grace_s`` seconds, then stop it
+        between steps and hand it back to the queue; then stop DBOS and unregister."""
+        self.draining.set()
+        deadline = time.monotonic() + grace_s
+        while self.running and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self.running:
+            log.warning("shutdown grace period over: handing %d running request(s) back", len(self.running))
+            self.stop_now.set()
+            while self.running and time.monotonic() < deadline + 30:
+                time.sleep(0.05)
+        self._stopped.set()
+        DBOS.destroy(workflow_completion_timeout_sec=0)
+        try:
+            self.registry.unregister(self.worker_id)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("could not unregister: %s", exc)
+        self._id_lock.release()
+
+    # -- running one request -----------------------------------------------------------------
+    def execute(self, request_id: str) -> None:
+        """Run one request that this worker took off the queue."""
+        if self.draining.is_set():  # taken while stopping: give it a new entry for another worker
+            req = self.jobs.get(request_id)
+            if req is not None and not req.status.is_terminal:
+                self.jobs.requeue(req)
+            return
+        run = self.jobs.begin(request_id, self.worker_id)
+        if run is None:
+            return
+        with self._lock:
+            self.running.add(request_id)
+        BUSY.inc()
+        t0 = time.monotonic()
+        try:
+            outcome = self._outcome(run)
+            self.jobs.finish(run, outcome)
+        finally:
+            JOB_SECONDS.labels(run.request.model_id).observe(time.monotonic() - t0)
+            BUSY.dec()
+            with self._lock:
+                self.running.discard(request_id)
+
+    def _outcome(self, run: Run) -> Outcome:
+        last = [0.0]
+
+        def progress(p: float) -> None:
+            now = time.monotonic()
+            if p >= 1.0 or now - last[0] > 0.2:
+                last[0] = now
+                self.jobs.set_progress(run, p)
+
+        try:
+            return generate(run.request, self.engine, self.storage, progress, self.stop_now.is_set)
+        except Exception as exc:  # the job's own error, reported to the client without a traceback
+            log.exception("request.error", extra={"request_id": run.request.request_id})
+            return Failed("generation_error", f"{type(exc).__name__}: {exc}"[:500])
+
