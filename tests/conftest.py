@@ -1,5 +1,7 @@
-"""Shared fixtures: a real `modelapi serve` process on 127.0.0.1 over a real SQLite file, and a
-real local HTTP server for input URLs. Nothing here talks to an address off this machine."""
+"""Shared fixtures: a real `modelapi serve` process on 127.0.0.1 in each configuration —
+``sqlite`` (a SQLite file + a local folder) and ``fleet`` (a real Postgres + a real SeaweedFS S3
+store, both started here) — and a real local HTTP server for input URLs. Nothing here talks to
+an address off this machine."""
 
 from __future__ import annotations
 
@@ -16,41 +18,78 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import httpx
 import pytest
 import skimage
 
+from modelapi.localfleet import free_port, start_postgres, start_seaweedfs
+
 TESTS = Path(__file__).parent
 SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+CONFIGS = ("sqlite", "fleet")
+
+
+class FleetServices:
+    """One Postgres and one SeaweedFS for the whole session, started on first use; each server
+    gets its own database and its own key prefix in one bucket."""
+
+    def __init__(self) -> None:
+        self.pg = None
+        self.s3 = None
+        self._n = 0
+
+    def config_env(self) -> dict[str, str]:
+        if self.pg is None:
+            self.pg = start_postgres()
+            self.s3 = start_seaweedfs()
+        self._n += 1
+        name = f"t{self._n}_{os.getpid()}"
+        return {"MODELAPI_DATABASE_URL": self.pg.create_database(name),
+                "MODELAPI_STORAGE_URL": f"s3://modelapi-tests/{name}", **self.s3.env()}
+
+    def close(self) -> None:
+        if self.s3 is not None:
+            self.s3.stop()
+        if self.pg is not None:
+            self.pg.destroy()
+
+
+@pytest.fixture(scope="session")
+def fleet_services():
+    services = FleetServices()
+    yield services
+    services.close()
 
 
 class ServerProcess:
-    """`modelapi serve` in a subprocess with the drawing test engine (or another engine)."""
+    """`modelapi serve` in a subprocess with the drawing test engine (or another engine), on
+    ``config_env``'s database and storage (default: SQLite + a folder in ``data_dir``)."""
 
-    def __init__(self, data_dir: Path, *, args: list[str] = (), env: dict[str, str] | None = None) -> None:
+    def __init__(self, data_dir: Path, *, args: list[str] = (), env: dict[str, str] | None = None,
+                 config_env: dict[str, str] | None = None, command: str = "serve") -> None:
         self.data_dir = data_dir
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.args = list(args)
+        self.command = command
+        self.config = "fleet" if config_env else "sqlite"
         self.env = {**os.environ, "PYTHONPATH": str(TESTS), "MODELAPI_DATA_DIR": str(data_dir),
-                    "MODELAPI_ENGINE": "drawing_engine:make", **(env or {})}
+                    "MODELAPI_ENGINE": "drawing_engine:make", **(config_env or {}), **(env or {})}
         self.env.pop("MODELAPI_API_KEY", None)
         self.env.pop("MODELAPI_BASE_URL", None)
         self.proc: subprocess.Popen | None = None
-        self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
+        self.log_path = data_dir.parent / f"{data_dir.name}-{command}-{self.port}.log"
 
     def start(self, timeout_s: float = 60) -> "ServerProcess":
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
+        port_flag = "--port" if self.command == "serve" else "--metrics-port"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "modelapi", "serve", "--port", str(self.port), *self.args],
+            [sys.executable, "-m", "modelapi", self.command, port_flag, str(self.port), *self.args],
             env=self.env, stdout=log, stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout_s
@@ -104,24 +143,37 @@ class ServerProcess:
         )
 
 
-@pytest.fixture
-def make_server(tmp_path):
+@pytest.fixture(params=CONFIGS)
+def make_server(request, tmp_path, fleet_services):
+    """Makes servers (not started) in each configuration; servers made by one test share one
+    database and store (``own=True``: a deployment of its own)."""
     started: list[ServerProcess] = []
+    shared: dict[str, str] | None = None
 
-    def make(name: str = "data", **kwargs) -> ServerProcess:
-        server = ServerProcess(tmp_path / name, **kwargs)
+    def make(name: str = "data", *, own: bool = False, **kwargs) -> ServerProcess:
+        nonlocal shared
+        config_env = None
+        if request.param == "fleet":
+            if own or shared is None:
+                config_env = fleet_services.config_env()
+                shared = shared or config_env
+            else:
+                config_env = shared
+        server = ServerProcess(tmp_path / name, config_env=config_env, **kwargs)
         started.append(server)
         return server
 
     yield make
-    for server in started:
+    for server in reversed(started):
         server.stop()
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """One server per test module (allow-private-urls on, so inputs can come from 127.0.0.1)."""
-    srv = ServerProcess(tmp_path_factory.mktemp("srv") / "data", args=["--allow-private-urls"]).start()
+@pytest.fixture(scope="module", params=CONFIGS)
+def server(request, tmp_path_factory, fleet_services):
+    """One server per test module and configuration (allow-private-urls on, so inputs can come
+    from 127.0.0.1)."""
+    config_env = fleet_services.config_env() if request.param == "fleet" else None
+    srv = ServerProcess(tmp_path_factory.mktemp("srv") / "data", args=["--allow-private-urls"], config_env=config_env).start()
     yield srv
     srv.stop()
 
@@ -179,6 +231,26 @@ def image_host(tmp_path_factory):
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}", root
     httpd.shutdown()
+
+
+def tampered(url: str) -> str:
+    """``url`` with the last character of its signature (``sig=`` of a file-storage URL,
+    ``X-Amz-Signature=`` of a presigned S3 URL) changed."""
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    name = "sig" if "sig" in query else "X-Amz-Signature"
+    sig = query[name][0]
+    query[name] = [sig[:-1] + ("0" if sig[-1] != "0" else "1")]
+    return urlunsplit(parts._replace(query=urlencode(query, doseq=True)))
+
+
+def assert_refused(url: str) -> None:
+    """An output URL that must not serve: our 404 error body (file storage), or the S3
+    store's 403 (presigned URLs)."""
+    resp = httpx.get(url)
+    assert resp.status_code in (403, 404), resp.status_code
+    if resp.status_code == 404:
+        assert resp.json()["error_code"] == 404001
 
 
 def wait_terminal(client: httpx.Client, request_id: str, timeout_s: float = 60) -> dict:

@@ -17,6 +17,7 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import catalog
@@ -59,20 +60,20 @@ def _settings(**given: Any):  # noqa: ANN202
     try:
         from .core.config import Settings
     except ImportError as exc:
-        console.print(f"[bold red]error:[/] the server needs the server extra: pip install \"modelapi[server,engine]\" ({exc.name} is missing)")
+        console.print("[bold red]error:[/] " + escape(f'the server needs its extras: pip install "modelapi[server,engine]" ({exc.name} is missing)'))
         raise typer.Exit(2) from None
     values = {k: (json.loads(v) if k in _JSON_FIELDS else v) for k, v in given.items() if v is not None}
     return Settings(**values)
 
 
 def _run_role(role: str, given: dict[str, Any]) -> None:
+    settings = _settings(**given)
     from sqlalchemy.exc import OperationalError
 
     from .core import logs
     from .core.workers import WorkerIdInUse
     from .errors import EngineError
 
-    settings = _settings(**given)
     logs.setup(settings.log_level)
     try:
         if role == "serve":
@@ -129,7 +130,7 @@ try:
     _serve.__signature__ = _role_signature(_WORKER_ONLY)  # type: ignore[attr-defined]
     _worker.__signature__ = _role_signature(_SERVE_ONLY)  # type: ignore[attr-defined]
 except ImportError:  # the client-only install: serve and worker explain what to install
-    pass
+    _serve.__signature__ = _worker.__signature__ = inspect.Signature([])  # type: ignore[attr-defined]
 app.command("serve")(_serve)
 app.command("worker")(_worker)
 
