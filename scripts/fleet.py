@@ -259,6 +259,7 @@ class Fleet:
         if not self.workers:
             return
         deadline = time.monotonic() + 60
+        counts: list = []
         while time.monotonic() < deadline and not self.stop_requested.is_set():
             counts = [p.health()[1].get("workers") for p in self.apis]
             if all(c == len(self.workers) for c in counts):

@@ -115,7 +115,7 @@ def _role_signature(skip: tuple[str, ...]) -> inspect.Signature:
         if name in skip:
             continue
         flag = "--" + name.replace("_", "-")
-        help_text = f"{field.description} [env MODELAPI_{name.upper()}]"
+        help_text = escape(f"{field.description} [env MODELAPI_{name.upper()}]")
         if field.annotation is bool:
             option = typer.Option(None, f"{flag}/--no-{flag[2:]}", help=help_text, show_default=False)
             annotation: Any = Optional[bool]

@@ -239,3 +239,24 @@ def test_client_only_install_pulls_no_server_dependency(tmp_path, server):
     assert out.stdout.strip() == "2"
     cli = subprocess.run([str(venv / "bin" / "modelapi"), "serve"], capture_output=True, text=True, timeout=60)
     assert cli.returncode == 2 and 'pip install "modelapi[server,engine]"' in cli.stderr
+
+
+def test_max_running_per_key_caps_one_key_across_workers(tmp_path, fleet_env, stop_all):
+    apis, workers = fleet(tmp_path, fleet_env, apis=1, workers=2, worker_args=["--max-running-per-key", "1"],
+                          env={"MODELAPI_TEST_STEP_S": "0.05", "MODELAPI_TEST_STEPS": "4"})
+    stop_all(apis + workers)
+    created = apis[0].cli("keys", "create", "--name", "b")
+    key_b = created.stdout.strip().splitlines()[-1]
+    with apis[0].client() as a, apis[0].client(key_b) as b:
+        a_ids = [a.post(f"/v1/models/{SEQ}", json={"text": f"a{i}"}).json()["request_id"] for i in range(4)]
+        b_ids = [b.post(f"/v1/models/{SEQ}", json={"text": f"b{i}"}).json()["request_id"] for i in range(4)]
+        for client, rid in [*((a, r) for r in a_ids), *((b, r) for r in b_ids)]:
+            assert wait_terminal(client, rid, timeout_s=60)["status"] == "completed"
+    for ids in (a_ids, b_ids):  # one key's runs never overlap, though two workers were free
+        runs = [e for e in events(*workers) if e["request_id"] in ids]
+        running = 0
+        for e in runs:
+            running += 1 if e["event"] == "request.in_progress" else -1
+            assert running <= 1, runs
+    both = events(*workers, names=("request.in_progress",))
+    assert {e["worker"] for e in both} == {"w0", "w1"}, "the two keys ran side by side"

@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     worker_id: str | None = Field(None, description="worker: this worker's stable, unique id (default <hostname>-<device>); a restart under the same id recovers its own job.")
     worker_timeout_s: float = Field(60.0, description="A worker silent for this long is dead: live workers take over its job, seconds.")
     metrics_port: int = Field(9100, description="worker: port of its /healthz and /metrics (on --host).")
-    max_running_per_key: int | None = Field(None, description="Most requests of one key running at once across the fleet (default unlimited).")
+    max_running_per_key: int | None = Field(None, description="Most requests of one key running at once across the fleet (default unlimited). A queue setting, applied by workers: the last worker started sets it for the fleet.")
     host: str = Field("127.0.0.1", description="Address to listen on.")
     port: int = Field(8000, description="Port to listen on.")
     public_url: str | None = Field(None, description="Base of the absolute URLs the server returns; default http://127.0.0.1:<port>.")

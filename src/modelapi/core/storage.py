@@ -147,7 +147,11 @@ class S3Storage:
             except ClientError as exc:
                 if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket"):
                     raise
-                self.client.create_bucket(Bucket=self.bucket)
+                try:
+                    self.client.create_bucket(Bucket=self.bucket)
+                except ClientError as exc:  # another process created it at the same moment
+                    if exc.response.get("Error", {}).get("Code") not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                        raise
             self.put(".probe", b"", "application/octet-stream")
         except (BotoCoreError, ClientError) as exc:
             raise OSError(f"storage s3://{self.bucket}/{self.prefix} is not writable: {exc}") from exc

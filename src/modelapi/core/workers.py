@@ -113,15 +113,9 @@ class WorkerIdLock:
         self._file: Any = None
 
     def acquire(self) -> None:
-        message = (f"worker id {self.worker_id!r} is in use by another live worker; "
-                   "give this one its own --worker-id (e.g. <host>-gpu1)")
         if self.engine.dialect.name == "postgresql":
-            key = int.from_bytes(hashlib.sha256(f"modelapi.worker:{self.worker_id}".encode()).digest()[:8], "big", signed=True)
-            conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-            if not conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
-                conn.close()
-                raise WorkerIdInUse(message)
-            self._conn = conn
+            if not self._pg_lock():
+                raise WorkerIdInUse(self._in_use())
             return
         path = Path(self.engine.url.database or "modelapi.sqlite3")
         name = hashlib.sha256(self.worker_id.encode()).hexdigest()[:16]
@@ -130,8 +124,37 @@ class WorkerIdLock:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             fh.close()
-            raise WorkerIdInUse(message) from None
+            raise WorkerIdInUse(self._in_use()) from None
         self._file = fh
+
+    def held(self) -> bool:
+        """True while this process still holds the id. A Postgres restart drops the lock with
+        its connection: it is taken again here, unless another worker took the id meanwhile
+        (then False: this process must stop)."""
+        if self._conn is None:
+            return self._file is not None
+        try:
+            self._conn.execute(sa.text("SELECT 1"))
+            return True
+        except sa.exc.DBAPIError:
+            self._conn.invalidate()
+            self._conn.close()
+            self._conn = None
+        return self._pg_lock()
+
+    def _in_use(self) -> str:
+        return (f"worker id {self.worker_id!r} is in use by another live worker; "
+                "give this one its own --worker-id (e.g. <host>-gpu1)")
+
+    def _pg_lock(self) -> bool:
+        name = f"modelapi.worker:{self.engine.url.database}:{self.worker_id}"  # advisory locks are cluster-wide
+        key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+        conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        if not conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
+            conn.close()
+            return False
+        self._conn = conn
+        return True
 
     def release(self) -> None:
         if self._conn is not None:

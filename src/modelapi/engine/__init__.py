@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from ..errors import EngineError
+
 if TYPE_CHECKING:
     from ..config import Settings
     from .base import Engine
@@ -26,5 +28,8 @@ def load_engine(settings: "Settings") -> "Engine":
             model, _ = resolve_default_model(settings.data_dir)
         return Flux2Engine(model, device=settings.device)
     module_name, _, attr = settings.engine.partition(":")
-    factory = getattr(importlib.import_module(module_name), attr)
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise EngineError(f"--engine {settings.engine!r}: expected 'flux2' or 'module:factory' ({exc})") from None
     return factory(settings)

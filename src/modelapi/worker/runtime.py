@@ -18,6 +18,8 @@ conditions under which DBOS never runs one job twice (../shared/SCALE.md).
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import threading
 import time
 
@@ -112,6 +114,11 @@ class WorkerRuntime:
         interval = min(5.0, self.settings.worker_timeout_s / 4)
         while not self._stopped.wait(interval):
             try:
+                if not self._id_lock.held():
+                    log.critical("another worker took the id %r while the database was unreachable; stopping",
+                                 self.worker_id)
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    return
                 current = next(iter(self.running), None)
                 if not self.registry.heartbeat(self.worker_id, current, self.draining.is_set()):
                     log.error("this worker was declared dead (no heartbeat for %.0f s); registering again",
