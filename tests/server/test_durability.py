@@ -132,3 +132,23 @@ def test_initial_key_file_is_private(make_server):
     srv.start()
     assert srv.log().count("Created the first API key") == 1
     assert httpx.get(srv.base_url + "/v1/models", headers=srv.headers()).status_code == 200
+
+
+def test_a_request_interrupted_max_attempts_times_fails_with_a_clear_error(make_server):
+    srv = make_server(args=["--max-attempts", "2"], env={"MODELAPI_TEST_STEP_S": "0.2", "MODELAPI_TEST_STEPS": "50"}).start()
+    with srv.client() as c:
+        rid = c.post(f"/v1/models/{SEQ}", json={"text": "never finishes"}).json()["request_id"]
+        after = c.post(f"/v1/models/{SEQ}", json={"text": "runs after"}).json()["request_id"]
+    for _ in range(2):  # two runs, each killed mid-way
+        with srv.client() as c:
+            wait_status(c, rid, "in_progress")
+        srv.kill9()
+        srv.start()
+    srv.env["MODELAPI_TEST_STEP_S"] = "0.01"
+    srv.kill9()
+    srv.start()
+    with srv.client() as c:
+        failed = wait_terminal(c, rid)
+        assert failed["status"] == "failed"
+        assert failed["error"] == {"code": "interrupted", "message": "the worker stopped 2 times while running this request"}
+        assert wait_terminal(c, after)["status"] == "completed"
