@@ -183,9 +183,9 @@ class Proc:
 # -- configurations -------------------------------------------------------------------------
 @dataclass
 class Config:
-    """Where a server keeps its requests and files. ``env(name)`` gives the variables of a new
-    server called ``name`` (and its database URL); ``aux_cpu`` the CPU seconds used so far by
-    the services behind it."""
+    """Where a server keeps its requests and files. ``env(name, data_dir)`` gives the extra
+    variables of a new server called ``name`` and its database URL; ``aux_cpu`` the CPU seconds
+    used so far by the services behind it (none for SQLite)."""
 
     name: str
     label: str
@@ -206,6 +206,8 @@ def postgres_config(stack: contextlib.ExitStack, root: Path, keep: bool) -> Conf
     """Start a Postgres cluster and a SeaweedFS S3 store (each stopped and removed by ``stack``)."""
     from modelapi.localfleet import start_postgres, start_seaweedfs
 
+    if shutil.which("weed") is None:  # run as .venv/bin/python without activating: `weed` is beside it
+        os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     t0 = time.perf_counter()
     pg = start_postgres()
     stack.callback(pg.destroy)
@@ -564,7 +566,7 @@ def main() -> int:
                     signal.signal(sig, signal.SIG_IGN)
                 print("\n(stopping servers" + (", Postgres and SeaweedFS" if "postgres" in configs else "") + ")", flush=True)
     except KeyboardInterrupt as exc:
-        print(f"\ninterrupted ({exc or 'Ctrl-C'}); every process stopped", file=sys.stderr)
+        print(f"\ninterrupted ({str(exc) or 'Ctrl-C'}); every process stopped", file=sys.stderr)
         return 130
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -135,7 +135,7 @@ def test_postgres_restart_mid_run_answers_503_then_every_job_completes(tmp_path,
     pg = start_postgres()
     try:
         config_env = {**fleet_services.config_env(), "MODELAPI_DATABASE_URL": pg.create_database("outage")}
-        srv = ServerProcess(tmp_path / "data", config_env=config_env,
+        srv = ServerProcess(tmp_path / "data", config_env=config_env, args=["--worker-timeout-s", "2"],
                             env={"MODELAPI_TEST_STEP_S": "0.1", "MODELAPI_TEST_STEPS": "10"}).start()
         stop_all([srv])
         with srv.client() as c:
@@ -151,8 +151,25 @@ def test_postgres_restart_mid_run_answers_503_then_every_job_completes(tmp_path,
             pg.start()
             finals = [wait_terminal(c, rid, timeout_s=120) for rid in ids]
         assert [f["status"] for f in finals] == ["completed"] * 3
+        assert srv.proc.poll() is None and "another worker took the id" not in srv.log()  # its worker lived on
     finally:
         pg.destroy()
+
+
+def test_a_worker_restarted_under_its_id_while_another_is_idle_loses_nothing(tmp_path, fleet_env, stop_all):
+    apis, workers = fleet(tmp_path, fleet_env, apis=1, workers=2, worker_args=["--worker-timeout-s", "2"],
+                          env={"MODELAPI_TEST_STEP_S": "0.1", "MODELAPI_TEST_STEPS": "10"})
+    stop_all(apis + workers)
+    with apis[0].client() as c:
+        rid = c.post(f"/v1/models/{SEQ}", json={"text": "restarted"}).json()["request_id"]
+        wait_status(c, rid, "in_progress")
+        runner = next(w for w in workers if rid in httpx.get(w.base_url + "/healthz").json()["running"])
+        runner.kill9()
+        runner.start()  # the same --worker-id, at once
+        result = wait_terminal(c, rid, timeout_s=60)
+    assert result["status"] == "completed"
+    runs = [e for e in events(*workers) if e["request_id"] == rid]
+    assert [e["event"] for e in runs] == ["request.in_progress", "request.restarted", "request.completed"], runs
 
 
 def test_output_urls_expire_and_refuse_tampering(make_server):

@@ -94,6 +94,7 @@ workers = sa.Table(
     "workers",
     metadata,
     sa.Column("worker_id", sa.String(200), primary_key=True),
+    sa.Column("instance", sa.String(32), nullable=False),
     sa.Column("host", sa.String(200), nullable=False),
     sa.Column("pid", sa.Integer, nullable=False),
     sa.Column("engine", sa.JSON, nullable=False),
@@ -101,6 +102,8 @@ workers = sa.Table(
     sa.Column("heartbeat_at", sa.Float, nullable=False),
     sa.Column("current_request", sa.String(40)),
     sa.Column("draining", sa.Boolean, nullable=False, default=False),
+    sa.Column("reaped_by", sa.String(200)),
+    sa.Column("reaped_at", sa.Float),
 )
 """``started_at`` and ``heartbeat_at`` are unix seconds on the database's clock (see :func:`now_s`),
 so workers on machines whose clocks disagree still agree on who is late."""

@@ -13,7 +13,8 @@ The queue itself (ordering, claiming, recovery of a restarted worker's claims) i
 :mod:`modelapi.core.queue`. Policies that live here:
 
 - Fair share: a new request gets priority ``max(head, the key's newest active priority + 1)``,
-  where ``head`` is the smallest priority among active requests, so keys take turns
+  where ``head`` is the smallest priority among queued requests (when none is queued, the
+  largest among running ones), so keys take turns
   (round-robin by submission rank): one key with 200 queued requests delays another key's single
   request by at most one request per worker. Requests handed back to the queue get priority 1
   (before all others).
@@ -21,7 +22,8 @@ The queue itself (ordering, claiming, recovery of a restarted worker's claims) i
   gets its entry back — the same worker after a restart, or any live worker after the dead one's
   entries were reaped (:meth:`JobStore.reap`) — up to ``max_attempts`` runs, then it is failed.
   A run is fenced by ``(attempts, run_by)``: an outdated run can never finish a request.
-- A request whose run belongs to a live worker is never started by another.
+- A request whose run belongs to a live worker process is never started by another, and only
+  the request's current queue entry can start it.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Callable, TypeVar
 
@@ -82,11 +84,16 @@ class Request:
 
 @dataclass(frozen=True)
 class Run:
-    """One run of a request by one worker (attempt ``attempt``, 1-based)."""
+    """One run of a request by one worker process (``runner``: ``<worker id>#<instance>``),
+    attempt ``attempt`` (1-based)."""
 
     request: Request
-    worker_id: str
+    runner: str
     attempt: int
+
+    @property
+    def worker_id(self) -> str:
+        return self.runner.rpartition("#")[0]
 
 
 @dataclass(frozen=True)
@@ -241,9 +248,11 @@ class JobStore:
     _ACTIVE = C.status.in_([Status.IN_QUEUE.value, Status.IN_PROGRESS.value])
 
     def _fair_priority(self, conn: sa.Connection, owner_key_id: str) -> int:
-        ranked = sa.and_(self._ACTIVE, C.priority >= NEW)
-        head = conn.execute(sa.select(sa.func.min(C.priority)).where(ranked)).scalar()
-        own = conn.execute(sa.select(sa.func.max(C.priority)).where(ranked, C.owner_key_id == owner_key_id)).scalar()
+        ranked = C.priority >= NEW
+        head = conn.execute(sa.select(sa.func.min(C.priority)).where(ranked, C.status == Status.IN_QUEUE.value)).scalar()
+        if head is None:
+            head = conn.execute(sa.select(sa.func.max(C.priority)).where(ranked, C.status == Status.IN_PROGRESS.value)).scalar()
+        own = conn.execute(sa.select(sa.func.max(C.priority)).where(ranked, self._ACTIVE, C.owner_key_id == owner_key_id)).scalar()
         return max(head or NEW, own + 1 if own is not None else NEW)
 
     def create(
@@ -256,18 +265,22 @@ class JobStore:
         Raises:
             sqlalchemy.exc.IntegrityError: the key's ``idempotency_key`` is taken.
         """
-        workflow_id = f"{request_id}.0"
+        req = Request(
+            request_id=request_id, owner_key_id=owner_key_id, model_id=model_id, status=Status.IN_QUEUE,
+            inputs=inputs, input_files=input_files, seed=seed, workflow_id=f"{request_id}.0", priority=NEW,
+            attempts=0, progress=None, outputs=None, metadata=None, error=None, billed_units=None, cost_usd=None,
+            created_at=db.utcnow(), started_at=None, finished_at=None, idempotency_key=idempotency_key,
+            body_hash=body_hash,
+        )
         with self.engine.begin() as conn:
-            priority = self._fair_priority(conn, owner_key_id)
+            req = replace(req, priority=self._fair_priority(conn, owner_key_id))
             conn.execute(R.insert().values(
-                request_id=request_id, owner_key_id=owner_key_id, model_id=model_id,
-                status=Status.IN_QUEUE.value, inputs=inputs, input_files=input_files, seed=seed,
-                idempotency_key=idempotency_key, body_hash=body_hash,
-                workflow_id=workflow_id, priority=priority, attempts=0, created_at=db.utcnow(),
+                {k: v for k, v in req.__dict__.items() if k not in ("queue_position", "run_by")} | {"status": req.status.value}
             ))
-            self.queue.enqueue(conn, request_id=request_id, workflow_id=workflow_id, priority=priority, owner_key_id=owner_key_id)
-        _log("request.in_queue", request_id, model_id=model_id, owner=owner_key_id, priority=priority)
-        return self.get(request_id)  # type: ignore[return-value]
+            self.queue.enqueue(conn, request_id=request_id, workflow_id=req.workflow_id, priority=req.priority,
+                               owner_key_id=owner_key_id)
+        _log("request.in_queue", request_id, model_id=model_id, owner=owner_key_id, priority=req.priority)
+        return req
 
     def cancel(self, req: Request) -> bool:
         """in_queue -> cancelled, and its queue entry removed. False when it is no longer queued."""
@@ -283,17 +296,21 @@ class JobStore:
         return ok
 
     # -- runs (worker side) -------------------------------------------------------------------
-    def begin(self, request_id: str, worker_id: str) -> Run | None:
-        """Start a run of ``request_id`` on ``worker_id``, or None when there is nothing to run:
-        terminal or cancelled, already running on another live worker, or interrupted
+    def begin(self, request_id: str, runner: str, workflow_id: str) -> Run | None:
+        """Start a run of ``request_id`` by ``runner`` (``<worker id>#<instance>``) from queue
+        entry ``workflow_id``, or None when there is nothing to run: terminal or cancelled, an
+        outdated entry, already running in another live process, or interrupted
         ``max_attempts`` times (then it is failed with ``error.code = "interrupted"``)."""
         req = self.get(request_id)
         if req is None or req.status.is_terminal:
             return None
+        if req.workflow_id != workflow_id:
+            _log("request.outdated_entry", request_id, entry=workflow_id)
+            return None
         if req.status is Status.IN_QUEUE:
             frm = C.status == Status.IN_QUEUE.value
-        else:  # an earlier run was interrupted: its worker died (or is this one, restarted)
-            if req.run_by not in (None, worker_id) and self.workers.is_live(req.run_by):
+        else:  # an earlier run was interrupted: its worker died (or restarted: a new instance)
+            if req.run_by is not None and self.workers.is_live(req.run_by):
                 _log("request.running_elsewhere", request_id, worker=req.run_by)
                 return None
             if req.attempts >= self.max_attempts:
@@ -304,17 +321,18 @@ class JobStore:
         with self.engine.begin() as conn:
             ok = conn.execute(R.update().where(C.request_id == request_id, frm).values(
                 status=Status.IN_PROGRESS.value, started_at=db.utcnow(), progress=0.0,
-                attempts=req.attempts + 1, run_by=worker_id,
+                attempts=req.attempts + 1, run_by=runner,
             )).rowcount == 1
         if not ok:
             return None
+        run = Run(req, runner, req.attempts + 1)
         _log("request.in_progress" if req.status is Status.IN_QUEUE else "request.restarted", request_id,
-             worker=worker_id, attempt=req.attempts + 1)
-        return Run(req, worker_id, req.attempts + 1)
+             worker=run.worker_id, attempt=run.attempt)
+        return run
 
     def _this_run(self, run: Run) -> sa.ColumnElement[bool]:
         return sa.and_(C.request_id == run.request.request_id, C.status == Status.IN_PROGRESS.value,
-                       C.attempts == run.attempt, C.run_by == run.worker_id)
+                       C.attempts == run.attempt, C.run_by == run.runner)
 
     def set_progress(self, run: Run, progress: float) -> None:
         """Record progress (0-1). Best effort: a database outage skips the update."""
@@ -377,15 +395,16 @@ class JobStore:
         return ok
 
     def requeue(self, req: Request) -> bool:
-        """Give an in_queue request a new queue entry at the front (its entry will not run: it
-        was taken by a worker that is stopping, or belongs to another queue version)."""
+        """Give a queued or interrupted request a new queue entry, at its own priority, in place
+        of ``req.workflow_id`` (an entry that will not run: taken by a worker that is stopping,
+        or of another queue version). False when the request moved on meanwhile."""
         workflow_id = _next_workflow_id(req.workflow_id)
         with self.engine.begin() as conn:
             ok = conn.execute(R.update().where(
-                C.request_id == req.request_id, C.status == Status.IN_QUEUE.value, C.workflow_id == req.workflow_id,
-            ).values(workflow_id=workflow_id, priority=FIRST)).rowcount == 1
+                C.request_id == req.request_id, self._ACTIVE, C.workflow_id == req.workflow_id,
+            ).values(workflow_id=workflow_id)).rowcount == 1
             if ok:
-                self.queue.enqueue(conn, request_id=req.request_id, workflow_id=workflow_id, priority=FIRST,
+                self.queue.enqueue(conn, request_id=req.request_id, workflow_id=workflow_id, priority=req.priority,
                                    owner_key_id=req.owner_key_id)
         if ok:
             _log("request.requeued", req.request_id)
@@ -407,20 +426,23 @@ class JobStore:
                         self.queue.cancel(req.workflow_id)
                     except Exception:  # noqa: BLE001 - the old entry may not exist at all
                         pass
-            else:
+            elif req.run_by is None or not self.workers.is_live(req.run_by):
                 self._fail(req.request_id, "interrupted", "the worker stopped while running this request",
                            C.workflow_id == req.workflow_id)
 
     def reap(self, me: str) -> list[str]:
         """Recover the claims of dead workers (no heartbeat for ``--worker-timeout-s``): their
         entries go back on the queue, where a live worker takes them and runs them again (an
-        attempt counts). Each dead worker is reaped by exactly one live one. Returns the
+        attempt counts). Each dead worker is claimed by one live one; its row is removed only
+        once its entries are back, so a reaper that dies midway is replaced. Returns the
         workflow ids put back."""
         resumed = []
-        for worker_id in self.workers.claim_dead(exclude=me):
-            for workflow_id in self.queue.claimed_by(worker_id):
+        for worker_id, seen in self.workers.claim_dead(me):
+            entries = self.queue.claimed_by(worker_id)
+            for workflow_id in entries:
                 self.queue.resume(workflow_id)
-                resumed.append(workflow_id)
+            self.workers.forget(worker_id, seen)
+            resumed += entries
             log.warning("worker %s is dead (no heartbeat); its %d claimed request(s) went back on the queue",
-                        worker_id, len(resumed), extra={"worker": worker_id, "by": me})
+                        worker_id, len(entries), extra={"worker": worker_id, "by": me})
         return resumed

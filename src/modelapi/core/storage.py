@@ -10,7 +10,7 @@ implementations, picked by ``--storage-url``:
   ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, or any other source boto3 reads). Output
   URLs are presigned GET URLs (SigV4); workers share no disk with the API.
 
-Keys are relative paths such as ``outputs/<request_id>/0.png``.
+Keys are relative paths such as ``outputs/<request_id>/<attempt>/0.png``.
 """
 
 from __future__ import annotations

@@ -3,8 +3,10 @@
 A worker registers on start, beats every few seconds (``--worker-timeout-s`` / 4, at most 5 s)
 with the request it runs, and unregisters on a clean stop. Time is the database's clock, so
 machines with skewed clocks agree on who is late. A worker silent for ``--worker-timeout-s`` is
-dead; :meth:`WorkerRegistry.claim_dead` hands each dead worker to exactly one live worker, which
-puts its claimed jobs back on the queue (:meth:`modelapi.core.jobs.JobStore.reap`).
+dead; :meth:`WorkerRegistry.claim_dead` hands each dead worker to one live worker, which puts its
+claimed jobs back on the queue and then removes its row (:meth:`modelapi.core.jobs.JobStore.reap`).
+Each process life under an id is an *instance* (a random token): a worker restarted under its id
+is a new instance, so the runs of its previous life count as interrupted.
 
 The id lock is held by the live process for its whole life and released by the operating system
 when the process dies (a Postgres session advisory lock on a connection of its own; on SQLite, an
@@ -35,6 +37,12 @@ class WorkerIdInUse(ModelAPIError):
     """Another live worker holds this worker id."""
 
 
+def runner_id(worker_id: str, instance: str) -> str:
+    """``<worker id>#<instance>``: one process's life under a worker id (a restart is a new
+    instance), as recorded in ``requests.run_by``."""
+    return f"{worker_id}#{instance}"
+
+
 class WorkerRegistry:
     """The workers table.
 
@@ -48,24 +56,33 @@ class WorkerRegistry:
         self.timeout_s = timeout_s
         self._now = db.now_s(engine.dialect.name)
 
-    def register(self, worker_id: str, engine_info: dict[str, Any]) -> None:
-        """Add (or refresh, after a restart) this worker's row."""
-        values = dict(host=socket.gethostname(), pid=os.getpid(), engine=engine_info, started_at=self._now,
-                      heartbeat_at=self._now, current_request=None, draining=False)
+    def register(self, worker_id: str, instance: str, engine_info: dict[str, Any]) -> None:
+        """Add (or take over, after a restart) the row of ``worker_id`` for this ``instance``."""
+        values = dict(instance=instance, host=socket.gethostname(), pid=os.getpid(), engine=engine_info,
+                      started_at=self._now, heartbeat_at=self._now, current_request=None, draining=False,
+                      reaped_by=None, reaped_at=None)
         with self.engine.begin() as conn:
             if conn.execute(db.workers.update().where(W.worker_id == worker_id).values(**values)).rowcount == 0:
                 conn.execute(db.workers.insert().values(worker_id=worker_id, **values))
 
-    def heartbeat(self, worker_id: str, current_request: str | None, draining: bool) -> bool:
-        """Record that ``worker_id`` is alive. False when its row is gone (it was declared dead)."""
+    def heartbeat(self, worker_id: str, instance: str, current_request: str | None, draining: bool) -> bool:
+        """Record that this instance is alive. False when its row is gone or taken (it was
+        declared dead and reaped)."""
         with self.engine.begin() as conn:
-            return conn.execute(db.workers.update().where(W.worker_id == worker_id).values(
+            return conn.execute(db.workers.update().where(W.worker_id == worker_id, W.instance == instance,
+                                                          W.reaped_by.is_(None)).values(
                 heartbeat_at=self._now, current_request=current_request, draining=draining,
             )).rowcount == 1
 
-    def unregister(self, worker_id: str) -> None:
+    def unregister(self, worker_id: str, instance: str, *, leaves_claims: bool) -> None:
+        """A clean stop. With ``leaves_claims`` (a job it claimed may still be unfinished) the row
+        is marked dead at once instead of removed, so that a live worker recovers its claims."""
+        where = (W.worker_id == worker_id, W.instance == instance)
         with self.engine.begin() as conn:
-            conn.execute(db.workers.delete().where(W.worker_id == worker_id))
+            if leaves_claims:
+                conn.execute(db.workers.update().where(*where).values(heartbeat_at=0.0))
+            else:
+                conn.execute(db.workers.delete().where(*where))
 
     def live(self) -> list[dict[str, Any]]:
         """Live workers, oldest first: ``{worker_id, host, pid, engine, current_request,
@@ -79,25 +96,37 @@ class WorkerRegistry:
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
 
-    def is_live(self, worker_id: str) -> bool:
+    def is_live(self, runner: str) -> bool:
+        """True when ``runner`` (see :func:`runner_id`) is a live process: same worker id, same
+        instance, recent heartbeat."""
+        worker_id, _, instance = runner.rpartition("#")
         with self.engine.connect() as conn:
             return conn.execute(sa.select(W.worker_id).where(
-                W.worker_id == worker_id, W.heartbeat_at > self._now - self.timeout_s,
+                W.worker_id == worker_id, W.instance == instance, W.heartbeat_at > self._now - self.timeout_s,
             )).first() is not None
 
-    def claim_dead(self, exclude: str) -> list[str]:
-        """The ids of dead workers that this caller now owns the recovery of: each dead row is
-        deleted by one conditional DELETE, so two reapers never both recover one worker."""
-        claimed = []
+    def claim_dead(self, me: str) -> list[tuple[str, float]]:
+        """Dead workers (no heartbeat for ``timeout_s``) whose recovery this caller now owns:
+        ``(worker_id, heartbeat_at seen)``. A claim is one conditional UPDATE, so two reapers
+        never own one worker; a claim whose reaper died is taken again after ``timeout_s``.
+        Call :meth:`forget` once its jobs are back on the queue."""
+        stale_claim = sa.or_(W.reaped_at.is_(None), W.reaped_at <= self._now - self.timeout_s)
         with self.engine.connect() as conn:
             dead = conn.execute(sa.select(W.worker_id, W.heartbeat_at).where(
-                W.heartbeat_at <= self._now - self.timeout_s, W.worker_id != exclude,
+                W.heartbeat_at <= self._now - self.timeout_s, W.worker_id != me, stale_claim,
             )).all()
+        claimed = []
         for worker_id, seen in dead:
             with self.engine.begin() as conn:
-                if conn.execute(db.workers.delete().where(W.worker_id == worker_id, W.heartbeat_at == seen)).rowcount == 1:
-                    claimed.append(worker_id)
+                if conn.execute(db.workers.update().where(W.worker_id == worker_id, W.heartbeat_at == seen, stale_claim)
+                                .values(reaped_by=me, reaped_at=self._now)).rowcount == 1:
+                    claimed.append((worker_id, seen))
         return claimed
+
+    def forget(self, worker_id: str, seen: float) -> None:
+        """Remove a reaped worker's row (unless it came back meanwhile)."""
+        with self.engine.begin() as conn:
+            conn.execute(db.workers.delete().where(W.worker_id == worker_id, W.heartbeat_at == seen))
 
 
 class WorkerIdLock:
@@ -131,8 +160,10 @@ class WorkerIdLock:
         """True while this process still holds the id. A Postgres restart drops the lock with
         its connection: it is taken again here, unless another worker took the id meanwhile
         (then False: this process must stop)."""
-        if self._conn is None:
+        if self.engine.dialect.name != "postgresql":
             return self._file is not None
+        if self._conn is None:
+            return self._pg_lock()  # database errors propagate: not knowing is not losing
         try:
             self._conn.execute(sa.text("SELECT 1"))
             return True
@@ -140,7 +171,7 @@ class WorkerIdLock:
             self._conn.invalidate()
             self._conn.close()
             self._conn = None
-        return self._pg_lock()
+        return self._pg_lock()  # the server restarted; database errors propagate
 
     def _in_use(self) -> str:
         return (f"worker id {self.worker_id!r} is in use by another live worker; "

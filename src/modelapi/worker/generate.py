@@ -29,9 +29,11 @@ def encode_png(image: Image.Image, text: dict[str, str]) -> bytes:
     return buf.getvalue()
 
 
-def generate(req: Request, engine: Engine, storage: Storage, progress: Callable[[float], None],
+def generate(req: Request, attempt: int, engine: Engine, storage: Storage, progress: Callable[[float], None],
              should_stop: Callable[[], bool]) -> Outcome:
-    """Plan the series, run the engine, store each image under ``outputs/<request_id>/<i>.png``.
+    """Plan the series, run the engine, store each image under
+    ``outputs/<request_id>/<attempt>/<i>.png`` (an outdated run never overwrites the files of
+    the run that completes the request).
 
     Returns:
         ``Done`` (outputs stored), ``Failed("invalid_input", ...)`` for inputs the engine
@@ -50,7 +52,7 @@ def generate(req: Request, engine: Engine, storage: Storage, progress: Callable[
     random_weights = str(engine.info.get("random_weights", False)).lower()
     outputs = []
     for i, (image, prompt) in enumerate(zip(images, spec.prompts)):
-        key = f"outputs/{req.request_id}/{i}.png"
+        key = f"outputs/{req.request_id}/{attempt}/{i}.png"
         text = {"prompt": prompt, "seed": str(spec.seed + i), "model_id": req.model_id, "random_weights": random_weights}
         storage.put(key, encode_png(image, text), "image/png")
         outputs.append(key)

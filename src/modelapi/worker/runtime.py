@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
 import threading
 import time
@@ -27,10 +28,10 @@ from dbos import DBOS
 from prometheus_client import Gauge, Histogram
 
 from ..core.config import Settings
-from ..core.jobs import Failed, JobStore, Outcome, Run
+from ..core.jobs import Failed, JobStore, Outcome, Run, retry_db
 from ..core.queue import APP_NAME, APP_VERSION, QUEUE_NAME, WORKFLOW_NAME
 from ..core.storage import Storage
-from ..core.workers import WorkerIdLock, WorkerRegistry
+from ..core.workers import WorkerIdLock, WorkerRegistry, runner_id
 from ..engine.base import Engine
 from .generate import generate
 
@@ -53,7 +54,7 @@ def run_request(request_id: str) -> None:
 @DBOS.step(retries_allowed=False)
 def _run_step(request_id: str) -> None:
     assert _runtime is not None, "worker not started"
-    _runtime.execute(request_id)
+    _runtime.execute(request_id, DBOS.workflow_id or "")
 
 
 class WorkerRuntime:
@@ -69,6 +70,8 @@ class WorkerRuntime:
         self.storage = storage
         self.engine = engine
         self.worker_id = settings.default_worker_id(str(engine.info.get("device", "cpu")))
+        self.instance = secrets.token_hex(8)
+        self.runner = runner_id(self.worker_id, self.instance)
         self.draining = threading.Event()
         self.stop_now = threading.Event()
         self.running: set[str] = set()
@@ -88,7 +91,7 @@ class WorkerRuntime:
         global _runtime
         _runtime = self
         self._id_lock.acquire()
-        self.registry.register(self.worker_id, self.engine.info)
+        self.registry.register(self.worker_id, self.instance, self.engine.info)
         DBOS(config={
             "name": APP_NAME,
             "system_database_url": self.settings.db_url,
@@ -110,8 +113,12 @@ class WorkerRuntime:
         log.info("worker started", extra={"worker": self.worker_id, "queue_version": APP_VERSION})
 
     def _heartbeats(self) -> None:
-        """Every ``worker_timeout_s / 4`` (at most 5 s): beat, and reap dead workers."""
-        interval = min(5.0, self.settings.worker_timeout_s / 4)
+        """Every ``worker_timeout_s / 4`` (at most 5 s): beat, and reap dead workers — but only
+        after this worker's own beats have succeeded for a whole timeout, so that after a
+        database outage nobody declares the others dead before they could beat again."""
+        timeout = self.settings.worker_timeout_s
+        interval = min(5.0, timeout / 4)
+        healthy_since = time.monotonic()
         while not self._stopped.wait(interval):
             try:
                 if not self._id_lock.held():
@@ -120,13 +127,13 @@ class WorkerRuntime:
                     os.kill(os.getpid(), signal.SIGTERM)
                     return
                 current = next(iter(self.running), None)
-                if not self.registry.heartbeat(self.worker_id, current, self.draining.is_set()):
-                    log.error("this worker was declared dead (no heartbeat for %.0f s); registering again",
-                              self.settings.worker_timeout_s)
-                    self.registry.register(self.worker_id, self.engine.info)
-                if not self.draining.is_set():
+                if not self.registry.heartbeat(self.worker_id, self.instance, current, self.draining.is_set()):
+                    log.error("this worker was declared dead (no heartbeat for %.0f s); registering again", timeout)
+                    self.registry.register(self.worker_id, self.instance, self.engine.info)
+                if not self.draining.is_set() and time.monotonic() - healthy_since >= timeout:
                     self.jobs.reap(self.worker_id)
             except Exception as exc:  # noqa: BLE001 - the database may be down; keep beating
+                healthy_since = time.monotonic() + interval
                 log.warning("heartbeat failed: %s", str(exc).splitlines()[0])
 
     def shutdown(self, grace_s: float) -> None:
@@ -143,21 +150,25 @@ class WorkerRuntime:
                 time.sleep(0.05)
         self._stopped.set()
         DBOS.destroy(workflow_completion_timeout_sec=0)
-        try:
-            self.registry.unregister(self.worker_id)
+        try:  # a claim left unfinished is recovered at once by a live worker's reaper
+            leaves_claims = bool(self.running) or bool(self.jobs.queue.claimed_by(self.worker_id))
+            self.registry.unregister(self.worker_id, self.instance, leaves_claims=leaves_claims)
         except Exception as exc:  # noqa: BLE001
             log.warning("could not unregister: %s", exc)
         self._id_lock.release()
 
     # -- running one request -----------------------------------------------------------------
-    def execute(self, request_id: str) -> None:
-        """Run one request that this worker took off the queue."""
-        if self.draining.is_set():  # taken while stopping: give it a new entry for another worker
-            req = self.jobs.get(request_id)
-            if req is not None and not req.status.is_terminal:
-                self.jobs.requeue(req)
+    def execute(self, request_id: str, workflow_id: str) -> None:
+        """Run one request that this worker took off the queue (entry ``workflow_id``)."""
+        if self.draining.is_set():
+            # Taken while stopping: a new entry for another worker, then hold this slot until
+            # the process stops, so that this worker takes nothing more.
+            req = retry_db(lambda: self.jobs.get(request_id), "requeueing")
+            if req is not None and req.workflow_id == workflow_id and not req.status.is_terminal:
+                retry_db(lambda: self.jobs.requeue(req), "requeueing")
+            self._stopped.wait()
             return
-        run = self.jobs.begin(request_id, self.worker_id)
+        run = retry_db(lambda: self.jobs.begin(request_id, self.runner, workflow_id), f"starting {request_id}")
         if run is None:
             return
         with self._lock:
@@ -183,7 +194,7 @@ class WorkerRuntime:
                 self.jobs.set_progress(run, p)
 
         try:
-            return generate(run.request, self.engine, self.storage, progress, self.stop_now.is_set)
+            return generate(run.request, run.attempt, self.engine, self.storage, progress, self.stop_now.is_set)
         except Exception as exc:  # the job's own error, reported to the client without a traceback
             log.exception("request.error", extra={"request_id": run.request.request_id})
             return Failed("generation_error", f"{type(exc).__name__}: {exc}"[:500])

@@ -35,6 +35,7 @@ def upgrade() -> None:
     op.create_table(
         "workers",
         sa.Column("worker_id", sa.String(200), primary_key=True),
+        sa.Column("instance", sa.String(32), nullable=False),
         sa.Column("host", sa.String(200), nullable=False),
         sa.Column("pid", sa.Integer, nullable=False),
         sa.Column("engine", sa.JSON, nullable=False),
@@ -42,6 +43,8 @@ def upgrade() -> None:
         sa.Column("heartbeat_at", sa.Float, nullable=False),
         sa.Column("current_request", sa.String(40)),
         sa.Column("draining", sa.Boolean, nullable=False),
+        sa.Column("reaped_by", sa.String(200)),
+        sa.Column("reaped_at", sa.Float),
     )
 
 
