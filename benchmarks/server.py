@@ -41,8 +41,8 @@ end, also on an error, Ctrl-C or SIGTERM (``--keep`` keeps the data dirs and log
 
 Usage::
 
-    python benchmarks/server.py                      # both configs, about three minutes
-    python benchmarks/server.py --configs sqlite     # today's configuration only, about a minute
+    python benchmarks/server.py                      # both configs, about 70 s on two cores
+    python benchmarks/server.py --configs sqlite     # SQLite + folder only, about 35 s
     python benchmarks/server.py --submits 500 --samples 100 --duration-s 10
 """
 
@@ -515,7 +515,7 @@ CONFIGS = ("sqlite", "postgres")
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", default=",".join(CONFIGS),
-                        help="comma-separated configurations to measure, in this order: sqlite (SQLite + folder), "
+                        help="comma-separated configurations, measured in the order given: sqlite (SQLite + folder), "
                              "postgres (Postgres + S3 on SeaweedFS, started here) (default sqlite,postgres)")
     parser.add_argument("--submits", type=int, default=200, help="submits timed for throughput (default 200)")
     parser.add_argument("--submit-threads", type=int, default=8, help="concurrent submit clients (default 8)")

@@ -162,7 +162,8 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
     # -- requests ---------------------------------------------------------------------------
     @app.get("/v1/requests/{request_id}/status", response_model=schemas.StatusBody, response_model_exclude_none=True, tags=["requests"])
     async def status(request_id: str, authorization: str | None = Auth) -> JSONResponse:
-        # The polling hot path: one indexed SQLite read (sub-millisecond) on the event loop, and
+        # The polling hot path: one indexed read in autocommit (sub-millisecond on SQLite, one
+        # round trip after the pool's liveness check on Postgres) on the event loop, and
         # a body built by the service (the response_model documents it).
         return JSONResponse(service.status(request_id, bearer_token(authorization)))
 

@@ -170,6 +170,7 @@ class JobStore:
     def __init__(self, engine: sa.Engine, queue: TaskQueue, workers: WorkerRegistry, *,
                  max_attempts: int = 2, prices_usd: dict[str, float] | None = None) -> None:
         self.engine = engine
+        self._reads = engine.execution_options(isolation_level="AUTOCOMMIT")  # no BEGIN/ROLLBACK round trips
         self.queue = queue
         self.workers = workers
         self.max_attempts = max_attempts
@@ -203,7 +204,7 @@ class JobStore:
     def poll(self, request_id: str, key_hash: str) -> tuple[bool, tuple[Status, float | None, int | None] | None]:
         """The hot path of status polls, in one round trip: (is the key live, and
         (status, progress, queue_position) of that key's request or None)."""
-        with self.engine.connect() as conn:
+        with self._reads.connect() as conn:
             row = conn.execute(self._POLL, {"rid": request_id, "h": key_hash}).first()
             if row is None or row.revoked_at is not None:
                 return False, None
