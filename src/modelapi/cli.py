@@ -280,7 +280,8 @@ def _checked_body(client: Any, model_id: str, text: str | None, images: list[str
     local = catalog.get(model_id)
     schema = local.input_schema if local else client.model_schema(model_id)["input_schema"]
     body = build_input(schema, text, images, sets)
-    return schema, body, check_input(schema, body)[1]
+    inputs, problems = check_input(schema, body)
+    return schema, body, problems or catalog.engine_limits(inputs)
 
 
 @app.command()

@@ -206,3 +206,14 @@ def test_upload_then_use_as_input(server):
         assert wait_terminal(c, rid)["status"] == "completed"
         gif = c.post("/v1/files", files={"file": ("x.png", b"GIF89a" + b"\0" * 100, "image/png")})
         assert assert_error(gif, 422)["detail"][0]["msg"] == "Only JPEG and PNG images are supported"
+
+
+def test_inputs_a_fuzzer_found_answer_4xx_not_500(server):
+    """Found by schemathesis over /openapi.json: a seed beyond 64 bits, non-ASCII in a file URL."""
+    with server.client() as c:
+        for seed in (2**64, -(2**63) - 1, 2**63 - 1):
+            body = assert_error(c.post(f"/v1/models/{SEQ}", json={"text": "a fox", "seed": seed}), 422)
+            assert body["detail"][0]["loc"] == ["body", "seed"] and "64-bit" in body["detail"][0]["msg"]
+        assert c.post(f"/v1/models/{SEQ}", json={"text": "a fox", "seed": 2**63 - 15}).status_code == 200
+    for path in ("/files/outputs/ñ.png?expires=99999999999&sig=abc", "/files/outputs/a.png?expires=99999999999&sig=%C3%A9%E2%82%AC"):
+        assert_error(httpx.get(server.base_url + path), 404)

@@ -80,9 +80,8 @@ class Service:
         if self.draining.is_set():
             raise ServiceUnavailable("the server is shutting down; retry shortly")
         inputs, problems = check_input(model.input_schema, body)
-        mode = inputs.get("sequential_image_generation", "auto")
-        if not problems and mode not in catalog.SEQUENTIAL_MODES:
-            problems.append({"loc": ["body", "sequential_image_generation"], "msg": "Input should be 'auto' or 'disabled'", "type": "enum"})
+        if not problems:
+            problems = catalog.engine_limits(inputs)
         if problems:
             raise ValidationError(422, 422001, "Input fails the model's schema", problems)
         body_hash = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()

@@ -15,6 +15,24 @@ from typing import Any
 SEQUENTIAL_MODES = ("auto", "disabled")
 """The values of ``sequential_image_generation`` the engine implements (the schemas list more)."""
 
+SEED_RANGE = (-(2**63), 2**63 - 1 - 14)
+"""Seeds the engine can use: image ``i`` (0..14) of a series is seeded ``seed + i`` in a signed
+64-bit generator seed (the schemas give ``seed`` no bounds)."""
+
+
+def engine_limits(inputs: dict[str, Any]) -> list[dict[str, Any]]:
+    """Problems (``{"loc", "msg", "type"}``) with schema-valid ``inputs`` that the engine cannot
+    honour: a ``sequential_image_generation`` other than :data:`SEQUENTIAL_MODES`, a ``seed``
+    outside :data:`SEED_RANGE`."""
+    problems = []
+    if inputs.get("sequential_image_generation", "auto") not in SEQUENTIAL_MODES:
+        problems.append({"loc": ["body", "sequential_image_generation"], "msg": "Input should be 'auto' or 'disabled'", "type": "enum"})
+    seed = inputs.get("seed")
+    if isinstance(seed, int) and not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
+        problems.append({"loc": ["body", "seed"], "type": "seed_range",
+                         "msg": f"Input should be an integer from {SEED_RANGE[0]} to {SEED_RANGE[1]} (a 64-bit seed; image i uses seed + i)"})
+    return problems
+
 
 @dataclass(frozen=True)
 class Task:

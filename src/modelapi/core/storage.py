@@ -85,7 +85,7 @@ class FileStorage:
 
     def verify(self, key: str, expires: int, sig: str) -> bool:
         """True when ``sig`` is ours for ``key`` and ``expires`` has not passed."""
-        return expires >= time.time() and hmac.compare_digest(sig, self._sign(key, expires))
+        return expires >= time.time() and hmac.compare_digest(sig.encode("utf-8", "replace"), self._sign(key, expires).encode())
 
     def check(self) -> None:
         probe = self.root / f".probe-{secrets.token_hex(4)}"
@@ -93,7 +93,7 @@ class FileStorage:
         probe.unlink()
 
     def _sign(self, key: str, expires: int) -> str:
-        return hmac.new(self._secret, f"{key}\n{expires}".encode(), hashlib.sha256).hexdigest()
+        return hmac.new(self._secret, f"{key}\n{expires}".encode("utf-8", "replace"), hashlib.sha256).hexdigest()
 
 
 class S3Storage:
