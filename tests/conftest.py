@@ -145,20 +145,12 @@ class ServerProcess:
 
 @pytest.fixture(params=CONFIGS)
 def make_server(request, tmp_path, fleet_services):
-    """Makes servers (not started) in each configuration; servers made by one test share one
-    database and store (``own=True``: a deployment of its own)."""
+    """Makes servers (not started) in each configuration; in ``fleet``, the servers of one test
+    share one database and store (in ``sqlite``, servers with the same data dir name do)."""
     started: list[ServerProcess] = []
-    shared: dict[str, str] | None = None
+    config_env = fleet_services.config_env() if request.param == "fleet" else None
 
-    def make(name: str = "data", *, own: bool = False, **kwargs) -> ServerProcess:
-        nonlocal shared
-        config_env = None
-        if request.param == "fleet":
-            if own or shared is None:
-                config_env = fleet_services.config_env()
-                shared = shared or config_env
-            else:
-                config_env = shared
+    def make(name: str = "data", **kwargs) -> ServerProcess:
         server = ServerProcess(tmp_path / name, config_env=config_env, **kwargs)
         started.append(server)
         return server
