@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 from typing import Any, Callable
 
 from fastapi import FastAPI, File, Header, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from starlette.concurrency import run_in_threadpool
@@ -238,7 +240,25 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
     def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    # -- the web playground: static files over the public API (no key needed to load them) ---
+    @app.get("/", include_in_schema=False)
+    def playground() -> FileResponse:
+        return FileResponse(PLAYGROUND / "index.html", media_type="text/html", headers=PLAYGROUND_HEADERS)
+
+    app.mount("/playground", StaticFiles(directory=PLAYGROUND), name="playground")
+
     return app
+
+
+PLAYGROUND = Path(__file__).parent / "playground"
+PLAYGROUND_HEADERS = {
+    "Cache-Control": "no-cache",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    # Output images may come from an object store on another origin (presigned URLs).
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob: http: https:; connect-src 'self'; "
+                               "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'",
+}
 
 
 def bearer_token(authorization: str | None) -> str | None:

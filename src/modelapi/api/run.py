@@ -4,6 +4,7 @@ runs the DBOS runtime)."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import signal
 import threading
@@ -37,6 +38,9 @@ def build(settings: Settings, *, announce_key: bool = True) -> tuple[FastAPI, Se
             f"    {core.initial_key}\n",
             flush=True,
         )
+        if _is_loopback(settings.host):
+            # The key rides in the fragment: the browser never sends it to the server in a URL.
+            print(f"Open the playground: {settings.base_url}/#key={core.initial_key}\n", flush=True)
     if settings.allow_private_urls:
         log.warning("--allow-private-urls is ON: input URLs may reach loopback and private networks (SSRF guard off). Use only for tests.")
     service = Service(core)
@@ -60,6 +64,13 @@ def build(settings: Settings, *, announce_key: bool = True) -> tuple[FastAPI, Se
 
     app.router.lifespan_context = lifespan
     return app, service
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def serve(settings: Settings) -> None:
