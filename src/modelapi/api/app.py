@@ -105,7 +105,8 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(exc.status_code, str(exc.detail) if exc.detail else ERROR_MESSAGES.get(exc.status_code, "error"))
+        return error_response(exc.status_code, str(exc.detail) if exc.detail else ERROR_MESSAGES.get(exc.status_code, "error"),
+                              headers=getattr(exc, "headers", None))  # e.g. Allow on a 405
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -152,33 +153,31 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
         app.add_api_route(
             f"/v1/models/{model.model_id}", make_submit(model), methods=["POST"],
             summary=f"Submit a {model.model_id} request", tags=["requests"],
-            response_model=schemas.Submitted,
+            response_model=schemas.Submitted, responses=schemas.errors(400, 401, 413, 422, 429),
             openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": json_schema(model.input_schema), "example": model.example_request}}}},
         )
 
-    @app.post("/v1/models/{model_path:path}", include_in_schema=False)
-    async def submit_unknown(model_path: str, authorization: str | None = Auth) -> None:
-        require_key(authorization)
-        raise NotFoundError(404, 404001, f"unknown model {model_path!r}; see GET /v1/models")
-
     # -- requests ---------------------------------------------------------------------------
-    @app.get("/v1/requests/{request_id}/status", response_model=schemas.StatusBody, response_model_exclude_none=True, tags=["requests"])
+    @app.get("/v1/requests/{request_id}/status", response_model=schemas.StatusBody, response_model_exclude_none=True,
+             tags=["requests"], responses=schemas.errors(401, 404))
     async def status(request_id: str, authorization: str | None = Auth) -> JSONResponse:
         # The polling hot path: one indexed read in autocommit (sub-millisecond on SQLite, one
         # round trip after the pool's liveness check on Postgres) on the event loop, and
         # a body built by the service (the response_model documents it).
         return JSONResponse(service.status(request_id, bearer_token(authorization)))
 
-    @app.get("/v1/requests/{request_id}/result", response_model=schemas.ResultBody, response_model_exclude_none=True, tags=["requests"])
+    @app.get("/v1/requests/{request_id}/result", response_model=schemas.ResultBody, response_model_exclude_none=True,
+             tags=["requests"], responses=schemas.errors(401, 404, 422))
     def result(request_id: str, include_cost: bool = Query(False), authorization: str | None = Auth) -> dict:
         return service.result_body(service.get(request_id, require_key(authorization)), include_cost)
 
-    @app.post("/v1/requests/{request_id}/cancel", response_model=schemas.CancelBody, tags=["requests"])
+    @app.post("/v1/requests/{request_id}/cancel", response_model=schemas.CancelBody, tags=["requests"],
+              responses=schemas.errors(401, 404, 413))
     def cancel(request_id: str, authorization: str | None = Auth) -> dict:
         return service.cancel(service.get(request_id, require_key(authorization)))
 
     # -- catalogue --------------------------------------------------------------------------
-    @app.get("/v1/models", tags=["models"])
+    @app.get("/v1/models", tags=["models"], responses=schemas.errors(401))
     def list_models(authorization: str | None = Auth) -> dict:
         require_key(authorization)
         info = service.engine_info()
@@ -189,7 +188,7 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
             for m in catalog.models().values()
         ]}
 
-    @app.get("/v1/models/{model_path:path}/schema", tags=["models"])
+    @app.get("/v1/models/{model_path:path}/schema", tags=["models"], responses=schemas.errors(401, 404))
     def model_schema(model_path: str, authorization: str | None = Auth) -> dict:
         require_key(authorization)
         model = catalog.get(model_path)
@@ -197,21 +196,30 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
             raise NotFoundError(404, 404001, f"unknown model {model_path!r}; see GET /v1/models")
         return {"model_id": model.model_id, "input_schema": model.input_schema, "output_schema": model.output_schema}
 
+    # After the schema route, so that a 405 on /v1/models/{id}/schema allows GET (first match).
+    @app.post("/v1/models/{model_path:path}", include_in_schema=False)
+    async def submit_unknown(model_path: str, authorization: str | None = Auth) -> None:
+        require_key(authorization)
+        raise NotFoundError(404, 404001, f"unknown model {model_path!r}; see GET /v1/models")
+
     # -- files ------------------------------------------------------------------------------
-    @app.post("/v1/files", status_code=201, response_model=schemas.Uploaded, tags=["files"])
+    @app.post("/v1/files", status_code=201, response_model=schemas.Uploaded, tags=["files"],
+              responses=schemas.errors(400, 401, 413, 422))
     async def upload(file: UploadFile = File(..., description="A JPEG or PNG image"), authorization: str | None = Auth) -> dict:
         key = require_key(authorization)
         data = await file.read()
         return await run_in_threadpool(service.upload, key, data)
 
-    @app.get("/v1/files/{file_id}", tags=["files"])
+    @app.get("/v1/files/{file_id}", tags=["files"], responses=schemas.errors(401, 404)
+             | {200: {"content": {"image/png": {}, "image/jpeg": {}}, "description": "The uploaded image"}})
     def uploaded(file_id: str, authorization: str | None = Auth) -> Response:
         record = service.upload_record(file_id, require_key(authorization))
         if record is None:
             raise NotFoundError(404, 404001, f"file {file_id} not found")
         return Response(service.storage.get(record["storage_key"]), media_type=record["content_type"])
 
-    @app.get("/files/{key:path}", tags=["files"], summary="An output file, under a signed URL (file storage only)")
+    @app.get("/files/{key:path}", tags=["files"], summary="An output file, under a signed URL (file storage only)",
+             responses=schemas.errors(404, 422) | {200: {"content": {"image/png": {}, "image/jpeg": {}}, "description": "The image"}})
     def signed_file(key: str, expires: int = Query(...), sig: str = Query(...)) -> FileResponse:
         storage = service.storage
         try:
@@ -223,7 +231,7 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
         return FileResponse(path, media_type=content_type_of(key))
 
     # -- operations -------------------------------------------------------------------------
-    @app.get("/healthz", tags=["operations"])
+    @app.get("/healthz", tags=["operations"], responses=schemas.errors())
     def healthz() -> dict:
         """``ok`` (or ``draining``) when the database answers, else 503; the live workers' count
         and the engine of the oldest."""

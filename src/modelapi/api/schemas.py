@@ -57,3 +57,28 @@ class Uploaded(BaseModel):
     url: str = Field(description="Usable as an image input of this server (no network fetch)")
     bytes: int
     content_type: str
+
+
+class ErrorBody(BaseModel):
+    """Every error (API.md "Errors"): ``error_code`` is ``status * 1000 + 1``."""
+
+    error_code: int
+    error_message: str
+    detail: Any = Field(None, description='422: a list of {"loc", "msg", "type"}, one per problem')
+
+
+_ERROR_MEANING = {
+    400: "Malformed JSON or wrong content type (400001)",
+    401: "Missing, unknown or revoked API key (401001)",
+    404: "Unknown model, request or file; another key's request (404001)",
+    413: "Body over the size cap (413001)",
+    422: "Input fails the schema or the image rules; `detail` names each field (422001)",
+    429: "Per-key queue cap reached; see Retry-After (429001)",
+    503: "Shutting down, or the database is unavailable; see Retry-After (503001)",
+}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The ``responses=`` of a route that can answer these error statuses (and 503 always:
+    the database may be down)."""
+    return {code: {"model": ErrorBody, "description": _ERROR_MEANING[code]} for code in sorted({*codes, 503})}
