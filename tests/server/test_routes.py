@@ -217,3 +217,22 @@ def test_inputs_a_fuzzer_found_answer_4xx_not_500(server):
         assert c.post(f"/v1/models/{SEQ}", json={"text": "a fox", "seed": 2**63 - 15}).status_code == 200
     for path in ("/files/outputs/ñ.png?expires=99999999999&sig=abc", "/files/outputs/a.png?expires=99999999999&sig=%C3%A9%E2%82%AC"):
         assert_error(httpx.get(server.base_url + path), 404)
+
+
+def test_unknown_body_fields_are_ignored_and_listed(server):
+    """Code written for the hosted service may send fields our schema copy does not know."""
+    with server.client() as c:
+        sub = c.post(f"/v1/models/{SEQ}", json={"text": "Generate 2 images of a fox", "colour": "red", "style": 1})
+        assert sub.status_code == 200, sub.text
+        assert sub.json()["ignored_fields"] == ["colour", "style"]
+        assert "ignored_fields" not in c.post(f"/v1/models/{SEQ}", json={"text": "a fox"}).json()
+        result = wait_terminal(c, sub.json()["request_id"])
+        assert result["status"] == "completed" and len(result["output"]["images"]) == 2
+    assert '"fields": ["colour", "style"]' in server.log()
+
+
+def test_strict_inputs_refuses_unknown_fields(make_server):
+    srv = make_server(args=["--strict-inputs"]).start()
+    with srv.client() as c:
+        body = assert_error(c.post(f"/v1/models/{SEQ}", json={"text": "a fox", "colour": "red"}), 422)
+    assert body["detail"] == [{"loc": ["body", "colour"], "msg": "Unknown field: not in the model's input schema", "type": "extra_forbidden"}]

@@ -144,8 +144,8 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
         ) -> schemas.Submitted:
             key = require_key(authorization)
             body = await read_json(request)
-            req = await run_in_threadpool(service.submit, key, model, body, idempotency_key)
-            return schemas.Submitted(request_id=req.request_id, **service.urls(req.request_id))
+            req, ignored = await run_in_threadpool(service.submit, key, model, body, idempotency_key)
+            return schemas.Submitted(request_id=req.request_id, **service.urls(req.request_id), ignored_fields=ignored or None)
 
         return submit
 
@@ -153,7 +153,8 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
         app.add_api_route(
             f"/v1/models/{model.model_id}", make_submit(model), methods=["POST"],
             summary=f"Submit a {model.model_id} request", tags=["requests"],
-            response_model=schemas.Submitted, responses=schemas.errors(400, 401, 413, 422, 429),
+            response_model=schemas.Submitted, response_model_exclude_none=True,
+            responses=schemas.errors(400, 401, 413, 422, 429),
             openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": json_schema(model.input_schema), "example": model.example_request}}}},
         )
 

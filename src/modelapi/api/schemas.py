@@ -14,6 +14,7 @@ class Submitted(BaseModel):
     status_url: str
     result_url: str
     cancel_url: str
+    ignored_fields: list[str] | None = Field(None, description="Body fields the model's schema does not know, ignored (absent when none)")
 
 
 class StatusBody(BaseModel):

@@ -67,9 +67,12 @@ class Service:
         return self.settings.base_url
 
     # -- submit ------------------------------------------------------------------------------
-    def submit(self, key: ApiKey, model: catalog.Model, body: Any, idempotency_key: str | None) -> Request:
+    def submit(self, key: ApiKey, model: catalog.Model, body: Any, idempotency_key: str | None) -> tuple[Request, list[str]]:
         """Validate, fetch and check the reference images, store them, store the request and
         put it on the durable queue — in that order, so that a 2xx means durably accepted.
+        Returns the request and the body's fields that the schema does not know, which were
+        ignored (the hosted documentation does not forbid them; ``--strict-inputs`` refuses
+        them with a 422 instead).
 
         Raises:
             ValidationError: 422, one detail entry per problem (schema and image rules).
@@ -79,6 +82,11 @@ class Service:
         """
         if self.draining.is_set():
             raise ServiceUnavailable("the server is shutting down; retry shortly")
+        ignored: list[str] = []
+        if isinstance(body, dict) and not self.settings.strict_inputs:
+            known = model.input_schema.get("properties", {})
+            ignored = sorted(k for k in body if k not in known)
+            body = {k: v for k, v in body.items() if k in known}
         inputs, problems = check_input(model.input_schema, body)
         if not problems:
             problems = catalog.engine_limits(inputs)
@@ -88,7 +96,7 @@ class Service:
         if idempotency_key:
             earlier = self.jobs.find_idempotent(key.id, idempotency_key)
             if earlier is not None:
-                return self._same_request(earlier, body_hash)
+                return self._same_request(earlier, body_hash), ignored
         if self.jobs.count_queued(key.id) >= self.settings.max_queued_per_key:
             raise RateLimitError(
                 429, 429001, f"this key already has {self.settings.max_queued_per_key} requests in the queue",
@@ -107,8 +115,10 @@ class Service:
             earlier = self.jobs.find_idempotent(key.id, idempotency_key or "")
             if earlier is None:
                 raise
-            return self._same_request(earlier, body_hash)
-        return req
+            return self._same_request(earlier, body_hash), ignored
+        if ignored:
+            log.info("request.ignored_fields", extra={"request_id": req.request_id, "fields": ignored})
+        return req, ignored
 
     @staticmethod
     def _same_request(earlier: Request, body_hash: str) -> Request:

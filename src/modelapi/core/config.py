@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address to listen on.")
     port: int = Field(8000, description="Port to listen on.")
     public_url: str | None = Field(None, description="Base of the absolute URLs the server returns; default http://127.0.0.1:<port>.")
+    strict_inputs: bool = Field(False, description="Refuse body fields the model's schema does not know (422 naming each) instead of ignoring them and listing them in the submit answer as ignored_fields.")
     allow_private_urls: bool = Field(False, description="Let input URLs point at private/loopback addresses (tests only; unsafe).")
     allowed_input_hosts: list[str] = Field(default_factory=list, description='Exact "host:port" input hosts exempt from the address check (e.g. an internal asset server), JSON list.')
     url_ttl_s: int = Field(86_400, description="Lifetime of signed output URLs, seconds.")
