@@ -48,9 +48,9 @@ def _print_json(data: Any) -> None:
 
 
 # -- server side ------------------------------------------------------------------------------
-_JSON_FIELDS = ("prices_usd", "allowed_input_hosts")
+_JSON_FIELDS = ("prices_usd", "allowed_input_hosts", "trusted_proxies")
 _WORKER_ONLY = ("worker_id", "metrics_port")
-_SERVE_ONLY = ("worker", "port", "public_url", "max_body_bytes", "max_queued_per_key", "allow_private_urls",
+_SERVE_ONLY = ("worker", "port", "public_url", "trusted_proxies", "strict_inputs", "max_body_bytes", "max_queued_per_key", "allow_private_urls",
                "allowed_input_hosts", "fetch_timeout_s", "max_input_bytes", "max_input_pixels")
 
 

@@ -236,3 +236,26 @@ def test_strict_inputs_refuses_unknown_fields(make_server):
     with srv.client() as c:
         body = assert_error(c.post(f"/v1/models/{SEQ}", json={"text": "a fox", "colour": "red"}), 422)
     assert body["detail"] == [{"loc": ["body", "colour"], "msg": "Unknown field: not in the model's input schema", "type": "extra_forbidden"}]
+
+
+def test_absolute_urls_follow_the_host_the_client_used(server):
+    """No --public-url: a server reached under another name answers with URLs under that name."""
+    with server.client() as c:
+        sub = c.post(f"/v1/models/{SEQ}", json={"text": "a fox"}, headers={"Host": "gpu-box.lan:8000"}).json()
+        assert sub["status_url"] == f"http://gpu-box.lan:8000/v1/requests/{sub['request_id']}/status"
+        forged = c.post(f"/v1/models/{SEQ}", json={"text": "a fox"},
+                        headers={"X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "https"}).json()
+        assert forged["status_url"].startswith(server.base_url + "/"), "X-Forwarded-* only from trusted proxies"
+        result = wait_terminal(c, sub["request_id"])
+        via_name = c.get(f"/v1/requests/{sub['request_id']}/result", headers={"Host": "gpu-box.lan:8000"}).json()
+        if server.config == "sqlite":  # outputs served by the API itself
+            assert result["output"]["images"][0].startswith(server.base_url + "/files/")
+            assert via_name["output"]["images"][0].startswith("http://gpu-box.lan:8000/files/")
+
+
+def test_a_trusted_proxy_sets_scheme_and_host(make_server):
+    srv = make_server(args=["--trusted-proxies", '["127.0.0.1"]']).start()
+    with srv.client() as c:
+        sub = c.post(f"/v1/models/{SEQ}", json={"text": "a fox"},
+                     headers={"X-Forwarded-Host": "api.example.test", "X-Forwarded-Proto": "https"}).json()
+    assert sub["result_url"] == f"https://api.example.test/v1/requests/{sub['request_id']}/result"

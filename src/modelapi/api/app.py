@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,7 +25,7 @@ import sqlalchemy as sa
 
 from .. import catalog
 from ..core.auth import ApiKey, authenticate
-from ..core.storage import FileStorage, content_type_of
+from ..core.storage import FileStorage, content_type_of, request_base_url
 from ..errors import APIStatusError, AuthenticationError, NotFoundError, RateLimitError
 from ..types import Status
 from ..validation import json_schema
@@ -83,6 +84,33 @@ class _TooLarge(Exception):
     pass
 
 
+class RequestBaseURL:
+    """ASGI middleware: the base of the absolute URLs of this request's answer, from its Host
+    header — or, when the connection comes from one of ``trusted`` proxies, from its
+    X-Forwarded-Proto and X-Forwarded-Host — so that a server reached by other machines returns
+    URLs that work for them."""
+
+    def __init__(self, app: Any, trusted: frozenset[str]) -> None:
+        self.app, self.trusted = app, trusted
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        scheme, host = scope.get("scheme", "http"), headers.get("host")
+        if scope.get("client") and scope["client"][0] in self.trusted:
+            scheme = headers.get("x-forwarded-proto", scheme).split(",")[0].strip() or scheme
+            host = headers.get("x-forwarded-host", host or "").split(",")[0].strip() or host
+        token = request_base_url.set(f"{scheme}://{host}" if host and _HOST.fullmatch(host) and scheme in ("http", "https") else None)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            request_base_url.reset(token)
+
+
+_HOST = re.compile(r"[A-Za-z0-9.\-]+(:\d{1,5})?|\[[0-9A-Fa-f:.]+\](:\d{1,5})?")
+
+
 def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
     """The FastAPI app over ``service``; ``collectors`` are added to its /metrics (e.g. an
     in-process worker's)."""
@@ -93,6 +121,8 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
     )
     app.state.service = service
     app.add_middleware(BodyLimit, max_bytes=service.settings.max_body_bytes)
+    if not service.settings.public_url:
+        app.add_middleware(RequestBaseURL, trusted=frozenset(service.settings.trusted_proxies))
 
     @app.exception_handler(APIStatusError)
     async def _api_error(_: Request, exc: APIStatusError) -> JSONResponse:

@@ -77,7 +77,8 @@ def serve(settings: Settings) -> None:
     """Run the server until SIGINT/SIGTERM. On SIGTERM: stop taking jobs, let the running one
     finish within ``shutdown_grace_s`` (or hand it back to the queue), exit cleanly."""
     app, _ = build(settings)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", lifespan="on")
+    # proxy_headers off: X-Forwarded-* is believed only from --trusted-proxies (app.RequestBaseURL).
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", lifespan="on", proxy_headers=False)
     server = uvicorn.Server(config)
     role = "API + worker" if settings.worker else "API only"
     log.info("serving", extra={"url": settings.base_url, "data_dir": str(settings.data_dir), "role": role})
@@ -92,7 +93,7 @@ def serve(settings: Settings) -> None:
 def start_in_thread(settings: Settings) -> tuple[uvicorn.Server, Service, threading.Thread]:
     """Serve in a background thread (for ``modelapi demo``); stop with ``server.should_exit = True``."""
     app, service = build(settings, announce_key=False)
-    server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", lifespan="on", proxy_headers=False))
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

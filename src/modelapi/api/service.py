@@ -23,7 +23,7 @@ from ..core.auth import ApiKey, hash_key
 from ..core.context import Core
 from ..core.fetch import FetchPolicy, decode_image, fetch_bytes, read_data_uri
 from ..core.jobs import Request, new_request_id
-from ..core.storage import content_type_of
+from ..core.storage import content_type_of, request_base_url
 from ..errors import APIStatusError, AuthenticationError, InputError, NotFoundError, RateLimitError, ValidationError
 from ..types import Status
 from ..validation import check_image, check_input, image_fields, sniff_format
@@ -64,7 +64,10 @@ class Service:
 
     @property
     def base_url(self) -> str:
-        return self.settings.base_url
+        """``--public-url``, else the base the current request came in at, else
+        ``http://127.0.0.1:<port>``."""
+        return self.settings.public_url.rstrip("/") if self.settings.public_url else (
+            request_base_url.get() or self.settings.base_url)
 
     # -- submit ------------------------------------------------------------------------------
     def submit(self, key: ApiKey, model: catalog.Model, body: Any, idempotency_key: str | None) -> tuple[Request, list[str]]:
@@ -153,9 +156,9 @@ class Service:
     def load_input(self, uri: str, key: ApiKey, loc: list[Any]) -> bytes:
         """The bytes of one image input: an upload to this server (no network fetch), a
         ``data:`` URI, or an http(s) URL fetched behind the SSRF guard."""
-        upload_prefix = f"{self.base_url}/v1/files/"
-        if uri.startswith(upload_prefix):
-            return self.read_upload(uri[len(upload_prefix):], key, loc)
+        for base in {self.base_url, self.settings.base_url}:
+            if uri.startswith(f"{base}/v1/files/"):
+                return self.read_upload(uri[len(f"{base}/v1/files/"):], key, loc)
         if uri.startswith("data:"):
             return read_data_uri(uri, self.policy, loc=loc)
         return fetch_bytes(uri, self.policy, loc=loc)

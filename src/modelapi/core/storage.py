@@ -17,12 +17,18 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from contextvars import ContextVar
 import os
 import secrets
 import time
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote, urlencode, urlparse
+
+
+request_base_url: ContextVar[str | None] = ContextVar("request_base_url", default=None)
+"""The base URL the current HTTP request reached the API at (set by the API per request when
+``--public-url`` is not set); absolute URLs are built on it."""
 
 
 class Storage(Protocol):
@@ -81,7 +87,7 @@ class FileStorage:
     def url(self, key: str, expires_at: float) -> str:
         expires = int(expires_at)
         query = urlencode({"expires": expires, "sig": self._sign(key, expires)})
-        return f"{self.base_url}/files/{key}?{query}"
+        return f"{request_base_url.get() or self.base_url}/files/{key}?{query}"
 
     def verify(self, key: str, expires: int, sig: str) -> bool:
         """True when ``sig`` is ours for ``key`` and ``expires`` has not passed."""
