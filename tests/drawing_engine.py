@@ -13,6 +13,7 @@ import time
 
 from PIL import Image, ImageDraw
 
+from modelapi.engine.params import crop_center
 from modelapi.errors import GenerationStopped
 
 
@@ -33,7 +34,7 @@ class DrawingEngine:
             digest = hashlib.sha256(f"{prompt}|{spec.seed + i}".encode()).digest()
             small = Image.new("RGB", (32, 32), tuple(digest[:3]))
             ImageDraw.Draw(small).rectangle((4, 4, 27, 27), outline=tuple(digest[3:6]))
-            images.append(small.resize((spec.width, spec.height), Image.NEAREST))
+            images.append(crop_center(small.resize((spec.width, spec.height), Image.NEAREST), spec.requested_size))
         return images
 
     def rewrite_prompts(self, prompts, instruction):  # noqa: ANN001, ANN201

@@ -52,10 +52,12 @@ def test_ten_references_and_eight_asked_gives_five(flux_server):
     assert len(result["output"]["images"]) == 5  # 15 - 10 references
     meta = result["metadata"]
     assert meta["stated_count"] == 8 and meta["cap"] == 5 and meta["random_weights"] is True
+    assert meta["prompts"] == ["the same scene at different times of day"] * 5
     for url in result["output"]["images"]:
         image = Image.open(io.BytesIO(httpx.get(url).content))
         assert image.size == (2048, 2048)
-        assert image.text["seed"].isdigit() and "Generate 8 images" in image.text["prompt"]
+        assert image.text["seed"].isdigit()
+        assert image.text["prompt"] == "the same scene at different times of day"  # no instruction
 
 
 def test_same_seed_same_pixels_through_the_server(flux_server):
@@ -71,3 +73,34 @@ def test_same_seed_same_pixels_through_the_server(flux_server):
             assert result["metadata"]["source"] == "none"  # no count stated: one image
     assert np.array_equal(pixels[0], pixels[1])
     assert not np.array_equal(pixels[0], pixels[2])
+
+
+# One request per supported language: the count it states, the per-image prompt it must give.
+LANGUAGE_REQUESTS = [
+    ("en", "Generate 3 images of a beautiful sunset over a calm ocean.", 3, "a beautiful sunset over a calm ocean"),
+    ("it", "Genera 3 immagini di un faro", 3, "un faro"),
+    ("ko", "등대 사진 4장을 만들어 줘", 4, "등대 사진"),
+    ("pt", "Gere quatro imagens de um barco", 4, "um barco"),
+    ("de", "Erstelle zwei Bilder von einem Fuchs", 2, "einem Fuchs"),
+    ("zh", "生成3张日落的图片", 3, "日落"),
+    ("ja", "夕日の画像を2枚生成してください", 2, "夕日"),
+]
+
+
+@pytest.mark.parametrize(("language", "prompt", "count", "per_image"), LANGUAGE_REQUESTS, ids=[r[0] for r in LANGUAGE_REQUESTS])
+def test_each_language_states_its_count_through_the_server(flux_server, language, prompt, count, per_image):
+    # dreamina at 1024x1024 (the smallest documented size) keeps the tiny pipeline quick; the
+    # planning is the same for every endpoint.
+    body = {"prompt": prompt, "image_urls": [small_ref("chelsea.png")], "width×height": "1024x1024(1:1)"}
+    with flux_server.client() as c:
+        resp = c.post("/v1/models/bytedance/dreamina-4-0/edit", json=body)
+        assert resp.status_code == 200, resp.text
+        result = wait_terminal(c, resp.json()["request_id"], timeout_s=120)
+    assert result["status"] == "completed", result
+    meta = result["metadata"]
+    assert len(result["output"]["images"]) == count == meta["image_count"] == meta["stated_count"]
+    assert (meta["language"], meta["source"]) == (language, "prompt_count")
+    assert meta["prompts"] == [per_image] * count
+    for url in result["output"]["images"]:
+        image = Image.open(io.BytesIO(httpx.get(url).content))
+        assert image.size == (1024, 1024) and image.text["prompt"] == per_image

@@ -54,13 +54,16 @@ def put_in_hub_cache(cache: Path, repo_id: str, folder: Path) -> None:
     (repo / "refs" / "main").write_text(commit)
 
 
-def spec_for(prompts: list[str], *, width: int = 64, height: int = 64, seed: int = 1, **kw) -> GenerationSpec:
+def spec_for(
+    prompts: list[str], *, width: int = 64, height: int = 64, seed: int = 1,
+    requested: tuple[int, int] | None = None, **kw,
+) -> GenerationSpec:
     return GenerationSpec(
         model_id="bytedance/seedream-4-0/sequential",
         prompts=prompts,
         width=width,
         height=height,
-        requested_size=(width, height),
+        requested_size=requested or (width, height),
         seed=seed,
         **kw,
     )
@@ -168,6 +171,23 @@ def test_references_smaller_than_64_px_are_upscaled(engine: Flux2Engine) -> None
 def test_size_not_a_multiple_of_16_is_refused(engine: Flux2Engine) -> None:
     with pytest.raises(EngineError, match="multiple of 16"):
         run(engine, spec_for(["a"], width=72))
+
+
+def test_exact_size_is_the_central_crop_of_the_generated_one(engine: Flux2Engine) -> None:
+    # 70x50 is generated at 80x64 (the nearest multiples of 16 at or above) and cropped
+    # centrally: left (80-70)//2 = 5, top (64-50)//2 = 7; both passes of a series.
+    cropped = run(engine, spec_for(["a", "b"], width=80, height=64, requested=(70, 50), seed=3))
+    full = run(engine, spec_for(["a", "b"], width=80, height=64, seed=3))
+    assert [im.size for im in cropped] == [(70, 50)] * 2
+    for small, big in zip(pixels(cropped), pixels(full), strict=True):
+        assert np.array_equal(small, big[7:57, 5:75])
+
+
+@pytest.mark.parametrize("requested", [(64, 64), (48, 64), (81, 64)])
+def test_requested_size_must_be_just_below_the_generated_one(engine: Flux2Engine, requested) -> None:
+    # 64 in 80 would be a 16-px margin: not the nearest accepted size; 81 does not fit in 80.
+    with pytest.raises(EngineError, match="requested_size"):
+        run(engine, spec_for(["a"], width=80, height=64, requested=requested))
 
 
 def test_missing_folder_is_a_clear_error_fast() -> None:

@@ -10,10 +10,12 @@ from PIL import Image
 from modelapi.catalog import Model, models
 from modelapi.engine.params import (
     SIZE_MULTIPLE,
+    crop_box,
+    crop_center,
+    generation_size,
     guidance_from_scale,
     parse_size,
     prepare,
-    round_size,
 )
 
 SEQ = "bytedance/seedream-4-0/sequential"
@@ -46,12 +48,16 @@ def _size_values() -> list[tuple[str, str]]:
 
 
 @pytest.mark.parametrize(("model_id", "value"), _size_values())
-def test_every_size_enum_value_parses_and_rounds(model_id: str, value: str) -> None:
+def test_every_size_enum_value_parses_and_is_generated_at_or_above(model_id: str, value: str) -> None:
     w, h = parse_size(value)
     assert value.replace(" ", "").startswith((f"{w}:{h}(", f"{w}x{h}("))
-    rw, rh = round_size(w, h)
-    assert rw % SIZE_MULTIPLE == 0 and rh % SIZE_MULTIPLE == 0
-    assert abs(rw - w) <= 8 and abs(rh - h) <= 8
+    gw, gh = generation_size(w, h)
+    assert gw % SIZE_MULTIPLE == 0 and gh % SIZE_MULTIPLE == 0
+    assert 0 <= gw - w < SIZE_MULTIPLE and 0 <= gh - h < SIZE_MULTIPLE
+    model = models()[model_id]
+    spec = prepare(model, _inputs(model, **{model.task.size_field: value}), _refs(1), seed=1)
+    assert spec.requested_size == (w, h) and (spec.width, spec.height) == (gw, gh)
+    assert spec.plan["output_size"] == [w, h] and spec.plan["generated_size"] == [gw, gh]
 
 
 def test_all_three_specs_have_size_enums() -> None:
@@ -78,30 +84,65 @@ def test_parse_size_rejects_naming_the_value(value: Any) -> None:
 
 
 @pytest.mark.parametrize(
-    ("size", "rounded"),
+    ("size", "generated"),
     [
         ((5404, 3040), (5408, 3040)),
-        ((6198, 2656), (6192, 2656)),
-        ((4694, 3520), (4688, 3520)),
+        ((6198, 2656), (6208, 2656)),
+        ((4694, 3520), (4704, 3520)),
         ((8, 8), (16, 16)),
         ((1, 24), (16, 32)),
         ((2048, 2048), (2048, 2048)),
+        ((2049, 17), (2064, 32)),
     ],
 )
-def test_round_size(size: tuple[int, int], rounded: tuple[int, int]) -> None:
-    assert round_size(*size) == rounded
+def test_generation_size_is_the_nearest_multiple_at_or_above(size: tuple[int, int], generated: tuple[int, int]) -> None:
+    assert generation_size(*size) == generated
+
+
+@pytest.mark.parametrize("size", [(0, 16), (16, -1)])
+def test_generation_size_rejects_empty_sizes(size: tuple[int, int]) -> None:
+    with pytest.raises(ValueError, match="must be >= 1"):
+        generation_size(*size)
+
+
+@pytest.mark.parametrize(
+    ("generated", "output", "box"),
+    [
+        ((6208, 2656), (6198, 2656), (5, 0, 6203, 2656)),
+        ((5408, 3040), (5404, 3040), (2, 0, 5406, 3040)),
+        ((4704, 3520), (4694, 3520), (5, 0, 4699, 3520)),
+        ((32, 32), (17, 31), (7, 0, 24, 31)),  # odd margins: the extra pixel on the right/bottom
+        ((64, 64), (64, 64), (0, 0, 64, 64)),
+    ],
+)
+def test_crop_box_is_central(generated, output, box) -> None:
+    assert crop_box(generated, output) == box
+
+
+def test_crop_center_cuts_the_middle_without_resampling() -> None:
+    image = Image.new("RGB", (32, 16))
+    image.putpixel((5, 0), (255, 0, 0))  # first column kept for a 22-px-wide crop: left = 5
+    image.putpixel((26, 15), (0, 255, 0))  # last column kept
+    cropped = crop_center(image, (22, 16))
+    assert cropped.size == (22, 16)
+    assert cropped.getpixel((0, 0)) == (255, 0, 0) and cropped.getpixel((21, 15)) == (0, 255, 0)
+    assert crop_center(image, (32, 16)) is image
+    with pytest.raises(ValueError, match="cannot crop 33x16 out of 32x16"):
+        crop_center(image, (33, 16))
 
 
 def test_seedream_defaults() -> None:
     model = models()[SEQ]
     spec = prepare(model, _inputs(model), [], seed=7)
     assert spec.model_id == SEQ
-    assert spec.count == 3 and spec.prompts == [model.example_request["text"]] * 3
+    assert spec.count == 3 and spec.prompts == ["a beautiful sunset over a calm ocean"] * 3
+    assert model.example_request["text"] == "Generate 3 images of a beautiful sunset over a calm ocean."
     assert (spec.width, spec.height, spec.requested_size) == (2560, 1440, (2560, 1440))
     assert spec.seed == 7
     assert spec.scale is None and spec.guidance_scale is None and spec.num_inference_steps is None
     assert spec.plan["optimize_prompt"] == "fast" and spec.plan["rewritten"] is False
     assert spec.plan["requested_size"] == [2560, 1440] and spec.plan["output_size"] == [2560, 1440]
+    assert spec.plan["generated_size"] == [2560, 1440] and spec.plan["language"] == "en"
     assert (spec.plan["count"], spec.plan["cap"], spec.plan["source"]) == (3, 3, "prompt_count")
 
 
@@ -139,13 +180,14 @@ def test_unknown_sequential_mode_raises() -> None:
         prepare(model, _inputs(model, sequential_image_generation="sometimes"), [], seed=1)
 
 
-def test_dreamina_scale_mapping_and_rounded_size() -> None:
+def test_dreamina_scale_mapping_and_exact_size() -> None:
     model = models()[DREAMINA]
     inputs = _inputs(model, **{"width×height": "5404x3040(16:9)", "scale": 0.25})
     spec = prepare(model, inputs, _refs(2), seed=3)
     assert spec.scale == 0.25 and spec.guidance_scale == pytest.approx(1.0 + 7.0 * 0.25)
     assert (spec.width, spec.height, spec.requested_size) == (5408, 3040, (5404, 3040))
-    assert spec.plan["output_size"] == [5408, 3040] and spec.plan["requested_size"] == [5404, 3040]
+    assert spec.plan["output_size"] == [5404, 3040] and spec.plan["requested_size"] == [5404, 3040]
+    assert spec.plan["generated_size"] == [5408, 3040]
     assert spec.count == 1 and spec.plan["source"] == "none" and spec.plan["cap"] == 13
 
 
@@ -175,8 +217,9 @@ def test_standard_rewrite_applied() -> None:
 
     inputs = _inputs(model, optimize_prompt_options="standard")
     spec = prepare(model, inputs, [], rewrite=rewrite, seed=1)
-    assert len(calls) == 1 and len(calls[0][0]) == 3 and "exactly 3 prompts" in calls[0][1]
-    assert spec.prompts[0].startswith("detailed 0: ") and spec.count == 3
+    assert len(calls) == 1 and "exactly 3 prompts" in calls[0][1] and "Write in English" in calls[0][1]
+    assert calls[0][0] == ["a beautiful sunset over a calm ocean"] * 3  # the rules' prompts
+    assert spec.prompts[0] == "detailed 0: a beautiful sunset over a calm ocean" and spec.count == 3
     assert spec.plan["rewritten"] is True and spec.plan["optimize_prompt"] == "standard"
     assert spec.plan["prompts"] == spec.prompts
 
@@ -185,7 +228,7 @@ def test_standard_rewrite_wrong_count_falls_back() -> None:
     model = models()[SEQ]
     inputs = _inputs(model, optimize_prompt_options="standard")
     spec = prepare(model, inputs, [], rewrite=lambda prompts, _: prompts[:1], seed=1)
-    assert spec.prompts == [inputs["text"]] * 3
+    assert spec.prompts == ["a beautiful sunset over a calm ocean"] * 3
     assert spec.plan["rewritten"] is False and spec.plan["optimize_prompt"] == "standard"
 
 
@@ -204,3 +247,24 @@ def test_standard_without_rewriter_uses_rules() -> None:
     model = models()[SEQ]
     spec = prepare(model, _inputs(model, optimize_prompt_options="standard"), [], seed=1)
     assert spec.plan["rewritten"] is False and spec.count == 3
+
+
+def test_standard_rewrite_is_asked_in_the_prompts_language() -> None:
+    model = models()[SEQ]
+    seen: list[str] = []
+
+    def rewrite(prompts: list[str], instruction: str) -> list[str]:
+        seen.append(instruction)
+        return [f"{p}, luce dorata, grandangolo" for p in prompts]
+
+    inputs = _inputs(model, text="Genera 2 immagini di un faro", optimize_prompt_options="standard")
+    spec = prepare(model, inputs, [], rewrite=rewrite, seed=1)
+    assert "Write in Italian" in seen[0] and "do not translate" in seen[0]
+    assert spec.prompts == ["un faro, luce dorata, grandangolo"] * 2 and spec.plan["language"] == "it"
+
+
+def test_a_count_written_back_by_the_rewriter_is_removed() -> None:
+    model = models()[SEQ]
+    inputs = _inputs(model, optimize_prompt_options="standard")
+    spec = prepare(model, inputs, [], rewrite=lambda ps, _: [f"Generate 3 images of {p}, golden hour" for p in ps], seed=1)
+    assert spec.prompts == ["a beautiful sunset over a calm ocean, golden hour"] * 3

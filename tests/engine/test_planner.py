@@ -1,12 +1,27 @@
-"""Series planning: counts from prompts, caps, shot lists and rewrites (modelapi.engine.planner)."""
+"""Series planning: counts from prompts, caps, shot lists, beats and rewrites
+(modelapi.engine.planner, with the tables of modelapi.engine.languages). The per-language
+prompt corpus is tests/engine/prompt_corpus.toml (test_prompt_corpus.py)."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from modelapi.engine.planner import SeriesPlan, apply_rewrites, plan_series, rewrite_instruction
+from modelapi.engine.languages import LANGUAGES, by_code
+from modelapi.engine.planner import (
+    SOURCES,
+    SeriesPlan,
+    apply_rewrites,
+    detect_language,
+    find_count,
+    plan_series,
+    rewrite_instruction,
+    strip_count,
+)
 
 EXAMPLE = "Generate 3 images of a beautiful sunset over a calm ocean."
+SUBJECT = "a beautiful sunset over a calm ocean"
 
 
 @pytest.mark.parametrize(
@@ -32,7 +47,6 @@ EXAMPLE = "Generate 3 images of a beautiful sunset over a calm ocean."
         ("twenty illustrations", 20),
         ("Generate 3 images of 2 dogs", 3),
         ("one image of a cat", 1),
-        ("Render 2 scenes: a beach and a forest", 2),
         ("Generate 10 photographs of a street", 10),
     ],
 )
@@ -41,7 +55,7 @@ def test_stated_count(prompt: str, stated: int) -> None:
     assert plan.stated_count == stated
     assert plan.count == min(stated, 15)
     assert plan.source == "prompt_count"
-    assert plan.prompts == [prompt] * plan.count
+    assert plan.prompts == [strip_count(prompt)] * plan.count
 
 
 @pytest.mark.parametrize(
@@ -71,8 +85,7 @@ def test_no_count(prompt: str) -> None:
 def test_documented_example_with_default_cap() -> None:
     plan = plan_series(EXAMPLE, max_images=3)
     assert plan.count == 3
-    assert plan.prompts == [EXAMPLE, EXAMPLE, EXAMPLE]
-    assert plan.prompts[0].startswith(EXAMPLE)
+    assert plan.prompts == [SUBJECT] * 3  # the instruction "Generate 3 images of" is gone
 
 
 @pytest.mark.parametrize(
@@ -157,10 +170,16 @@ def test_not_a_list(prompt: str) -> None:
     assert plan_series(prompt, max_images=15).source != "shot_list"
 
 
-def test_disabled_gives_one_image_with_the_whole_prompt() -> None:
+def test_disabled_gives_one_image_without_the_count_instruction() -> None:
     plan = plan_series(EXAMPLE, max_images=3, sequential="disabled")
-    assert (plan.count, plan.prompts, plan.stated_count) == (1, [EXAMPLE], 3)
+    assert (plan.count, plan.prompts, plan.stated_count) == (1, [SUBJECT], 3)
     assert plan.source == "disabled"
+
+
+def test_disabled_story_keeps_the_whole_prompt() -> None:
+    prompt = "a story in 3 images: waking, riding out, returning"
+    plan = plan_series(prompt, max_images=3, sequential="disabled")
+    assert (plan.count, plan.prompts, plan.stated_count) == (1, [prompt], 3)
 
 
 def test_force_single() -> None:
@@ -187,26 +206,29 @@ def test_to_dict_is_json_ready_copy() -> None:
     d = plan.to_dict()
     assert d == {
         "count": 3,
-        "prompts": [EXAMPLE] * 3,
+        "prompts": [SUBJECT] * 3,
         "stated_count": 3,
         "cap": 3,
         "source": "prompt_count",
+        "language": "en",
         "rewritten": False,
     }
     d["prompts"].append("x")
     assert len(plan.prompts) == 3
 
 
-def test_rewrite_instruction_names_count_and_coherence() -> None:
+def test_rewrite_instruction_names_count_coherence_and_language() -> None:
     text = rewrite_instruction(plan_series(EXAMPLE, max_images=3))
-    assert "exactly 3 prompts" in text and "coherent" in text
+    assert "exactly 3 prompts" in text and "coherent" in text and "Write in English" in text
     assert "exactly 1 prompt" in rewrite_instruction(plan_series("a cat", max_images=3))
+    korean = rewrite_instruction(plan_series("등대 사진 4장을 만들어 줘", max_images=4))
+    assert "Write in Korean" in korean and "do not translate" in korean and "quotation marks" in korean
 
 
 def test_apply_rewrites() -> None:
     plan = plan_series(EXAMPLE, max_images=2)
-    new = apply_rewrites(plan, [" a detailed sunset ", "another detailed sunset"])
-    assert new.prompts == ["a detailed sunset", "another detailed sunset"]
+    new = apply_rewrites(plan, [" a detailed sunset ", "Two images of another detailed sunset."])
+    assert new.prompts == ["a detailed sunset", "another detailed sunset"]  # a count written back goes
     assert new.rewritten and new.count == 2 and new.source == plan.source
 
 
@@ -221,3 +243,84 @@ def test_plan_is_frozen() -> None:
     assert isinstance(plan, SeriesPlan)
     with pytest.raises(AttributeError):
         plan.count = 5  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("prompt", "expected"),
+    [
+        ("Genera 3 immagini di un faro", "un faro"),
+        ("등대 사진 4장을 만들어 줘", "등대 사진"),
+        ("Gere quatro imagens de um barco", "um barco"),
+        ("Erstelle zwei Bilder von einem Fuchs", "einem Fuchs"),
+        ("生成3张日落的图片", "日落"),
+        ("夕日の画像を3枚生成してください", "夕日"),
+        (EXAMPLE, SUBJECT),
+        ("a photo of 3 cats", "a photo of 3 cats"),
+        ("Generate 3 images", "Generate 3 images"),  # nothing else to draw: kept whole
+    ],
+)
+def test_strip_count(prompt: str, expected: str) -> None:
+    assert strip_count(prompt) == expected
+
+
+@pytest.mark.parametrize(
+    ("prompt", "code"),
+    [
+        (EXAMPLE, "en"),
+        ("Genera 3 immagini di un faro", "it"),
+        ("Gere quatro imagens de um barco", "pt"),
+        ("Erstelle zwei Bilder von einem Fuchs", "de"),
+        ("등대 사진 4장을 만들어 줘", "ko"),
+        ("生成3张日落的图片", "zh"),
+        ("夕日の画像を3枚生成してください", "ja"),
+        ("猫", "zh"),  # Han without kana reads as Chinese
+        ("42", "en"),  # no words: English first
+    ],
+)
+def test_detect_language(prompt: str, code: str) -> None:
+    assert detect_language(prompt).code == code
+
+
+def test_the_detected_languages_determiners_hold_for_other_tables() -> None:
+    # Portuguese has the noun "foto" too, but the Italian "queste" names the inputs.
+    assert find_count("Metti il cappello di queste 3 foto sull'uomo") is None
+
+
+def test_beats_are_capped_in_order() -> None:
+    plan = plan_series("a story in 4 images: waking, riding out, meeting a dragon, returning", max_images=2)
+    assert (plan.count, plan.stated_count, plan.source) == (2, 4, "beats")
+    assert plan.prompts == ["waking", "riding out"]
+
+
+def test_beats_need_exactly_the_stated_number_of_items() -> None:
+    plan = plan_series("Generate 3 images of a fox: red, sleek", max_images=15)
+    assert (plan.count, plan.source) == (3, "prompt_count")
+    assert plan.prompts == ["a fox: red, sleek"] * 3
+
+
+def test_force_single_with_a_count_drops_the_instruction() -> None:
+    plan = plan_series("4 photos of the girl on the boat", max_images=15, force_single=True)
+    assert (plan.count, plan.prompts, plan.stated_count) == (1, ["photo of the girl on the boat"], 4)
+
+
+def test_every_source_is_documented() -> None:
+    assert set(SOURCES) == {"prompt_count", "shot_list", "beats", "none", "disabled", "force_single"}
+
+
+@pytest.mark.parametrize("language", LANGUAGES, ids=lambda lang: lang.code)
+def test_language_tables_are_consistent(language) -> None:
+    assert by_code(language.code) is language
+    assert language.script in {"latin", "hangul", "han"}
+    assert language.forms and all("{num}" in form for form in language.forms)
+    assert set(range(2, 11)) <= set(language.numbers.values())  # 2..10 as words at least
+    assert language.generic < set(language.nouns) and language.generic
+    assert all(noun == noun.lower() for noun in language.nouns)
+    for pattern in (language.lead_in, language.tail, language.before, language.connector, language.after):
+        if pattern:
+            re.compile(pattern)
+    assert find_count("") is None
+
+
+def test_unknown_language_code_raises() -> None:
+    with pytest.raises(KeyError, match="supported"):
+        by_code("fr")

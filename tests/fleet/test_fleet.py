@@ -152,6 +152,7 @@ def test_postgres_restart_mid_run_answers_503_then_every_job_completes(tmp_path,
             finals = [wait_terminal(c, rid, timeout_s=120) for rid in ids]
         assert [f["status"] for f in finals] == ["completed"] * 3
         assert srv.proc.poll() is None and "another worker took the id" not in srv.log()  # its worker lived on
+        srv.stop()  # while its database is still there
     finally:
         pg.destroy()
 

@@ -25,8 +25,13 @@ class GenerationSpec:
     Attributes:
         model_id (`str`): e.g. ``"bytedance/seedream-4-0/sequential"``.
         prompts (`list[str]`): one prompt per output image; ``len(prompts)`` images are made.
-        width, height (`int`, px, multiples of 16): the output size actually generated.
-        requested_size (`tuple[int, int]`): the size the request asked for, before rounding.
+        width, height (`int`, px, multiples of 16): the size the pipeline generates at: the
+            nearest accepted size at or above ``requested_size``
+            (:func:`~modelapi.engine.params.generation_size`).
+        requested_size (`tuple[int, int]`, px): the size the request asked for and the size of
+            every returned image: each is cropped centrally from ``width`` x ``height``
+            (:func:`~modelapi.engine.params.crop_center`); equal to ``(width, height)`` when
+            those are already multiples of 16.
         seed (`int`): the request's seed; image ``i`` uses ``seed + i`` for its generator.
         references (`list[PIL.Image.Image]`): the user's reference images (RGB), maybe empty.
         scale (`float | None`): dreamina's text influence, 0..1 (None for seedream).
@@ -64,7 +69,8 @@ class Engine(Protocol):
     def generate(
         self, spec: GenerationSpec, progress: ProgressCallback, should_stop: StopCheck
     ) -> list[Image.Image]:
-        """Make ``spec.count`` images of ``spec.width`` x ``spec.height``.
+        """Make ``spec.count`` images of ``spec.requested_size``, generated at ``spec.width`` x
+        ``spec.height`` and cropped centrally.
 
         Raises:
             GenerationStopped: ``should_stop()`` turned True between steps.

@@ -38,6 +38,7 @@ from typing import Any
 from PIL import Image
 
 from modelapi.engine.base import GenerationSpec, ProgressCallback, StopCheck
+from modelapi.engine.params import crop_center
 from modelapi.engine.tiny import is_random_weights, make_tiny
 from modelapi.errors import EngineError, GenerationStopped
 
@@ -352,11 +353,16 @@ class Flux2Engine:
     def _check(self, spec: GenerationSpec) -> None:
         if spec.count < 1:
             raise EngineError("spec.prompts is empty: nothing to generate")
-        for name in ("width", "height"):
-            value = getattr(spec, name)
+        for name, value, out in zip(("width", "height"), (spec.width, spec.height), spec.requested_size):
             if value < self._multiple or value % self._multiple:
                 raise EngineError(
                     f"spec.{name}={value} must be a positive multiple of {self._multiple} px"
+                )
+            if not 0 <= value - out < self._multiple:
+                raise EngineError(
+                    f"spec.requested_size {spec.requested_size[0]}x{spec.requested_size[1]} must be "
+                    f"within {self._multiple - 1} px below the generated {spec.width}x"
+                    f"{spec.height} (the nearest accepted size at or above it)"
                 )
         if spec.scale is not None and not 0.0 <= spec.scale <= 1.0:
             raise EngineError(f"spec.scale={spec.scale} must be within 0..1")
@@ -384,24 +390,28 @@ class Flux2Engine:
     def generate(
         self, spec: GenerationSpec, progress: ProgressCallback, should_stop: StopCheck
     ) -> list[Image.Image]:
-        """Make ``spec.count`` images of ``spec.width`` x ``spec.height`` by reference chaining.
+        """Make ``spec.count`` images of ``spec.requested_size`` by reference chaining.
 
         Pass 1: ``prompts[0]`` with the user's references (``image=``, when any) and a generator
         seeded ``spec.seed``. Pass 2 (count > 1): ``prompts[1:]`` in one batched call with
         ``[image 1] + references``, image ``i`` seeded ``spec.seed + i``. Generators live on the
-        CPU except on cuda, so the same spec gives pixel-identical images on CPU.
+        CPU except on cuda, so the same spec gives pixel-identical images on CPU. Both passes
+        run at ``spec.width`` x ``spec.height`` (multiples of 16, image 1 is chained uncropped);
+        every image is then cropped centrally to ``spec.requested_size``
+        (:func:`~modelapi.engine.params.crop_center`): exact sizes, no distortion, no padding.
         Steps: ``spec.num_inference_steps`` or the family default; guidance: :meth:`guidance_for`;
         user references are first downsized to :meth:`reference_area_for`.
 
         Args:
-            spec: the planned request (``width``/``height`` multiples of 16).
+            spec: the planned request (``width``/``height`` multiples of 16, each at most 15 px
+                above ``requested_size``).
             progress: called after each step with the fraction done over the whole series
                 (both passes), non-decreasing, ending at 1.0.
             should_stop: polled before each pass and after each step.
 
         Returns:
-            list of ``PIL.Image.Image`` (RGB), ``len == spec.count``, each ``spec.width`` x
-            ``spec.height``.
+            list of ``PIL.Image.Image`` (RGB), ``len == spec.count``, each of
+            ``spec.requested_size`` (w, h) px.
 
         Raises:
             GenerationStopped: ``should_stop()`` turned True.
@@ -445,7 +455,7 @@ class Flux2Engine:
                 raise EngineError(
                     f"pipeline made {image.size[0]}x{image.size[1]}, not {spec.width}x{spec.height}"
                 )
-        return images
+        return [crop_center(image, spec.requested_size) for image in images]
 
     def _call(
         self,
@@ -501,7 +511,9 @@ class Flux2Engine:
     # -- prompt rewriting ---------------------------------------------------------------------
 
     def rewrite_prompts(self, prompts: list[str], instruction: str) -> list[str]:
-        """Rewrite each prompt with the pipeline's own text encoder used as a causal LM.
+        """Rewrite each prompt with the pipeline's own text encoder used as a causal LM
+        (``optimize_prompt_options="standard"``), in the prompt's own language as
+        ``instruction`` asks (:func:`~modelapi.engine.planner.rewrite_instruction` says why).
 
         Each prompt is sent as ``[system: instruction, user: prompt]`` through the tokenizer's
         chat template (thinking off) and answered greedily, at most

@@ -23,7 +23,8 @@ from modelapi.engine.planner import (
 )
 
 SIZE_MULTIPLE = 16
-"""Output width and height are multiples of this (FLUX.2 pipelines floor to it otherwise)."""
+"""The pipelines accept width and height only in multiples of this, px (FLUX.2: VAE factor 8 x
+patch 2; diffusers floors other sizes with a warning). ENGINE.md "Pipeline facts"."""
 
 Rewriter = Callable[[list[str], str], list[str]]
 """``(prompts, instruction) -> rewritten prompts``, e.g. ``Engine.rewrite_prompts``."""
@@ -48,13 +49,47 @@ def parse_size(value: str) -> tuple[int, int]:
     return int(m[1]), int(m[2])
 
 
-def round_size(width: int, height: int) -> tuple[int, int]:
-    """Each side rounded to the nearest multiple of :data:`SIZE_MULTIPLE` (halves up, min 16).
+def generation_size(width: int, height: int, multiple: int = SIZE_MULTIPLE) -> tuple[int, int]:
+    """The nearest size the pipeline accepts at or above ``(width, height)``: each side rounded
+    up to a multiple of ``multiple`` px.
 
-    ``(5404, 3040)`` -> ``(5408, 3040)``; ``(6198, 2656)`` -> ``(6192, 2656)``.
+    The engine generates at this size and crops centrally to ``(width, height)``
+    (:func:`crop_center`), so every documented size comes out exactly, neither distorted nor
+    padded. ``(6198, 2656)`` -> ``(6208, 2656)``; ``(5404, 3040)`` -> ``(5408, 3040)``;
+    ``(4694, 3520)`` -> ``(4704, 3520)``; ``(2048, 2048)`` -> unchanged.
+
+    Raises:
+        ValueError: a side or ``multiple`` is < 1.
     """
-    m = SIZE_MULTIPLE
-    return max(m, (width + m // 2) // m * m), max(m, (height + m // 2) // m * m)
+    if width < 1 or height < 1 or multiple < 1:
+        raise ValueError(f"sizes must be >= 1 px, got {width}x{height} (multiple {multiple})")
+    return -(-width // multiple) * multiple, -(-height // multiple) * multiple
+
+
+def crop_box(generated: tuple[int, int], output: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The central ``(left, top, right, bottom)`` box, px, that cuts ``output`` (w, h) out of
+    ``generated`` (w, h); an odd margin leaves the extra pixel on the right/bottom.
+
+    Raises:
+        ValueError: ``output`` is larger than ``generated`` on a side, or a side is < 1.
+    """
+    (gw, gh), (w, h) = generated, output
+    if not (0 < w <= gw and 0 < h <= gh):
+        raise ValueError(f"cannot crop {w}x{h} out of {gw}x{gh}")
+    left, top = (gw - w) // 2, (gh - h) // 2
+    return left, top, left + w, top + h
+
+
+def crop_center(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """``image`` cropped centrally to ``size`` (w, h) px (:func:`crop_box`); the same object
+    when it already has that size.
+
+    Raises:
+        ValueError: ``size`` is larger than the image on a side.
+    """
+    if image.size == tuple(size):
+        return image
+    return image.crop(crop_box(image.size, tuple(size)))
 
 
 def guidance_from_scale(scale: float) -> float:
@@ -83,12 +118,18 @@ def prepare(
         references (`list[PIL.Image.Image]`): the decoded reference images, in request order;
             converted to RGB here.
         rewrite: the LLM prompt rewriter, used only when ``optimize_prompt_options`` is
-            ``"standard"``; its exceptions propagate. None = rules only.
+            ``"standard"``: it rewrites the rule-based per-image prompts (count instruction
+            already removed) in the prompt's own language
+            (:func:`~modelapi.engine.planner.rewrite_instruction` says why); its exceptions
+            propagate. None = rules only.
         seed (`int | None`): used when the inputs carry no ``seed``; None = a random 31-bit int.
 
     Returns:
-        GenerationSpec. ``plan`` holds :meth:`SeriesPlan.to_dict` plus ``"optimize_prompt"``
-        (``"fast"`` | ``"standard"``), ``"requested_size"`` and ``"output_size"`` (``[w, h]``).
+        GenerationSpec: ``width``/``height`` = :func:`generation_size` of the requested size,
+        ``requested_size`` = the output size (the engine crops centrally to it). ``plan`` holds
+        :meth:`SeriesPlan.to_dict` plus ``"optimize_prompt"`` (``"fast"`` | ``"standard"``),
+        ``"requested_size"``, ``"generated_size"`` and ``"output_size"`` (``[w, h]`` px;
+        output == requested).
         Counting: the cap is ``inputs[task.max_images_field]`` (15 when the task has none),
         ``sequential_image_generation`` (default ``"auto"``) and ``force_single`` (default
         False) as in :func:`~modelapi.engine.planner.plan_series`.
@@ -99,7 +140,7 @@ def prepare(
     """
     task = model.task
     requested = parse_size(inputs[task.size_field])
-    width, height = round_size(*requested)
+    width, height = generation_size(*requested)
 
     plan = plan_series(
         inputs[task.prompt_field],
@@ -133,6 +174,7 @@ def prepare(
             **plan.to_dict(),
             "optimize_prompt": optimize,
             "requested_size": list(requested),
-            "output_size": [width, height],
+            "generated_size": [width, height],
+            "output_size": list(requested),
         },
     )
