@@ -187,7 +187,7 @@ def test_output_urls_expire_and_refuse_tampering(make_server):
 
 
 def test_fair_share_a_single_job_waits_behind_at_most_one(make_server):
-    srv = make_server(env={"MODELAPI_TEST_STEP_S": "0.05", "MODELAPI_TEST_STEPS": "2"}).start()
+    srv = make_server(env={"MODELAPI_TEST_STEP_S": "0.1", "MODELAPI_TEST_STEPS": "4"}).start()
     created = srv.cli("keys", "create", "--name", "b")
     key_b = created.stdout.strip().splitlines()[-1]
     with srv.client() as a, srv.client(key_b) as b:
