@@ -28,6 +28,8 @@ class DrawingEngine:
                 raise GenerationStopped("stop requested")
             time.sleep(self.step_s)
             progress((step + 1) / self.steps)
+        if any("[out of memory]" in prompt for prompt in spec.prompts):  # what a GPU does when it runs out
+            raise MemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
         # Draw at a small size then scale: the tests check sizes and counts, not art.
         images = []
         for i, prompt in enumerate(spec.prompts):
