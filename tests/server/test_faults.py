@@ -43,3 +43,56 @@ def _png() -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (64, 64), (200, 10, 10)).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def test_an_input_host_that_trickles_or_never_answers_is_a_422_within_the_fetch_timeout(make_server):
+    import threading
+    import time
+
+    stop = threading.Event()
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)
+    port = listener.getsockname()[1]
+
+    def serve() -> None:  # /drip sends a byte every 0.2 s; /silent never answers
+        conns = []
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            conns.append(conn)
+            request = conn.recv(4096)
+            if b"/drip" in request:
+                threading.Thread(target=_drip, args=(conn, stop), daemon=True).start()
+        for conn in conns:
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    srv = make_server(args=["--allow-private-urls", "--fetch-timeout-s", "1"]).start()
+    try:
+        with srv.client() as c:
+            for path in ("drip", "silent"):
+                t0 = time.monotonic()
+                resp = c.post("/v1/models/bytedance/dreamina-4-0/edit",
+                              json={"prompt": "the cat", "image_urls": [f"http://127.0.0.1:{port}/{path}.png"]})
+                elapsed = time.monotonic() - t0
+                assert resp.status_code == 422, resp.text
+                assert resp.json()["detail"][0]["loc"] == ["body", "image_urls", 0]
+                # the 1-s total timeout is what ended it (not the 30-s default, nor never)
+                assert elapsed < 10, f"{path}: answered after {elapsed:.1f} s"
+            assert c.get("/healthz").json()["status"] == "ok"
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()
+
+
+def _drip(conn: socket.socket, stop) -> None:  # noqa: ANN001
+    try:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: 100000\r\n\r\n")
+        while not stop.wait(0.2):
+            conn.sendall(b"\x89")
+    except OSError:
+        pass
