@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import socket
 
+import pytest
+
 from conftest import wait_terminal
 
 SEQ = "bytedance/seedream-4-0/sequential"
@@ -96,3 +98,20 @@ def _drip(conn: socket.socket, stop) -> None:  # noqa: ANN001
             conn.sendall(b"\x89")
     except OSError:
         pass
+
+
+@pytest.mark.parametrize("make_server", ["sqlite"], indirect=True)
+def test_an_unwritable_output_folder_fails_the_request_with_a_clear_message(make_server):
+    srv = make_server().start()
+    outputs = srv.data_dir / "files" / "outputs"
+    outputs.mkdir(parents=True, exist_ok=True)
+    outputs.rmdir()
+    outputs.write_bytes(b"")  # a file where the folder must be: unwritable even for root
+    with srv.client() as c:
+        rid = c.post(f"/v1/models/{SEQ}", json={"text": "a fox"}).json()["request_id"]
+        failed = wait_terminal(c, rid)
+        assert failed["status"] == "failed" and failed["error"]["code"] == "storage_error"
+        assert failed["error"]["message"].startswith("the outputs could not be stored: NotADirectoryError")
+        outputs.unlink()  # the folder is back: nothing else was lost, the next request completes
+        assert wait_terminal(c, c.post(f"/v1/models/{SEQ}", json={"text": "a fox"}).json()["request_id"])["status"] == "completed"
+        assert c.get("/v1/models").status_code == 200

@@ -7,6 +7,7 @@ Nothing here writes a request row: the runtime reports the outcome to the state 
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Callable
 
 from PIL import Image, PngImagePlugin
@@ -17,6 +18,8 @@ from ..core.storage import Storage
 from ..engine.base import Engine
 from ..engine.params import prepare
 from ..errors import GenerationStopped, InputError
+
+log = logging.getLogger("modelapi.worker")
 
 
 def encode_png(image: Image.Image, text: dict[str, str]) -> bytes:
@@ -37,7 +40,8 @@ def generate(req: Request, attempt: int, engine: Engine, storage: Storage, progr
 
     Returns:
         ``Done`` (outputs stored), ``Failed("invalid_input", ...)`` for inputs the engine
-        refuses, or ``Stopped`` when ``should_stop()`` turned True between steps.
+        refuses, ``Failed("storage_error", ...)`` when an output cannot be written, or
+        ``Stopped`` when ``should_stop()`` turned True between steps.
     """
     model = catalog.get(req.model_id)
     refs = [Image.open(io.BytesIO(storage.get(key))).convert("RGB") for key in req.input_files]
@@ -54,7 +58,11 @@ def generate(req: Request, attempt: int, engine: Engine, storage: Storage, progr
     for i, (image, prompt) in enumerate(zip(images, spec.prompts)):
         key = f"outputs/{req.request_id}/{attempt}/{i}.png"
         text = {"prompt": prompt, "seed": str(spec.seed + i), "model_id": req.model_id, "random_weights": random_weights}
-        storage.put(key, encode_png(image, text), "image/png")
+        try:
+            storage.put(key, encode_png(image, text), "image/png")
+        except Exception as exc:  # noqa: BLE001 - a full disk, a read-only folder, a bucket refusing writes
+            log.exception("request.storage_error", extra={"request_id": req.request_id})
+            return Failed("storage_error", f"the outputs could not be stored: {type(exc).__name__}: {exc}"[:500])
         outputs.append(key)
     metadata = {
         **spec.plan,
