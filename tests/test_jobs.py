@@ -1,0 +1,127 @@
+"""The request state machine (core/jobs.py) on a temporary SQLite database with the real queue
+tables (DBOS client): seconds, no server process."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from modelapi.core import db
+from modelapi.core.jobs import Done, Failed, JobStore, Stopped
+from modelapi.core.queue import TaskQueue
+from modelapi.core.workers import WorkerRegistry, runner_id
+from modelapi.types import Status
+
+SEQ = "bytedance/seedream-4-0/sequential"
+
+
+@pytest.fixture
+def jobs(tmp_path):
+    url = f"sqlite:///{tmp_path / 'jobs.sqlite3'}"
+    engine = db.connect(url)
+    db.migrate(engine, url)
+    queue = TaskQueue(url)
+    queue.ensure(0.05)
+    store = JobStore(engine, queue, WorkerRegistry(engine, timeout_s=60), max_attempts=2, prices_usd={SEQ: 0.03})
+    yield store
+    queue.destroy()
+    engine.dispose()
+
+
+def submit(jobs: JobStore, n: int = 0, owner: str = "key_a"):  # noqa: ANN201
+    return jobs.create(request_id=f"req_{owner}_{n}", owner_key_id=owner, model_id=SEQ,
+                       inputs={"text": "a fox", "sequential_image_generation_options": 3},
+                       input_files=[], seed=7, idempotency_key=None, body_hash=None)
+
+
+def live_runner(jobs: JobStore, worker_id: str) -> str:
+    jobs.workers.register(worker_id, "i1", {"engine": "test"})
+    return runner_id(worker_id, "i1")
+
+
+def entries(jobs: JobStore) -> list[tuple[str, str]]:
+    with jobs.engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(sa.text(
+            "SELECT workflow_uuid, status FROM workflow_status ORDER BY created_at"))]
+
+
+def test_a_request_and_its_queue_entry_are_written_together(jobs):
+    req = submit(jobs)
+    assert req.status is Status.IN_QUEUE and req.queue_position is None
+    assert entries(jobs) == [(req.workflow_id, "ENQUEUED")]
+    assert jobs.get(req.request_id).queue_position == 0
+    with pytest.raises(sa.exc.IntegrityError):  # the same id again: neither row nor entry
+        submit(jobs)
+    assert len(entries(jobs)) == 1
+
+
+def test_done_completes_and_bills_exactly_once(jobs):
+    req = submit(jobs)
+    run = jobs.begin(req.request_id, live_runner(jobs, "w0"), req.workflow_id)
+    assert run.attempt == 1 and jobs.get(req.request_id).status is Status.IN_PROGRESS
+    assert jobs.finish(run, Done(["outputs/x/1/0.png"], {"image_count": 1}))
+    assert not jobs.finish(run, Done(["outputs/x/1/0.png"], {})), "a run finishes once"
+    done = jobs.get(req.request_id)
+    assert (done.status, done.billed_units, done.cost_usd) == (Status.COMPLETED, 3, 0.09)  # seedream bills the cap
+    with jobs.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(db.usage)).scalar() == 1
+
+
+def test_only_the_current_entry_and_a_free_request_can_start(jobs):
+    req = submit(jobs)
+    assert jobs.begin(req.request_id, live_runner(jobs, "w0"), req.workflow_id + "-old") is None
+    run = jobs.begin(req.request_id, runner_id("w0", "i1"), req.workflow_id)
+    assert run is not None
+    # another worker given the same entry while w0 is alive: not started twice
+    assert jobs.begin(req.request_id, live_runner(jobs, "w1"), req.workflow_id) is None
+
+
+def test_an_interrupted_run_is_taken_over_then_failed_after_max_attempts(jobs):
+    req = submit(jobs)
+    first = jobs.begin(req.request_id, runner_id("dead", "i0"), req.workflow_id)  # a runner with no live row
+    second = jobs.begin(req.request_id, live_runner(jobs, "w1"), req.workflow_id)
+    assert (first.attempt, second.attempt) == (1, 2)
+    assert not jobs.finish(first, Done([], {})), "the outdated run cannot finish the request"
+    jobs.workers.unregister("w1", "i1", leaves_claims=False)
+    assert jobs.begin(req.request_id, live_runner(jobs, "w2"), req.workflow_id) is None
+    failed = jobs.get(req.request_id)
+    assert failed.status is Status.FAILED and failed.error["code"] == "interrupted"
+
+
+def test_stopped_goes_back_to_the_front_under_a_new_entry(jobs):
+    req, later = submit(jobs, 0), submit(jobs, 1, owner="key_b")
+    run = jobs.begin(req.request_id, live_runner(jobs, "w0"), req.workflow_id)
+    assert jobs.finish(run, Stopped())
+    back = jobs.get(req.request_id)
+    assert (back.status, back.attempts, back.workflow_id, back.queue_position) == (Status.IN_QUEUE, 0, f"{req.request_id}.1", 0)
+    assert jobs.get(later.request_id).queue_position == 1
+    assert (back.workflow_id, "ENQUEUED") in entries(jobs)
+
+
+def test_failed_and_cancel_race_with_start(jobs):
+    req = submit(jobs)
+    assert jobs.cancel(req) and not jobs.cancel(req)
+    assert jobs.begin(req.request_id, live_runner(jobs, "w0"), req.workflow_id) is None
+    other = submit(jobs, 1)
+    run = jobs.begin(other.request_id, runner_id("w0", "i1"), other.workflow_id)
+    assert not jobs.cancel(jobs.get(other.request_id)), "a running request is not cancellable"
+    assert jobs.finish(run, Failed("invalid_input", "bad"))
+    assert jobs.get(other.request_id).error == {"code": "invalid_input", "message": "bad"}
+
+
+def test_fair_share_keys_take_turns_and_keep_their_own_order(jobs):
+    a = [submit(jobs, i, "key_a") for i in range(5)]
+    b = [submit(jobs, i, "key_b") for i in range(2)]
+    order = [r.request_id for r in jobs.list(Status.IN_QUEUE)]
+    assert order[:4] == [a[0].request_id, b[0].request_id, a[1].request_id, b[1].request_id]
+    assert order[4:] == [r.request_id for r in a[2:]]
+    assert [jobs.get(rid).queue_position for rid in order] == list(range(7))
+
+
+def test_reap_gives_a_dead_workers_claims_back_once(jobs):
+    jobs.workers.register("dead", "i0", {})
+    with jobs.engine.begin() as conn:
+        conn.execute(db.workers.update().values(heartbeat_at=0.0))
+    assert [w for w, _ in jobs.workers.claim_dead("w1")] == ["dead"]
+    assert jobs.workers.claim_dead("w2") == [], "one reaper per dead worker"
+    assert not jobs.workers.is_live(runner_id("dead", "i0"))
