@@ -54,7 +54,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -69,6 +68,8 @@ from pathlib import Path
 from typing import Callable
 
 import httpx
+
+from modelapi.localfleet import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 TESTS = REPO / "tests"
@@ -102,12 +103,6 @@ BARE_APP = textwrap.dedent(
 
 
 # -- processes ------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _stat(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 

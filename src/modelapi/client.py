@@ -226,8 +226,9 @@ def _resolve_base_url(base_url: str | None) -> str:
     return (base_url or os.environ.get("MODELAPI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
 
 
-def _is_loopback(url: str) -> bool:
-    host = httpx.URL(url).host.lower()
+def is_loopback_host(host: str) -> bool:
+    """True when ``host`` (a name or an address, IPv6 with or without brackets) is this machine."""
+    host = host.strip("[]").lower()
     if host in _LOOPBACK_NAMES:
         return True
     try:
@@ -243,7 +244,7 @@ def _resolve_api_key(api_key: str | None, base_url: str) -> str:
     if env:
         return env
     key_file = None
-    if _is_loopback(base_url):
+    if is_loopback_host(httpx.URL(base_url).host):
         key_file = default_data_dir() / "initial_api_key"
         if key_file.is_file():
             key = key_file.read_text(encoding="utf-8").strip()

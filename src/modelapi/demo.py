@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import html
 import shutil
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -19,17 +18,12 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from . import catalog
 from .client import Client
+from .localfleet import free_port
 
 PHOTOS = {
     "bytedance/seedream-4-0/edit-sequential": ["astronaut.png", "chelsea.png"],
     "bytedance/dreamina-4-0/edit": ["motorcycle_left.png", "coffee.png"],
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def demo_requests(photo_dir: Path) -> list[tuple[str, dict[str, Any]]]:
@@ -53,7 +47,7 @@ def run_demo(out_dir: Path, *, port: int = 0, console: Console | None = None) ->
     from .core.config import Settings
 
     console = console or Console(stderr=True)
-    settings = Settings(port=port or _free_port())
+    settings = Settings(port=port or free_port())
     console.print(f"starting the server on {settings.base_url} (data dir {settings.data_dir}) …")
     t0 = time.monotonic()
     server, service, thread = start_in_thread(settings)

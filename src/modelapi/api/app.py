@@ -21,9 +21,8 @@ from prometheus_client.core import GaugeMetricFamily
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-import sqlalchemy as sa
-
 from .. import catalog
+from ..core import db
 from ..core.auth import ApiKey, authenticate
 from ..core.storage import FileStorage, content_type_of, request_base_url
 from ..errors import APIStatusError, AuthenticationError, NotFoundError, RateLimitError
@@ -32,8 +31,6 @@ from ..validation import json_schema
 from . import schemas
 from .service import Service, ServiceUnavailable
 
-DATABASE_DOWN = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
-"""Errors meaning the database cannot be reached now (answered 503, never 500)."""
 
 log = logging.getLogger("modelapi.http")
 ERROR_MESSAGES = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found",
@@ -147,12 +144,12 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
         log.warning("database unavailable: %s", str(exc).splitlines()[0])
         return error_response(503, "the database is unavailable; retry shortly", headers={"Retry-After": "5"})
 
-    for kind in DATABASE_DOWN:
+    for kind in db.UNAVAILABLE:
         app.add_exception_handler(kind, _database_down)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        if isinstance(exc.__cause__, DATABASE_DOWN):  # wrapped by the queue library
+        if isinstance(exc.__cause__, db.UNAVAILABLE):  # wrapped by the queue library
             return await _database_down(request, exc)
         log.exception("unexpected error")
         return error_response(500, "internal server error")
@@ -268,7 +265,7 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
         and the engine of the oldest."""
         live = service.jobs.workers.live()
         return {"status": "draining" if service.draining.is_set() else "ok", "workers": len(live),
-                "engine": dict(live[0]["engine"]) if live else {}}
+                "engine": service.engine_info(live)}
 
     registry = CollectorRegistry()
     registry.register(_RequestsCollector(service))

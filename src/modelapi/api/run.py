@@ -4,7 +4,6 @@ runs the DBOS runtime)."""
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import signal
 import threading
@@ -15,6 +14,7 @@ import uvicorn
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
+from ..client import is_loopback_host
 from ..core.config import Settings
 from ..core.context import open_core
 from .app import create_app
@@ -38,7 +38,7 @@ def build(settings: Settings, *, announce_key: bool = True) -> tuple[FastAPI, Se
             f"    {core.initial_key}\n",
             flush=True,
         )
-        if _is_loopback(settings.host):
+        if is_loopback_host(settings.host):
             # The key rides in the fragment: the browser never sends it to the server in a URL.
             print(f"Open the playground: {settings.base_url}/#key={core.initial_key}\n", flush=True)
     if settings.allow_private_urls:
@@ -66,20 +66,17 @@ def build(settings: Settings, *, announce_key: bool = True) -> tuple[FastAPI, Se
     return app, service
 
 
-def _is_loopback(host: str) -> bool:
-    try:
-        return host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+def _uvicorn(app: FastAPI, settings: Settings) -> uvicorn.Server:
+    # proxy_headers off: X-Forwarded-* is believed only from --trusted-proxies (app.RequestBaseURL).
+    return uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
+                                         lifespan="on", proxy_headers=False))
 
 
 def serve(settings: Settings) -> None:
     """Run the server until SIGINT/SIGTERM. On SIGTERM: stop taking jobs, let the running one
     finish within ``shutdown_grace_s`` (or hand it back to the queue), exit cleanly."""
     app, _ = build(settings)
-    # proxy_headers off: X-Forwarded-* is believed only from --trusted-proxies (app.RequestBaseURL).
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", lifespan="on", proxy_headers=False)
-    server = uvicorn.Server(config)
+    server = _uvicorn(app, settings)
     role = "API + worker" if settings.worker else "API only"
     log.info("serving", extra={"url": settings.base_url, "data_dir": str(settings.data_dir), "role": role})
     print(f"modelapi ({role}) listening on http://{settings.host}:{settings.port} (public URL {settings.base_url})", flush=True)
@@ -93,7 +90,7 @@ def serve(settings: Settings) -> None:
 def start_in_thread(settings: Settings) -> tuple[uvicorn.Server, Service, threading.Thread]:
     """Serve in a background thread (for ``modelapi demo``); stop with ``server.should_exit = True``."""
     app, service = build(settings, announce_key=False)
-    server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", lifespan="on", proxy_headers=False))
+    server = _uvicorn(app, settings)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

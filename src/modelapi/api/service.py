@@ -10,10 +10,9 @@ import hashlib
 import json
 import logging
 import secrets
+import threading
 from datetime import datetime, timedelta
 from typing import Any
-
-import threading
 
 import sqlalchemy as sa
 
@@ -64,10 +63,9 @@ class Service:
 
     @property
     def base_url(self) -> str:
-        """``--public-url``, else the base the current request came in at, else
-        ``http://127.0.0.1:<port>``."""
-        return self.settings.public_url.rstrip("/") if self.settings.public_url else (
-            request_base_url.get() or self.settings.base_url)
+        """The base the current request came in at (set only when ``--public-url`` is not),
+        else ``settings.base_url`` (``--public-url``, or ``http://127.0.0.1:<port>``)."""
+        return request_base_url.get() or self.settings.base_url
 
     # -- submit ------------------------------------------------------------------------------
     def submit(self, key: ApiKey, model: catalog.Model, body: Any, idempotency_key: str | None) -> tuple[Request, list[str]]:
@@ -174,8 +172,8 @@ class Service:
             raise ValidationError(422, 422001, "Unsupported file", [{"loc": loc, "msg": "Only JPEG and PNG images are supported", "type": "image_format"}])
         file_id = "file_" + secrets.token_hex(12)
         storage_key = f"uploads/{file_id}.{'jpg' if fmt == 'jpeg' else 'png'}"
-        self.storage.put(storage_key, data, f"image/{fmt}")
         content_type = f"image/{fmt}"
+        self.storage.put(storage_key, data, content_type)
         with self.db.begin() as conn:
             conn.execute(db.files.insert().values(
                 id=file_id, owner_key_id=key.id, storage_key=storage_key, bytes=len(data),
@@ -194,9 +192,9 @@ class Service:
             raise InputError("Unknown file: upload it with POST /v1/files using the same API key", loc, "file_unknown")
         return self.storage.get(record["storage_key"])
 
-    def engine_info(self) -> dict[str, Any]:
-        """The engine of the oldest live worker (``{}`` when no worker is live)."""
-        live = self.jobs.workers.live()
+    def engine_info(self, live: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """The engine of the oldest of ``live`` workers (default: read now); ``{}`` when none."""
+        live = self.jobs.workers.live() if live is None else live
         return dict(live[0]["engine"]) if live else {}
 
     # -- reads -------------------------------------------------------------------------------

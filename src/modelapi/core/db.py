@@ -109,6 +109,11 @@ workers = sa.Table(
 so workers on machines whose clocks disagree still agree on who is late."""
 
 
+UNAVAILABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
+"""Errors meaning the database cannot be reached now (down, restarting, pool exhausted): the
+API answers them 503, the workers retry."""
+
+
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 

@@ -148,7 +148,7 @@ def retry_db(fn: Callable[[], T], what: str, patience_s: float = 600.0) -> T:
     while True:
         try:
             return fn()
-        except (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError) as exc:
+        except db.UNAVAILABLE as exc:
             if time.monotonic() > deadline:
                 raise
             log.warning("database unavailable while %s; retrying in %.1f s: %s", what, delay, str(exc).splitlines()[0])
@@ -340,7 +340,7 @@ class JobStore:
         try:
             with self.engine.begin() as conn:
                 conn.execute(R.update().where(self._this_run(run)).values(progress=round(float(progress), 4)))
-        except (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError) as exc:
+        except db.UNAVAILABLE as exc:
             log.warning("progress not recorded (database unavailable): %s", str(exc).splitlines()[0])
 
     def finish(self, run: Run, outcome: Outcome) -> bool:
