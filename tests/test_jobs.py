@@ -7,7 +7,7 @@ import pytest
 import sqlalchemy as sa
 
 from modelapi.core import db
-from modelapi.core.jobs import Done, Failed, JobStore, Stopped
+from modelapi.core.jobs import Done, Failed, JobStore, QueueOrder, Stopped
 from modelapi.core.queue import TaskQueue
 from modelapi.core.workers import WorkerRegistry, runner_id
 from modelapi.types import Status
@@ -125,3 +125,51 @@ def test_reap_gives_a_dead_workers_claims_back_once(jobs):
     assert [w for w, _ in jobs.workers.claim_dead("w1")] == ["dead"]
     assert jobs.workers.claim_dead("w2") == [], "one reaper per dead worker"
     assert not jobs.workers.is_live(runner_id("dead", "i0"))
+
+
+def test_positions_are_exact_near_the_head_and_from_a_snapshot_beyond(jobs):
+    jobs.order = QueueOrder(jobs.engine, exact=3)
+    reqs = [submit(jobs, n) for n in range(6)]  # one key: priorities 2..7, in order
+    assert [jobs.get(r.request_id).queue_position for r in reqs] == [0, 1, 2, 3, 4, 5]
+    jobs.cancel(reqs[0])  # the snapshot is at most a second old: beyond the exact range it may lag
+    assert [jobs.get(r.request_id).queue_position for r in reqs[1:4]] == [0, 1, 2]
+    jobs.order._taken_at = -1e9  # the next read beyond the exact range takes a new snapshot
+    assert [jobs.get(r.request_id).queue_position for r in reqs[4:]] == [3, 4]
+    late = submit(jobs, 9)  # queued after the snapshot: at the back
+    assert jobs.get(late.request_id).queue_position == 5
+
+
+def test_counts_come_from_the_ledger_kept_by_triggers_and_survive_compaction(jobs):
+    reqs = [submit(jobs, n) for n in range(4)]
+    jobs.cancel(reqs[0])
+    run = jobs.begin(reqs[1].request_id, live_runner(jobs, "w1"), reqs[1].workflow_id)
+    jobs.finish(run, Done(["o/0.png"], {}))
+    with jobs.engine.begin() as conn:  # a change made outside the state machine is counted too
+        conn.execute(db.requests.delete().where(db.requests.c.request_id == reqs[3].request_id))
+    expected = {(SEQ, "in_queue", 1), (SEQ, "cancelled", 1), (SEQ, "completed", 1)}
+    assert set(jobs.counts()) == expected
+    seq = jobs.change_seq()
+    jobs._COMPACT_AFTER = 2
+    assert set(jobs.counts()) == expected  # this read folds the ledger
+    with jobs.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(db.request_counts)).scalar() == 3
+    assert set(jobs.counts()) == expected
+    submit(jobs, 7)
+    assert jobs.change_seq() > seq
+
+
+def test_pages_are_newest_first_and_never_repeat_or_skip_while_requests_arrive(jobs):
+    for n in range(5):
+        submit(jobs, n)
+    submit(jobs, 0, owner="key_b")
+    seen, before = [], None
+    while True:
+        page = jobs.page("key_a", limit=2, before_seq=before)
+        if not page:
+            break
+        seen += [r.request_id for r in page]
+        before = jobs.seq_of(page[-1].request_id)
+        submit(jobs, 10 + len(seen))  # newer requests do not disturb older pages
+    assert seen == [f"req_key_a_{n}" for n in (4, 3, 2, 1, 0)]
+    assert [r.request_id for r in jobs.page("key_a", status=Status.IN_QUEUE, limit=1)] == ["req_key_a_15"]
+    assert jobs.page("key_a", model_id="bytedance/dreamina-4-0/edit") == []

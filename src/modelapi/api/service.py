@@ -98,7 +98,7 @@ class Service:
             earlier = self.jobs.find_idempotent(key.id, idempotency_key)
             if earlier is not None:
                 return self._same_request(earlier, body_hash), ignored
-        if self.jobs.count_queued(key.id) >= self.settings.max_queued_per_key:
+        if self.jobs.count_queued(key.id, up_to=self.settings.max_queued_per_key) >= self.settings.max_queued_per_key:
             raise RateLimitError(
                 429, 429001, f"this key already has {self.settings.max_queued_per_key} requests in the queue",
                 retry_after_s=5,

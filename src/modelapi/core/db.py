@@ -1,7 +1,7 @@
 """The database: the tenant-facing tables (SQLAlchemy 2 Core), connections, and migrations.
 
-Tables: ``api_keys``, ``requests``, ``files``, ``usage`` (the billing ledger) and ``workers``
-(heartbeats). The durable queue (DBOS Transact) keeps its own tables in the same database, so a
+Tables: ``api_keys``, ``requests``, ``files``, ``usage`` (the billing ledger), ``workers``
+(heartbeats) and ``request_counts`` (kept by triggers). The durable queue (DBOS Transact) keeps its own tables in the same database, so a
 request row and its queue entry are written in one transaction.
 
 Two kinds of database, picked by URL (``--database-url``):
@@ -36,6 +36,7 @@ api_keys = sa.Table(
     sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("revoked_at", sa.DateTime(timezone=True)),
+    sa.Column("webhook_secret", sa.String(64)),
 )
 
 requests = sa.Table(
@@ -64,9 +65,28 @@ requests = sa.Table(
     sa.Column("started_at", sa.DateTime(timezone=True)),
     sa.Column("finished_at", sa.DateTime(timezone=True)),
     sa.Column("run_by", sa.String(200)),
+    sa.Column("version", sa.Integer, nullable=False, default=0, server_default="0"),
+    sa.Column("webhook", sa.JSON),
     sa.UniqueConstraint("owner_key_id", "idempotency_key"),
     sa.Index("ix_requests_status_priority_seq", "status", "priority", "seq"),
+    sa.Index("ix_requests_owner_seq", "owner_key_id", "seq"),
+    sa.Index("ix_requests_owner_status_seq", "owner_key_id", "status", "seq"),
+    sa.Index("ix_requests_owner_model_seq", "owner_key_id", "model_id", "seq"),
 )
+"""``version`` counts the changes a client can see (status, progress): status stream event ids.
+``webhook``: ``{url, base_url, attempts, last_status_code, delivered_at}`` when the submit named one."""
+
+request_counts = sa.Table(
+    "request_counts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model_id", sa.String(200), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("n", sa.Integer, nullable=False),
+    sqlite_autoincrement=True,
+)
+"""+1/-1 rows appended by triggers on ``requests`` (migration 0003): requests by model and status
+without counting the requests table; ``max(id)`` is a sequence that moves on every status change."""
 
 files = sa.Table(
     "files",

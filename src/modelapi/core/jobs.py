@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -51,6 +52,11 @@ FIRST = 1
 """Priority of requests handed back to the queue (graceful shutdown, recovery): before all others."""
 NEW = 2
 """The smallest priority of a new request (fair-share ranks count up from here)."""
+_SEEN = {"version": C.version + 1}
+"""Part of every UPDATE that changes what a client sees (status, progress): the stream's event ids."""
+EXACT_POSITIONS = 1000
+"""Queue positions below this are counted exactly on every read; beyond it they come from a
+snapshot of the queue's order (see :class:`QueueOrder`), so a poll costs the same at any depth."""
 
 
 @dataclass(frozen=True)
@@ -156,6 +162,36 @@ def retry_db(fn: Callable[[], T], what: str, patience_s: float = 600.0) -> T:
             delay = min(delay * 2, 5.0)
 
 
+class QueueOrder:
+    """Queue positions beyond ``exact`` (default :data:`EXACT_POSITIONS`): the order of the whole queue, read at
+    most every ``max(1 s, 20 x the time one read takes)`` (so keeping it costs at most ~5% of
+    one thread whatever the queue's depth). Positions it gives may be that many seconds old;
+    a request queued after the last read is placed at the back."""
+
+    def __init__(self, engine: sa.Engine, exact: int = EXACT_POSITIONS) -> None:
+        self.exact = exact
+        self._reads = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._lock = threading.Lock()
+        self._order: dict[str, int] = {}
+        self._taken_at = -1e9
+        self._max_age_s = 1.0
+
+    def position(self, request_id: str) -> int:
+        if time.monotonic() - self._taken_at > self._max_age_s and self._lock.acquire(blocking=not self._order):
+            try:
+                t0 = time.monotonic()
+                with self._reads.connect() as conn:
+                    ids = conn.execute(sa.select(C.request_id).where(C.status == Status.IN_QUEUE.value)
+                                       .order_by(C.priority, C.seq)).scalars().all()
+                self._order = {rid: i for i, rid in enumerate(ids)}
+                self._taken_at = time.monotonic()
+                self._max_age_s = max(1.0, 20 * (self._taken_at - t0))
+            finally:
+                self._lock.release()
+        order = self._order
+        return max(self.exact, order.get(request_id, len(order)))
+
+
 class JobStore:
     """The requests table and its state machine. All methods are safe to call from any thread.
 
@@ -175,12 +211,19 @@ class JobStore:
         self.workers = workers
         self.max_attempts = max_attempts
         self.prices_usd = prices_usd or {}
+        self.order = QueueOrder(engine)
 
     # -- reads -------------------------------------------------------------------------------
-    _AHEAD = sa.select(sa.func.count()).select_from(R).where(
-        C.status == Status.IN_QUEUE.value,
-        sa.tuple_(C.priority, C.seq) < sa.tuple_(sa.bindparam("priority"), sa.bindparam("seq")),
+    _AHEAD = sa.select(sa.func.count()).select_from(
+        sa.select(sa.literal(1)).where(
+            C.status == Status.IN_QUEUE.value,
+            sa.tuple_(C.priority, C.seq) < sa.tuple_(sa.bindparam("priority"), sa.bindparam("seq")),
+        ).limit(sa.bindparam("cap")).subquery()
     )
+
+    def _position(self, conn: sa.Connection, request_id: str, priority: int, seq: int) -> int:
+        ahead = conn.execute(self._AHEAD, {"priority": priority, "seq": seq, "cap": self.order.exact}).scalar_one()
+        return ahead if ahead < self.order.exact else self.order.position(request_id)
 
     def get(self, request_id: str, owner_key_id: str | None = None) -> Request | None:
         """The request, or None when unknown — or owned by another key than ``owner_key_id``."""
@@ -193,7 +236,7 @@ class JobStore:
                 return None
             position = None
             if row["status"] == Status.IN_QUEUE:
-                position = conn.execute(self._AHEAD, {"priority": row["priority"], "seq": row["seq"]}).scalar_one()
+                position = self._position(conn, request_id, row["priority"], row["seq"])
         return _row(row, position)
 
     _POLL = sa.text(
@@ -202,8 +245,8 @@ class JobStore:
     )
 
     def poll(self, request_id: str, key_hash: str) -> tuple[bool, tuple[Status, float | None, int | None] | None]:
-        """The hot path of status polls, in one round trip: (is the key live, and
-        (status, progress, queue_position) of that key's request or None)."""
+        """The hot path of status polls, in one round trip (two while queued): (is the key live,
+        and (status, progress, queue_position) of that key's request or None)."""
         with self._reads.connect() as conn:
             row = conn.execute(self._POLL, {"rid": request_id, "h": key_hash}).first()
             if row is None or row.revoked_at is not None:
@@ -211,10 +254,43 @@ class JobStore:
             if row.status is None:
                 return True, None
             status = Status(row.status)
-            position = None
-            if status is Status.IN_QUEUE:
-                position = conn.execute(self._AHEAD, {"priority": row.priority, "seq": row.seq}).scalar_one()
+            position = self._position(conn, request_id, row.priority, row.seq) if status is Status.IN_QUEUE else None
         return True, (status, row.progress, position)
+
+    def watch(self, request_ids: list[str]) -> list[Request]:
+        """The rows of ``request_ids`` (any owner) with their queue positions: one read for
+        every status stream of a process (the caller checked ownership when the stream opened)."""
+        with self._reads.connect() as conn:
+            rows = conn.execute(R.select().where(C.request_id.in_(request_ids))).mappings().all()
+            return [_row(r, self._position(conn, r["request_id"], r["priority"], r["seq"])
+                         if r["status"] == Status.IN_QUEUE else None) for r in rows]
+
+    def change_seq(self) -> int:
+        """A number that grows on every status change of any request (queue positions can only
+        move when it does): the newest id of the counts ledger."""
+        with self._reads.connect() as conn:
+            return conn.execute(sa.select(sa.func.max(db.request_counts.c.id))).scalar() or 0
+
+    def page(self, owner_key_id: str, *, status: Status | None = None, model_id: str | None = None,
+             limit: int = 20, before_seq: int | None = None) -> list[Request]:
+        """Up to ``limit`` of the key's requests, newest first, older than ``before_seq`` (a
+        keyset cursor: pages never skip or repeat a request while new ones arrive). Costs
+        ``limit`` index entries (indexes ``(owner_key_id[, status | model_id], seq)``)."""
+        query = R.select().where(C.owner_key_id == owner_key_id)
+        if status is not None:
+            query = query.where(C.status == status.value)
+        if model_id is not None:
+            query = query.where(C.model_id == model_id)
+        if before_seq is not None:
+            query = query.where(C.seq < before_seq)
+        with self._reads.connect() as conn:
+            rows = conn.execute(query.order_by(C.seq.desc()).limit(limit)).mappings().all()
+            return [_row(r, self._position(conn, r["request_id"], r["priority"], r["seq"])
+                         if r["status"] == Status.IN_QUEUE else None) for r in rows]
+
+    def seq_of(self, request_id: str) -> int | None:
+        with self._reads.connect() as conn:
+            return conn.execute(sa.select(C.seq).where(C.request_id == request_id)).scalar()
 
     def find_idempotent(self, owner_key_id: str, idempotency_key: str) -> Request | None:
         with self.engine.connect() as conn:
@@ -223,13 +299,13 @@ class JobStore:
             ).mappings().first()
         return _row(row) if row else None
 
-    def count_queued(self, owner_key_id: str) -> int:
-        with self.engine.connect() as conn:
-            return conn.execute(
-                sa.select(sa.func.count()).select_from(R).where(
-                    C.owner_key_id == owner_key_id, C.status == Status.IN_QUEUE.value
-                )
-            ).scalar_one()
+    def count_queued(self, owner_key_id: str, up_to: int) -> int:
+        """The key's queued requests, counted up to ``up_to`` (the cost stays bounded)."""
+        with self._reads.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(
+                sa.select(sa.literal(1)).where(C.owner_key_id == owner_key_id, C.status == Status.IN_QUEUE.value)
+                .limit(up_to).subquery()
+            )).scalar_one()
 
     def list(self, *statuses: Status) -> list[Request]:
         with self.engine.connect() as conn:
@@ -238,12 +314,27 @@ class JobStore:
             ).mappings()
             return [_row(r) for r in rows]
 
+    _COMPACT_AFTER = 1000
+
     def counts(self) -> list[tuple[str, str, int]]:
-        """(model_id, status, count) for every pair present."""
-        with self.engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(
-                sa.select(C.model_id, C.status, sa.func.count()).group_by(C.model_id, C.status)
-            )]
+        """(model_id, status, count) for every pair with requests, from the ``request_counts``
+        ledger (kept by triggers; see :data:`modelapi.core.db.request_counts`). When the ledger
+        has grown past ``_COMPACT_AFTER`` rows it is folded into one row per pair, in one
+        transaction (concurrent folds by other processes delete disjoint rows), so reading it
+        costs the same however many requests exist."""
+        K = db.request_counts.c
+        with self._reads.connect() as conn:
+            rows = conn.execute(sa.select(K.model_id, K.status, sa.func.sum(K.n), sa.func.count())
+                                .group_by(K.model_id, K.status)).all()
+        if sum(r[3] for r in rows) > self._COMPACT_AFTER:
+            with self.engine.begin() as conn:
+                folded: dict[tuple[str, str], int] = {}
+                for model_id, status, n in conn.execute(db.request_counts.delete().returning(K.model_id, K.status, K.n)):
+                    folded[(model_id, status)] = folded.get((model_id, status), 0) + n
+                kept = [{"model_id": m, "status": st, "n": n} for (m, st), n in folded.items() if n]
+                if kept:
+                    conn.execute(db.request_counts.insert(), kept)
+        return [(m, st, int(n)) for m, st, n, _ in rows if n]
 
     # -- submit and cancel (API side) ---------------------------------------------------------
     _ACTIVE = C.status.in_([Status.IN_QUEUE.value, Status.IN_PROGRESS.value])
@@ -287,7 +378,7 @@ class JobStore:
         """in_queue -> cancelled, and its queue entry removed. False when it is no longer queued."""
         with self.engine.begin() as conn:
             ok = conn.execute(R.update().where(C.request_id == req.request_id, C.status == Status.IN_QUEUE.value)
-                              .values(status=Status.CANCELLED.value, finished_at=db.utcnow())).rowcount == 1
+                              .values(status=Status.CANCELLED.value, finished_at=db.utcnow(), **_SEEN)).rowcount == 1
         if ok:
             _log("request.cancelled", req.request_id)
             try:  # tidy only: a worker that still takes the entry finds the request cancelled
@@ -322,7 +413,7 @@ class JobStore:
         with self.engine.begin() as conn:
             ok = conn.execute(R.update().where(C.request_id == request_id, frm).values(
                 status=Status.IN_PROGRESS.value, started_at=db.utcnow(), progress=0.0,
-                attempts=req.attempts + 1, run_by=runner,
+                attempts=req.attempts + 1, run_by=runner, **_SEEN,
             )).rowcount == 1
         if not ok:
             return None
@@ -339,7 +430,7 @@ class JobStore:
         """Record progress (0-1). Best effort: a database outage skips the update."""
         try:
             with self.engine.begin() as conn:
-                conn.execute(R.update().where(self._this_run(run)).values(progress=round(float(progress), 4)))
+                conn.execute(R.update().where(self._this_run(run)).values(progress=round(float(progress), 4), **_SEEN))
         except db.UNAVAILABLE as exc:
             log.warning("progress not recorded (database unavailable): %s", str(exc).splitlines()[0])
 
@@ -358,7 +449,7 @@ class JobStore:
                 units, cost = usage.bill(catalog.get(req.model_id), req.inputs, len(outcome.outputs), self.prices_usd)
                 ok = conn.execute(update.values(
                     status=Status.COMPLETED.value, progress=1.0, outputs=outcome.outputs, metadata=outcome.metadata,
-                    billed_units=units, cost_usd=cost, finished_at=db.utcnow(),
+                    billed_units=units, cost_usd=cost, finished_at=db.utcnow(), **_SEEN,
                 )).rowcount == 1
                 if ok:
                     usage.record(conn, req.request_id, req.owner_key_id, req.model_id, units, cost)
@@ -366,7 +457,7 @@ class JobStore:
             elif isinstance(outcome, Failed):
                 ok = conn.execute(update.values(
                     status=Status.FAILED.value, error={"code": outcome.code, "message": outcome.message},
-                    finished_at=db.utcnow(),
+                    finished_at=db.utcnow(), **_SEEN,
                 )).rowcount == 1
                 event, fields = "request.failed", {"error_code": outcome.code, "error_message": outcome.message}
             else:
@@ -374,7 +465,7 @@ class JobStore:
                 workflow_id = _next_workflow_id(current)
                 ok = conn.execute(update.values(
                     status=Status.IN_QUEUE.value, priority=FIRST, progress=None, started_at=None,
-                    attempts=run.attempt - 1, run_by=None, workflow_id=workflow_id,
+                    attempts=run.attempt - 1, run_by=None, workflow_id=workflow_id, **_SEEN,
                 )).rowcount == 1
                 if ok:
                     self.queue.enqueue(conn, request_id=req.request_id, workflow_id=workflow_id, priority=FIRST,
@@ -389,7 +480,7 @@ class JobStore:
     def _fail(self, request_id: str, code: str, message: str, *where: sa.ColumnElement[bool]) -> bool:
         with self.engine.begin() as conn:
             ok = conn.execute(R.update().where(C.request_id == request_id, self._ACTIVE, *where).values(
-                status=Status.FAILED.value, error={"code": code, "message": message}, finished_at=db.utcnow(),
+                status=Status.FAILED.value, error={"code": code, "message": message}, finished_at=db.utcnow(), **_SEEN,
             )).rowcount == 1
         if ok:
             _log("request.failed", request_id, error_code=code, error_message=message)
