@@ -168,7 +168,7 @@ def test_pages_are_newest_first_and_never_repeat_or_skip_while_requests_arrive(j
         if not page:
             break
         seen += [r.request_id for r in page]
-        before = jobs.seq_of(page[-1].request_id)
+        before = page[-1].seq
         submit(jobs, 10 + len(seen))  # newer requests do not disturb older pages
     assert seen == [f"req_key_a_{n}" for n in (4, 3, 2, 1, 0)]
     assert [r.request_id for r in jobs.page("key_a", status=Status.IN_QUEUE, limit=1)] == ["req_key_a_15"]

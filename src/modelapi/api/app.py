@@ -10,6 +10,7 @@ import json
 import logging
 import re
 from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any, Callable
 
 from fastapi import FastAPI, File, Header, Query, Request, UploadFile
@@ -19,6 +20,7 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from starlette.concurrency import run_in_threadpool
+from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import catalog
@@ -29,7 +31,9 @@ from ..errors import APIStatusError, AuthenticationError, NotFoundError, RateLim
 from ..types import Status
 from ..validation import json_schema
 from . import schemas
+from .schemas import StatusName
 from .service import Service, ServiceUnavailable
+from .watch import Watcher, event_id
 
 
 log = logging.getLogger("modelapi.http")
@@ -81,6 +85,30 @@ class _TooLarge(Exception):
     pass
 
 
+FEATURES = "status-stream, long-poll, webhooks, idempotency-key"
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+class FeaturesHeader:
+    """ASGI middleware: every answer names, in ``Modelapi-Features``, what this server offers
+    beyond the hosted contract (the hosted service sends no such header), so an SDK streams,
+    long-polls and retries submits only where it may."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_header(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"modelapi-features", FEATURES.encode())]
+            await send(message)
+
+        await self.app(scope, receive, send_with_header)
+
+
 class RequestBaseURL:
     """ASGI middleware: the base of the absolute URLs of this request's answer, from its Host
     header — or, when the connection comes from one of ``trusted`` proxies, from its
@@ -117,7 +145,9 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
         description="Self-hosted Model API: asynchronous image-generation jobs behind Bearer keys.",
     )
     app.state.service = service
+    watcher = app.state.watcher = Watcher(service.jobs)
     app.add_middleware(BodyLimit, max_bytes=service.settings.max_body_bytes)
+    app.add_middleware(FeaturesHeader)
     if not service.settings.public_url:
         app.add_middleware(RequestBaseURL, trusted=frozenset(service.settings.trusted_proxies))
 
@@ -194,10 +224,38 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
         # a body built by the service (the response_model documents it).
         return JSONResponse(service.status(request_id, bearer_token(authorization)))
 
+    @app.get("/v1/requests/{request_id}/status/stream", tags=["requests"], responses=schemas.errors(401, 404)
+             | {200: {"content": {"text/event-stream": {}}, "description": "`status` events, each the status body; "
+                      "the terminal state's is the last. Resume with `Last-Event-ID`."}})
+    async def status_stream(request_id: str, authorization: str | None = Auth,
+                            last_event_id: str | None = Header(None, alias="Last-Event-ID")) -> EventSourceResponse:
+        req = await run_in_threadpool(lambda: service.get(request_id, require_key(authorization)))
+        after = int(last_event_id) if last_event_id and last_event_id.isdigit() else None
+
+        async def events() -> AsyncIterator[ServerSentEvent]:
+            async for update in watcher.updates(req, after):
+                yield ServerSentEvent(json.dumps(service.status_body(update)), event="status", id=str(event_id(update)))
+
+        return EventSourceResponse(events(), ping=service.settings.stream_ping_s, headers=NO_STORE)
+
     @app.get("/v1/requests/{request_id}/result", response_model=schemas.ResultBody, response_model_exclude_none=True,
              tags=["requests"], responses=schemas.errors(401, 404, 422))
-    def result(request_id: str, include_cost: bool = Query(False), authorization: str | None = Auth) -> dict:
-        return service.result_body(service.get(request_id, require_key(authorization)), include_cost)
+    async def result(request_id: str, include_cost: bool = Query(False),
+                     wait: float | None = Query(None, ge=0, le=60, description="Seconds to wait for a terminal state (long-poll)"),
+                     authorization: str | None = Auth) -> dict:
+        req = await run_in_threadpool(lambda: service.get(request_id, require_key(authorization)))
+        if wait and not req.status.is_terminal:
+            req = await watcher.until_terminal(req, wait)
+            if req.status.is_terminal:  # the full row: outputs, metadata, error
+                req = await run_in_threadpool(service.get_any, request_id)
+        return await run_in_threadpool(service.result_body, req, include_cost)
+
+    @app.get("/v1/requests", response_model=schemas.RequestPage, tags=["requests"], responses=schemas.errors(401, 422))
+    def list_requests(status: StatusName | None = Query(None), model: str | None = Query(None, description="A model id"),
+                      limit: int = Query(20, ge=1, le=100), cursor: str | None = Query(None, description="A page's next_cursor"),
+                      authorization: str | None = Auth) -> JSONResponse:
+        return JSONResponse(service.list_requests(require_key(authorization), status=Status(status) if status else None,
+                                                  model_id=model, limit=limit, cursor=cursor))
 
     @app.post("/v1/requests/{request_id}/cancel", response_model=schemas.CancelBody, tags=["requests"],
               responses=schemas.errors(401, 404, 413))

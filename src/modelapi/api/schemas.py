@@ -47,6 +47,21 @@ class ResultBody(BaseModel):
     result_url: str | None = None
 
 
+class RequestItem(StatusBody):
+    model_id: str
+    created_at: str
+    finished_at: str | None = None
+
+
+class RequestPage(BaseModel):
+    requests: list[RequestItem] = Field(description="Newest first")
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on the last")
+
+
+class WebhookSecret(BaseModel):
+    key: str = Field(description="`whsec_` + base64: the key's Standard Webhooks signing secret")
+
+
 class CancelBody(BaseModel):
     request_id: str
     status: StatusName

@@ -6,6 +6,7 @@ Routes parse and authorise, then call one method here; errors are raised as
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import logging
@@ -205,6 +206,13 @@ class Service:
             raise NotFoundError(404, 404001, f"request {request_id} not found", request_id=request_id)
         return req
 
+    def get_any(self, request_id: str) -> Request:
+        """The request whoever owns it (the caller checked ownership)."""
+        req = self.jobs.get(request_id)
+        if req is None:
+            raise NotFoundError(404, 404001, f"request {request_id} not found", request_id=request_id)
+        return req
+
     def urls(self, request_id: str) -> dict[str, str]:
         base = f"{self.base_url}/v1/requests/{request_id}"
         return {"status_url": f"{base}/status", "result_url": f"{base}/result", "cancel_url": f"{base}/cancel"}
@@ -252,6 +260,33 @@ class Service:
         if include_cost:
             body["cost"] = req.cost_usd or 0.0
         return body
+
+    def list_requests(self, key: ApiKey, *, status: Status | None, model_id: str | None, limit: int,
+                      cursor: str | None) -> dict[str, Any]:
+        """A page of the key's requests, newest first: ``{"requests": [item], "next_cursor": str |
+        None}``; each item is the status body plus ``model_id``, ``created_at`` and
+        ``finished_at``. ``cursor`` is a page's ``next_cursor`` (opaque).
+
+        Raises:
+            ValidationError: 422 for an unknown ``model`` or a malformed ``cursor``.
+        """
+        if model_id is not None and catalog.get(model_id) is None:
+            raise ValidationError(422, 422001, "Unknown model", [
+                {"loc": ["query", "model"], "msg": "Must be one of the model ids of GET /v1/models", "type": "enum"}])
+        before = None
+        if cursor is not None:
+            try:
+                before = int(base64.urlsafe_b64decode(cursor.encode("ascii") + b"==").decode("ascii"))
+            except (ValueError, UnicodeError):
+                raise ValidationError(422, 422001, "Malformed cursor", [
+                    {"loc": ["query", "cursor"], "msg": "Must be a next_cursor from this route", "type": "value_error"}]) from None
+        page = self.jobs.page(key.id, status=status, model_id=model_id, limit=limit, before_seq=before)
+        next_cursor = None
+        if len(page) == limit:
+            next_cursor = base64.urlsafe_b64encode(str(page[-1].seq).encode()).decode().rstrip("=")
+        return {"requests": [self.status_body(r) | {"model_id": r.model_id, "created_at": iso(r.created_at),
+                                                    "finished_at": iso(r.finished_at)} for r in page],
+                "next_cursor": next_cursor}
 
     def cancel(self, req: Request) -> dict[str, Any]:
         """in_queue -> cancelled (and off the queue); anything else -> not_cancellable. Idempotent."""

@@ -85,6 +85,9 @@ class Request:
     idempotency_key: str | None = None
     body_hash: str | None = None
     run_by: str | None = None
+    version: int = 0
+    seq: int = 0
+    webhook: dict[str, Any] | None = None
     queue_position: int | None = None
 
 
@@ -257,13 +260,13 @@ class JobStore:
             position = self._position(conn, request_id, row.priority, row.seq) if status is Status.IN_QUEUE else None
         return True, (status, row.progress, position)
 
-    def watch(self, request_ids: list[str]) -> list[Request]:
-        """The rows of ``request_ids`` (any owner) with their queue positions: one read for
-        every status stream of a process (the caller checked ownership when the stream opened)."""
+    def watch(self, request_ids: list[str], positions: bool = True) -> list[Request]:
+        """The rows of ``request_ids`` (any owner), with queue positions when ``positions``: one
+        read for every status stream of a process (ownership was checked when each opened)."""
         with self._reads.connect() as conn:
             rows = conn.execute(R.select().where(C.request_id.in_(request_ids))).mappings().all()
             return [_row(r, self._position(conn, r["request_id"], r["priority"], r["seq"])
-                         if r["status"] == Status.IN_QUEUE else None) for r in rows]
+                         if positions and r["status"] == Status.IN_QUEUE else None) for r in rows]
 
     def change_seq(self) -> int:
         """A number that grows on every status change of any request (queue positions can only
@@ -287,10 +290,6 @@ class JobStore:
             rows = conn.execute(query.order_by(C.seq.desc()).limit(limit)).mappings().all()
             return [_row(r, self._position(conn, r["request_id"], r["priority"], r["seq"])
                          if r["status"] == Status.IN_QUEUE else None) for r in rows]
-
-    def seq_of(self, request_id: str) -> int | None:
-        with self._reads.connect() as conn:
-            return conn.execute(sa.select(C.seq).where(C.request_id == request_id)).scalar()
 
     def find_idempotent(self, owner_key_id: str, idempotency_key: str) -> Request | None:
         with self.engine.connect() as conn:
@@ -367,7 +366,7 @@ class JobStore:
         with self.engine.begin() as conn:
             req = replace(req, priority=self._fair_priority(conn, owner_key_id))
             conn.execute(R.insert().values(
-                {k: v for k, v in req.__dict__.items() if k not in ("queue_position", "run_by")} | {"status": req.status.value}
+                {k: v for k, v in req.__dict__.items() if k not in ("queue_position", "run_by", "version", "seq")} | {"status": req.status.value}
             ))
             self.queue.enqueue(conn, request_id=request_id, workflow_id=req.workflow_id, priority=req.priority,
                                owner_key_id=owner_key_id)
