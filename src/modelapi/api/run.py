@@ -91,7 +91,7 @@ def start_in_thread(settings: Settings) -> tuple[uvicorn.Server, Service, thread
     """Serve in a background thread (for ``modelapi demo``); stop with ``server.should_exit = True``."""
     app, service = build(settings, announce_key=False)
     server = _uvicorn(app, settings)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    # uvicorn installs signal handlers only when run in the main thread, so none are set here.
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     return server, service, thread

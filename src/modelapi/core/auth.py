@@ -102,4 +102,6 @@ def ensure_initial_key(conn: sa.Connection, data_dir: Path) -> str | None:
 
 
 def _record(row) -> ApiKey:  # noqa: ANN001
-    return ApiKey(row["id"], row["name"], row["prefix"], db.as_utc(row["created_at"]), db.as_utc(row["revoked_at"]))
+    created_at = db.as_utc(row["created_at"])
+    assert created_at is not None  # a NOT NULL column
+    return ApiKey(row["id"], row["name"], row["prefix"], created_at, db.as_utc(row["revoked_at"]))

@@ -69,7 +69,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 def system_resolver(host: str, port: int) -> list[str]:
     """Every address ``host`` resolves to, via :func:`socket.getaddrinfo` (raises ``OSError``)."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return [info[4][0] for info in infos]
+    return [str(info[4][0]) for info in infos]  # an IP address string for AF_INET/AF_INET6
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import os
 import secrets
 import time
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import unquote, urlencode, urlparse
 
 
@@ -111,7 +111,9 @@ class S3Storage:
         client: a boto3 S3 client; default one configured from the environment.
     """
 
-    def __init__(self, bucket: str, prefix: str = "", client: object | None = None) -> None:
+    client: Any  # a boto3 S3 client (boto3 ships no type information)
+
+    def __init__(self, bucket: str, prefix: str = "", client: Any | None = None) -> None:
         import boto3
         from botocore.config import Config
 

@@ -21,8 +21,9 @@ def bill(model: catalog.Model, inputs: dict[str, Any], images: int, prices_usd: 
     dreamina bills the images produced (the catalogue's ``billed_by``). The price per unit
     comes from ``--prices-usd`` (default 0.03 USD per unit for each model).
     """
-    if model.task.billed_by == "max_images":
-        units = int(inputs.get(model.task.max_images_field) or images)
+    field = model.task.max_images_field
+    if model.task.billed_by == "max_images" and field is not None:
+        units = int(inputs.get(field) or images)
     else:
         units = images
     return units, round(units * prices_usd.get(model.model_id, 0.0), 6)

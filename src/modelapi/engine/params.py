@@ -89,7 +89,7 @@ def crop_center(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     """
     if image.size == tuple(size):
         return image
-    return image.crop(crop_box(image.size, tuple(size)))
+    return image.crop(crop_box(image.size, size))
 
 
 def guidance_from_scale(scale: float) -> float:

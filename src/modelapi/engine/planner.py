@@ -147,6 +147,7 @@ def plan_series(
         why = "force_single" if force_single else "disabled"
         return SeriesPlan(1, [single], stated, cap, why, language)
     if source == "prompt_count":
+        assert stated is not None  # "prompt_count" is set only with a stated count
         count = min(max(stated, 1), cap)
         return SeriesPlan(count, per_image * count, stated, cap, source, language)
     count = min(len(per_image), cap)
@@ -323,7 +324,7 @@ def _remove_phrase(prompt: str, phrase: CountPhrase) -> tuple[str, int]:
     keep = ""
     if phrase.modifier and phrase.noun:
         keep = f"{phrase.modifier} {lang.singular(phrase.noun)}"
-    elif not lang.is_generic(phrase.noun):
+    elif phrase.noun is not None and not lang.is_generic(phrase.noun):
         keep = lang.singular(phrase.noun)
     else:
         connector = re.match(rf"(?:{lang.connector})\s*", right, re.IGNORECASE) if lang.connector else None
@@ -334,7 +335,7 @@ def _remove_phrase(prompt: str, phrase: CountPhrase) -> tuple[str, int]:
             and re.match(r"\s+[^\W\d_]", right) is not None
         )
         glue = re.search(rf"(?:{lang.before})$", left, re.IGNORECASE) if lang.before else None
-        if post_adjective:  # "3 immagini realistiche di ...": the noun stays as written
+        if post_adjective and phrase.noun is not None:  # "3 immagini realistiche di ...": the noun stays as written
             keep = phrase.noun
         elif connector is not None and glue is not None and re.search(r"[^\W\d_]", glue[0]):
             # "una storia in 3 vignette su un robot": the preposition before goes, the one

@@ -44,6 +44,8 @@ def generate(req: Request, attempt: int, engine: Engine, storage: Storage, progr
         ``Stopped`` when ``should_stop()`` turned True between steps.
     """
     model = catalog.get(req.model_id)
+    if model is None:
+        raise LookupError(f"unknown model {req.model_id!r}")
     refs = [Image.open(io.BytesIO(storage.get(key))).convert("RGB") for key in req.input_files]
     rewrite = getattr(engine, "rewrite_prompts", None)
     try:
