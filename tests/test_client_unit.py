@@ -6,13 +6,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from collections.abc import AsyncIterator, Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 import httpx
 import pytest
 
-from modelapi import errors
+from modelapi import Status, errors
 from modelapi.client import (
     AsyncClient,
     Cancelled,
@@ -22,6 +24,8 @@ from modelapi.client import (
     InProgress,
     Queued,
     RequestHandle,
+    RequestSummary,
+    Unknown,
     parse_status,
 )
 
@@ -30,6 +34,7 @@ RID = "req-1"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 32
 GIF = b"GIF89a" + b"\x00" * 32
+FEATURES = {"Modelapi-Features": "status-stream, long-poll, webhooks, idempotency-key"}
 
 
 class FakeClock:
@@ -160,8 +165,12 @@ def test_submit_posts_input_with_bearer_key(make_client):
     assert str(request.url) == f"{BASE}/v1/models/bytedance/seedream-4-0/sequential"
     assert request.headers["authorization"] == "Bearer key-1"
     assert request.headers["content-type"] == "application/json"
-    assert "idempotency-key" not in request.headers
     assert json.loads(request.content) == {"text": "Generate 3 images of a fox"}
+    # a server not heard from yet gets a generated key (so a cut-off submit could be retried);
+    # one known not to honour keys (no Modelapi-Features header) gets none
+    assert request.headers["idempotency-key"].startswith("modelapi-python-")
+    client.submit("bytedance/seedream-4-0/sequential", {"text": "Generate 3 images of a fox"})
+    assert "idempotency-key" not in rec.requests[1].headers
 
 
 @pytest.mark.parametrize(
@@ -184,12 +193,14 @@ def test_status_is_typed(make_client, body, expected):
     assert rec.paths() == [f"GET /v1/requests/{RID}/status"]
 
 
-def test_unknown_status_raises_value_error(make_client):
+def test_unknown_status_is_an_unknown_update(make_client):
     client, _ = make_client(sequence(httpx.Response(200, json=status_body("paused"))))
-    with pytest.raises(ValueError):
-        client.status(RID)
-    with pytest.raises(ValueError):
-        parse_status({"request_id": RID})
+    update = client.status(RID)
+    assert update == Unknown(RID, "paused") and not update.is_terminal
+    assert update.status is None and update.status_value == "paused"
+    assert update.body["status"] == "paused"
+    assert parse_status({"request_id": RID}) == Unknown(RID, "")
+    assert parse_status({"status": "in_queue", "queue_position": "n/a"}) == Queued("", None)
 
 
 def test_parse_status_of_result_bodies_carries_output_and_error():
@@ -347,20 +358,31 @@ def test_submit_without_idempotency_key_is_never_retried(make_client, clock):
     assert len(rec.requests) == 1 and clock.sleeps == []
 
 
-def test_submit_without_idempotency_key_not_retried_on_connection_error(make_client):
-    client, rec = make_client(sequence(httpx.ConnectError("reset"), httpx.Response(200, json=handle_body())))
-    with pytest.raises(errors.APIConnectionError):
-        client.submit("bytedance/seedream-4-0/sequential", {"text": "x"})
-    assert len(rec.requests) == 1
+def test_submit_not_retried_on_connection_error_when_the_server_does_not_dedupe(make_client):
+    """The hosted service (no Modelapi-Features header) does not honour Idempotency-Key: a
+    submit cut off by a connection error may have been queued, so it is not sent again."""
+    client, rec = make_client(sequence(httpx.ConnectError("reset"), httpx.Response(200, json={"models": []}),
+                                       httpx.Response(200, json=handle_body())))
+    with pytest.raises(errors.APIConnectionError) as info:
+        client.submit("bytedance/seedream-4-0/sequential", {"text": "x"}, idempotency_key="idem-1")
+    assert isinstance(info.value.__cause__, httpx.ConnectError)
+    # one cheap GET learnt the server's features; the submit was sent once
+    assert rec.paths() == ["POST /v1/models/bytedance/seedream-4-0/sequential", "GET /v1/models"]
 
 
-def test_submit_with_idempotency_key_is_retried_with_the_same_key(make_client):
-    client, rec = make_client(sequence(error_response(503), httpx.Response(200, json=handle_body())))
+def test_submit_with_idempotency_key_is_retried_only_against_a_deduping_server(make_client):
+    client, rec = make_client(sequence(error_response(503, **FEATURES),
+                                       httpx.Response(200, json=handle_body(), headers=FEATURES)))
     handle = client.submit("bytedance/seedream-4-0/sequential", {"text": "x"}, idempotency_key="idem-42")
     assert handle.request_id == RID
     assert len(rec.requests) == 2
     assert [r.headers["idempotency-key"] for r in rec.requests] == ["idem-42", "idem-42"]
     assert rec.requests[0].content == rec.requests[1].content
+    # the same 503 from a server that does not say it dedupes: not retried, even with a key
+    hosted, hosted_rec = make_client(sequence(error_response(503), httpx.Response(200, json=handle_body())))
+    with pytest.raises(errors.APIStatusError):
+        hosted.submit("bytedance/seedream-4-0/sequential", {"text": "x"}, idempotency_key="idem-42")
+    assert len(hosted_rec.requests) == 1
 
 
 def test_retry_after_is_honoured(make_client, clock):
@@ -725,3 +747,379 @@ def test_async_download_and_files(clock, tmp_path, images):
             assert "authorization" not in rec.requests[-1].headers
 
     asyncio.run(main())
+
+
+# --------------------------------------------------------------------------- the hosted service's shapes
+
+
+def test_run_polls_a_server_without_features_in_the_hosted_shapes(make_client, clock):
+    """The hosted service: a base URL ending in /v1, no Modelapi-Features header, a submit answer
+    with only request_id, a status string this SDK does not know. run() polls and succeeds."""
+    result = completed_body("https://cdn.example.com/a.png")
+    statuses = [{"request_id": RID, "status": "in_queue"}, {"request_id": RID, "status": "in_review"},
+                {"request_id": RID, "status": "in_progress"}, {"request_id": RID, "status": "completed"}]
+
+    def hosted(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if request.method == "POST" and path == "/v1/models/bytedance/seedream-4-0/sequential":
+            return httpx.Response(200, json={"request_id": RID})
+        if path == f"/v1/requests/{RID}/status":
+            return httpx.Response(200, json=statuses.pop(0) if len(statuses) > 1 else statuses[0])
+        if path == f"/v1/requests/{RID}/result":
+            return httpx.Response(200, json=result)
+        return httpx.Response(404, json={"detail": "Not Found"})
+
+    for base_url in ("https://model-api.runcomfy.net/v1", "https://model-api.runcomfy.net/v1/"):
+        statuses[:] = [{"request_id": RID, "status": "in_queue"}, {"request_id": RID, "status": "in_review"},
+                       {"request_id": RID, "status": "in_progress"}, {"request_id": RID, "status": "completed"}]
+        client, rec = make_client(hosted, base_url=base_url)
+        assert client.base_url == "https://model-api.runcomfy.net"
+        seen: list[Any] = []
+        assert client.run("bytedance/seedream-4-0/sequential", {"text": "x"}, on_update=seen.append) == result
+        assert seen == [Queued(RID, None), Unknown(RID, "in_review"), InProgress(RID, None),
+                        Completed(RID, result["output"])]
+        assert not any("/status/stream" in p for p in rec.paths()), rec.paths()
+        assert rec.paths().count(f"GET /v1/requests/{RID}/status") == 4
+        assert client.features() == frozenset()
+        handle = client.submit("bytedance/seedream-4-0/sequential", {"text": "x"})
+        assert handle == RequestHandle(RID, f"https://model-api.runcomfy.net/v1/requests/{RID}/status",
+                                       f"https://model-api.runcomfy.net/v1/requests/{RID}/result",
+                                       f"https://model-api.runcomfy.net/v1/requests/{RID}/cancel")
+
+
+def test_a_submit_answer_without_request_id_is_a_clear_error(make_client):
+    client, _ = make_client(sequence(httpx.Response(200, json={"status": "queued"})))
+    with pytest.raises(errors.ModelAPIError, match="no request_id"):
+        client.submit("bytedance/seedream-4-0/sequential", {"text": "x"})
+
+
+def test_features_come_from_any_answer_of_the_server(make_client, tmp_path):
+    client, rec = make_client(sequence(httpx.Response(200, json={"models": []}, headers=FEATURES)))
+    assert client.features() == {"status-stream", "long-poll", "webhooks", "idempotency-key"}
+    assert client.features() == client.features() and len(rec.requests) == 1  # learnt once
+    # answers from another origin (a presigned URL) say nothing about the server
+    other, other_rec = make_client(sequence(httpx.Response(200, content=PNG, headers={"Content-Type": "image/png"}),
+                                            httpx.Response(200, json={"models": []}, headers=FEATURES)))
+    other.download(completed_body("https://bucket.example.com/a.png"), tmp_path)
+    assert other.features() == {"status-stream", "long-poll", "webhooks", "idempotency-key"}
+    assert other_rec.paths() == ["GET /a.png", "GET /v1/models"]
+    # a header-less answer of the server's origin (a proxy's error page) does not erase them
+    other._note(httpx.Response(502, request=httpx.Request("GET", f"{BASE}/v1/models")))
+    assert "status-stream" in other.features()
+
+
+def test_submit_cut_off_is_retried_with_a_generated_key_against_a_deduping_server(make_client):
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST" and len([r for r in rec.requests if r.method == "POST"]) == 1:
+            raise httpx.ReadError("connection reset after the body was sent")
+        if request.method == "POST":
+            return httpx.Response(200, json=handle_body(), headers=FEATURES)
+        return httpx.Response(200, json={"models": []}, headers=FEATURES)
+
+    client, rec = make_client(answer)
+    assert client.submit("bytedance/seedream-4-0/sequential", {"text": "x"}).request_id == RID
+    assert rec.paths() == ["POST /v1/models/bytedance/seedream-4-0/sequential", "GET /v1/models",
+                           "POST /v1/models/bytedance/seedream-4-0/sequential"]
+    first, second = rec.requests[0], rec.requests[2]
+    assert first.headers["idempotency-key"].startswith("modelapi-python-")
+    assert second.headers["idempotency-key"] == first.headers["idempotency-key"]
+    assert first.content == second.content
+
+
+def test_submit_webhook_is_a_query_parameter_and_the_secret_route(make_client):
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/webhooks/default/secret":
+            return httpx.Response(200, json={"key": "whsec_c2VjcmV0"})
+        return httpx.Response(200, json=handle_body())
+
+    client, rec = make_client(answer)
+    client.submit("bytedance/seedream-4-0/sequential", {"text": "x"}, webhook="https://hooks.example.com/a?b=1")
+    assert rec.requests[0].url.params["webhook"] == "https://hooks.example.com/a?b=1"
+    assert json.loads(rec.requests[0].content) == {"text": "x"}  # the body stays the documented schema
+    assert client.webhook_secret() == "whsec_c2VjcmV0"
+    assert rec.paths()[-1] == "GET /v1/webhooks/default/secret"
+
+
+def test_result_long_poll(make_client):
+    client, rec = make_client(sequence(httpx.Response(200, json=completed_body("u"))))
+    assert client.result(RID, wait_s=30)["status"] == "completed"
+    assert client.result(RID, wait_s=2.5, include_cost=True)["status"] == "completed"
+    assert rec.requests[0].url.params["wait"] == "30"
+    assert rec.requests[1].url.params["wait"] == "2.5" and rec.requests[1].url.params["include_cost"] == "true"
+    assert rec.requests[0].extensions["timeout"]["read"] >= 45  # the call outlasts the wait
+
+
+def test_download_names_are_safe_file_names(make_client, tmp_path):
+    client, _ = make_client(lambda r: httpx.Response(200, content=PNG, headers={"Content-Type": "image/png"}))
+    body = {"request_id": "../../etc/x", "status": "completed", "output": {"images": [f"{BASE}/f/a"]}}
+    [path] = client.download(body, tmp_path)
+    assert path.parent == tmp_path and path.name == ".._.._etc_x_0.png"
+
+
+# --------------------------------------------------------------------------- the status stream
+
+
+def sse_event(event_id: int, body: dict[str, Any]) -> bytes:
+    return f"event: status\nid: {event_id}\ndata: {json.dumps(body)}\n\n".encode()
+
+
+PING = b": ping\n\n"
+
+
+def sse_response(*chunks: bytes | Exception, clock: FakeClock | None = None, tick_s: float = 0.0) -> httpx.Response:
+    """A text/event-stream answer sending ``chunks`` (an exception drops the connection there);
+    each chunk advances ``clock`` by ``tick_s``."""
+
+    def body() -> Iterator[bytes]:
+        for chunk in chunks:
+            if isinstance(chunk, Exception):
+                raise chunk
+            if clock is not None:
+                clock.now += tick_s
+            yield chunk
+
+    return httpx.Response(200, headers={"Content-Type": "text/event-stream; charset=utf-8", **FEATURES},
+                          content=body())
+
+
+def async_sse_response(*chunks: bytes | Exception) -> httpx.Response:
+    async def body() -> AsyncIterator[bytes]:
+        for chunk in chunks:
+            if isinstance(chunk, Exception):
+                raise chunk
+            yield chunk
+
+    return httpx.Response(200, headers={"Content-Type": "text/event-stream", **FEATURES}, content=body())
+
+
+def streaming_server(connections: list[Callable[[], httpx.Response]],
+                     result: dict[str, Any]) -> Callable[[httpx.Request], httpx.Response]:
+    """Our server: every answer advertises the features; each /status/stream connection is the
+    next of ``connections``; /status is never expected (answers 500)."""
+    remaining = list(connections)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if request.method == "POST" and path.startswith("/v1/models/"):
+            return httpx.Response(200, json=handle_body(), headers=FEATURES)
+        if path.endswith("/status/stream"):
+            return remaining.pop(0)()
+        if path.endswith("/result"):
+            return httpx.Response(200, json=result, headers=FEATURES)
+        if path == "/v1/models":
+            return httpx.Response(200, json={"models": []}, headers=FEATURES)
+        return error_response(500, "not expected", **FEATURES)
+
+    return answer
+
+
+def stream_requests(rec: Recorder) -> list[httpx.Request]:
+    return [r for r in rec.requests if r.url.path.endswith("/status/stream")]
+
+
+def test_stream_yields_typed_updates_skipping_keep_alives(make_client):
+    result = completed_body(f"{BASE}/files/a.png")
+    partial = {"images": [f"{BASE}/files/early.png"]}
+    body = (PING, sse_event(1, status_body("in_queue", queue_position=2)), PING,
+            sse_event(2, status_body("in_queue", queue_position=1)),
+            sse_event(3, status_body("in_progress", progress=0.5)), PING,
+            sse_event(4, status_body("in_progress", progress=0.75, partial_output=partial)),
+            b"event: other\ndata: {}\n\n", sse_event(5, status_body("completed")))
+    client, rec = make_client(streaming_server([lambda: sse_response(*body)], result))
+    updates = list(client.stream(RID))
+    assert updates == [Queued(RID, 2), Queued(RID, 1), InProgress(RID, 0.5),
+                       InProgress(RID, 0.75, partial_output=partial), Completed(RID, result["output"])]
+    assert updates[-1].result == result  # the terminal update is completed from /result
+    [request] = stream_requests(rec)
+    assert request.url.path == f"/v1/requests/{RID}/status/stream"
+    assert request.headers["accept"] == "text/event-stream"
+    assert request.headers["authorization"] == "Bearer key-1"
+    assert "last-event-id" not in request.headers
+    assert rec.paths()[-1] == f"GET /v1/requests/{RID}/result"
+
+
+def test_stream_resumes_with_last_event_id_after_a_dropped_connection(make_client, clock):
+    result = completed_body(f"{BASE}/files/a.png")
+    connections = [
+        lambda: sse_response(sse_event(1, status_body("in_queue", queue_position=0)), PING,
+                             sse_event(2, status_body("in_progress", progress=0.25)),
+                             httpx.RemoteProtocolError("peer closed connection without sending complete message body")),
+        lambda: (_ for _ in ()).throw(httpx.ConnectError("refused")),  # the reconnect fails once
+        lambda: sse_response(sse_event(3, status_body("in_progress", progress=0.75))),  # ends, not terminal
+        lambda: sse_response(PING, sse_event(4, status_body("completed"))),
+    ]
+    client, rec = make_client(streaming_server(connections, result))
+    updates = list(client.stream(RID))
+    assert updates == [Queued(RID, 0), InProgress(RID, 0.25), InProgress(RID, 0.75), Completed(RID, result["output"])]
+    resumed = [r.headers.get("last-event-id") for r in stream_requests(rec)]
+    assert resumed == [None, "2", "2", "3"]
+    # backoff: 0.5 s base doubling while failures follow each other, reset by a new event
+    assert len(clock.sleeps) == 3
+    assert 0.25 <= clock.sleeps[0] <= 0.5 and 0.5 <= clock.sleeps[1] <= 1.0 and 0.25 <= clock.sleeps[2] <= 0.5
+
+
+def test_stream_gives_up_after_max_retries_drops_in_a_row(make_client, clock):
+    def refused() -> httpx.Response:
+        raise httpx.ConnectError("refused")
+
+    client, rec = make_client(streaming_server([refused] * 10, {}), max_retries=3)
+    with pytest.raises(errors.APIConnectionError) as info:
+        list(client.stream(RID))
+    assert isinstance(info.value.__cause__, httpx.ConnectError)
+    assert len(stream_requests(rec)) == 4 and len(clock.sleeps) == 3
+    assert RID in str(info.value)
+
+
+def test_stream_errors(make_client, clock):
+    client, rec = make_client(streaming_server([lambda: error_response(404, "unknown request", **FEATURES)], {}))
+    with pytest.raises(errors.NotFoundError) as info:
+        list(client.stream(RID))
+    assert info.value.request_id == RID and len(stream_requests(rec)) == 1 and clock.sleeps == []
+    # 503 with Retry-After: wait, then reconnect
+    client, rec = make_client(streaming_server(
+        [lambda: error_response(503, "busy", **{"Retry-After": "2", **FEATURES}),
+         lambda: sse_response(sse_event(1, status_body("cancelled")))], status_body("cancelled")))
+    assert list(client.stream(RID)) == [Cancelled(RID)]
+    assert clock.sleeps == [2.0]
+    # a 200 that is not an event stream
+    client, _ = make_client(streaming_server([lambda: httpx.Response(200, json=status_body("in_queue"))], {}))
+    with pytest.raises(errors.ModelAPIError, match="not an event stream"):
+        list(client.stream(RID))
+
+
+def test_stream_deadline(make_client, clock):
+    events = [sse_event(i, status_body("in_queue", queue_position=9 - i)) for i in range(1, 9)]
+    client, _ = make_client(streaming_server([lambda: sse_response(*events, clock=clock, tick_s=1.0)], {}))
+    seen = []
+    with pytest.raises(errors.RequestTimeout):
+        for update in client.stream(RID, timeout_s=2.5):
+            seen.append(update)
+    assert [u.position for u in seen] == [8, 7, 6]  # the third event came at t=3 s, past the deadline
+
+
+def test_run_uses_the_stream_when_the_server_has_one(make_client, clock):
+    result = completed_body(f"{BASE}/files/a.png")
+    body = (sse_event(1, status_body("in_queue", queue_position=1)), sse_event(2, status_body("in_queue", queue_position=0)),
+            sse_event(3, status_body("in_progress", progress=0.5)), sse_event(4, status_body("completed")))
+    client, rec = make_client(streaming_server([lambda: sse_response(*body)], result))
+    seen: list[Any] = []
+    assert client.run("bytedance/seedream-4-0/sequential", {"text": "x"}, on_update=seen.append) == result
+    assert seen == [Queued(RID, 1), Queued(RID, 0), InProgress(RID, 0.5), Completed(RID, result["output"])]
+    assert rec.paths() == ["POST /v1/models/bytedance/seedream-4-0/sequential",
+                           f"GET /v1/requests/{RID}/status/stream", f"GET /v1/requests/{RID}/result"]
+    assert clock.sleeps == []  # no polling
+
+
+def test_watch_learns_the_features_first(make_client):
+    body = (sse_event(1, status_body("cancelled")),)
+    client, rec = make_client(streaming_server([lambda: sse_response(*body)], status_body("cancelled")))
+    assert list(client.watch(RID)) == [Cancelled(RID)]
+    assert rec.paths() == ["GET /v1/models", f"GET /v1/requests/{RID}/status/stream"]
+
+
+def test_async_stream_resumes_and_run_streams(clock):
+    result = completed_body(f"{BASE}/files/a.png")
+    connections = [
+        lambda: async_sse_response(sse_event(1, status_body("in_queue", queue_position=0)),
+                                   httpx.ReadError("reset")),
+        lambda: async_sse_response(PING, sse_event(2, status_body("in_progress", progress=0.5)),
+                                   sse_event(3, status_body("completed"))),
+        lambda: async_sse_response(sse_event(1, status_body("in_progress", progress=0.5)),
+                                   sse_event(2, status_body("completed"))),
+    ]
+
+    async def main() -> tuple[list[Any], dict[str, Any], list[Any]]:
+        client, rec = make_async(streaming_server(connections, result), clock)
+        async with client:
+            updates = [u async for u in client.stream(RID)]
+            seen: list[Any] = []
+            done = await client.run("bytedance/seedream-4-0/sequential", {"text": "x"}, on_update=seen.append)
+        return updates, done, [r.headers.get("last-event-id") for r in stream_requests(rec)], seen
+
+    updates, done, resumed, seen = asyncio.run(main())
+    assert updates == [Queued(RID, 0), InProgress(RID, 0.5), Completed(RID, result["output"])]
+    assert resumed == [None, "1", None]
+    assert done == result and seen == [InProgress(RID, 0.5), Completed(RID, result["output"])]
+    assert len(clock.sleeps) == 1
+
+
+def test_async_run_polls_without_features(clock):
+    result = completed_body(f"{BASE}/files/a.png")
+
+    async def main() -> tuple[dict[str, Any], list[str]]:
+        client, rec = make_async(polling_server([status_body("in_progress"), status_body("completed")], result), clock)
+        async with client:
+            return await client.run("bytedance/seedream-4-0/sequential", {"text": "x"}), rec.paths()
+
+    done, paths = asyncio.run(main())
+    assert done == result and not any(p.endswith("/status/stream") for p in paths)
+
+
+# --------------------------------------------------------------------------- listing
+
+
+def listing_server(items: list[dict[str, Any]]) -> Callable[[httpx.Request], httpx.Response]:
+    """GET /v1/requests over ``items`` (newest first) with an opaque cursor (the next index)."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/v1/requests"
+        params = request.url.params
+        start = int(params["cursor"].removeprefix("c")) if "cursor" in params else 0
+        limit = int(params.get("limit", 20))
+        chosen = [i for i in items if params.get("status", i["status"]) == i["status"]
+                  and params.get("model", i["model_id"]) == i["model_id"]]
+        page = chosen[start:start + limit]
+        more = start + limit < len(chosen)
+        return httpx.Response(200, json={"requests": page, "next_cursor": f"c{start + limit}" if more else None},
+                              headers=FEATURES)
+
+    return answer
+
+
+def listed(n: int) -> list[dict[str, Any]]:
+    models = ["bytedance/seedream-4-0/sequential", "bytedance/dreamina-4-0/edit"]
+    return [{"request_id": f"req-{i}", "status": "completed" if i % 3 else "in_queue", "model_id": models[i % 2],
+             "created_at": f"2025-01-01T00:00:{59 - i:02d}Z",
+             "finished_at": f"2025-01-01T00:01:{59 - i:02d}Z" if i % 3 else None,
+             "status_url": f"{BASE}/v1/requests/req-{i}/status", "result_url": f"{BASE}/v1/requests/req-{i}/result",
+             **({"queue_position": i} if i % 3 == 0 else {})} for i in range(n)]
+
+
+def test_list_requests_iterates_every_page(make_client):
+    items = listed(7)
+    client, rec = make_client(listing_server(items))
+    got = list(client.list_requests(page_size=3))
+    assert [r.request_id for r in got] == [i["request_id"] for i in items]
+    assert [r.url.params.get("cursor") for r in rec.requests] == [None, "c3", "c6"]
+    assert all(r.url.params["limit"] == "3" for r in rec.requests)
+    first = got[0]
+    assert isinstance(first, RequestSummary)
+    assert first.update == Queued("req-0", 0) and first.model_id == "bytedance/seedream-4-0/sequential"
+    assert first.created_at == datetime(2025, 1, 1, 0, 0, 59, tzinfo=timezone.utc) and first.finished_at is None
+    assert isinstance(got[1].update, Completed) and got[1].finished_at is not None
+
+
+def test_list_requests_filters_and_limit(make_client):
+    items = listed(20)
+    client, rec = make_client(listing_server(items))
+    got = list(client.list_requests(status="completed", model="bytedance/dreamina-4-0/edit", limit=4, page_size=3))
+    expected = [i["request_id"] for i in items if i["status"] == "completed" and i["model_id"].endswith("edit")][:4]
+    assert [r.request_id for r in got] == expected
+    assert [r.url.params["limit"] for r in rec.requests] == ["3", "1"]  # never more than asked for
+    assert rec.requests[0].url.params["status"] == "completed"
+    assert rec.requests[0].url.params["model"] == "bytedance/dreamina-4-0/edit"
+    assert [r.request_id for r in client.list_requests(status=Status.IN_QUEUE)] == [
+        i["request_id"] for i in items if i["status"] == "in_queue"]
+    with pytest.raises(ValueError):
+        list(client.list_requests(page_size=101))
+
+
+def test_async_list_requests(clock):
+    items = listed(5)
+
+    async def main() -> list[str]:
+        client, _ = make_async(listing_server(items), clock)
+        async with client:
+            return [r.request_id async for r in client.list_requests(page_size=2)]
+
+    assert asyncio.run(main()) == [i["request_id"] for i in items]

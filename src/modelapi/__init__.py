@@ -6,6 +6,8 @@ The SDK::
     client = Client("http://127.0.0.1:8000")
     result = client.run("bytedance/seedream-4-0/sequential", {"text": "Generate 2 images of a fox"})
     client.download(result, "out/")
+
+Webhook deliveries: :func:`modelapi.webhooks.verify`.
 """
 
 from .client import (
@@ -17,9 +19,12 @@ from .client import (
     InProgress,
     Queued,
     RequestHandle,
+    RequestSummary,
     StatusUpdate,
+    Unknown,
 )
 from .errors import (
+    APIConnectionError,
     APIStatusError,
     AuthenticationError,
     InputError,
@@ -31,11 +36,13 @@ from .errors import (
     RequestFailed,
     RequestTimeout,
     ValidationError,
+    WebhookVerificationError,
 )
 from .types import Status
 
 __version__ = "0.1.0"
 __all__ = [
+    "APIConnectionError",
     "APIStatusError",
     "AsyncClient",
     "AuthenticationError",
@@ -53,8 +60,11 @@ __all__ = [
     "RequestCancelled",
     "RequestFailed",
     "RequestHandle",
+    "RequestSummary",
     "RequestTimeout",
     "Status",
     "StatusUpdate",
+    "Unknown",
     "ValidationError",
+    "WebhookVerificationError",
 ]

@@ -12,505 +12,139 @@ Example::
 Step by step (what :meth:`Client.run` does for you)::
 
     handle = client.submit("bytedance/seedream-4-0/sequential", {"text": "Generate 2 images of a cat"})
-    for update in client.iter_status(handle.request_id):
+    for update in client.watch(handle.request_id):
         print(update)            # Queued(position=0) -> InProgress(progress=0.5) -> Completed(output={...})
     body = client.result(handle.request_id)
 
+Push or poll: our server says what it offers beyond the hosted contract in a
+``Modelapi-Features`` response header (``status-stream, long-poll, webhooks,
+idempotency-key``); the hosted service sends none. :meth:`Client.watch` and :meth:`Client.run`
+read the status stream (server-sent events, resumed with ``Last-Event-ID`` after a dropped
+connection) where the server has one, and poll ``/status`` otherwise.
+
 Configuration:
 
-* ``base_url``: the argument, else ``$MODELAPI_BASE_URL``, else ``https://model-api.runcomfy.net``.
+* ``base_url``: the argument, else ``$MODELAPI_BASE_URL``, else ``https://model-api.runcomfy.net``;
+  a trailing ``/v1`` is dropped (routes carry their own).
 * API key: the argument, else ``$MODELAPI_API_KEY``, else -- only when ``base_url`` is a loopback
   address (127.0.0.1, localhost, [::1]) -- the local server's ``<data dir>/initial_api_key`` file
   (see :func:`modelapi.types.default_data_dir`); else :class:`~modelapi.errors.AuthenticationError`.
 
 Retries (jittered exponential backoff, 0.5 s base, 8 s cap, ``max_retries`` retries, a
 ``Retry-After`` header always wins): reads (GET) and cancel on HTTP 429/502/503/504 and on
-connection errors (``httpx.TransportError``). A submit is retried only when it carries an
-``idempotency_key`` (the server then answers with the same request_id: never pay twice). Uploads
-are not retried. Once retries are spent, HTTP errors raise the
-:class:`~modelapi.errors.APIStatusError` subclass of their status and connection errors raise
-:class:`~modelapi.errors.APIConnectionError` (its ``__cause__`` is the ``httpx.TransportError``).
+connection errors. A submit is retried only against a server that advertises
+``idempotency-key`` and only with an ``Idempotency-Key`` (the caller's, else one the SDK
+generates), so that it is never run twice. Uploads are not retried. Once retries are spent, HTTP
+errors raise the :class:`~modelapi.errors.APIStatusError` subclass of their status and
+connection errors raise :class:`~modelapi.errors.APIConnectionError` (its ``__cause__`` is the
+``httpx.TransportError``).
 
-Local files as inputs: see :meth:`Client.resolve_files`.
+Local files as inputs: see :meth:`Client.resolve_files`. Webhook deliveries: see
+:func:`modelapi.webhooks.verify`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import email.utils
 import inspect
-import ipaddress
 import os
-import random
-import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
-from urllib.parse import quote
+from typing import Any, Literal
 
 import httpx
+from httpx_sse import EventSource
 
 from modelapi import errors
-from modelapi.types import Status, default_data_dir
-from modelapi.validation import image_fields, sniff_format
+from modelapi._calls import (
+    DEFAULT_BASE_URL,
+    FEATURE_STREAM,
+    FEATURES_HEADER,
+    _auto_idempotency_key,
+    _Call,
+    _cancel_call,
+    _connection_error,
+    _Deadline,
+    _download_call,
+    _error_from_response,
+    _features_of,
+    _list_call,
+    _models_call,
+    _needs_features,
+    _needs_result,
+    _page_of,
+    _Poll,
+    _resolve_api_key,
+    _resolve_base_url,
+    _result_call,
+    _retry_delay,
+    _run_outcome,
+    _schema_call,
+    _status_call,
+    _StreamState,
+    _submit_call,
+    _webhook_secret_call,
+    is_loopback_host,
+)
+from modelapi._files import (
+    DEFAULT_MAX_UPLOAD_BYTES,
+    FileMode,
+    _download_name,
+    _effective_mode,
+    _local_images,
+    _LocalImage,
+    _output_urls,
+    _upload_call,
+    _upload_call_for,
+    _with_replacements,
+    _write,
+)
+from modelapi._models import (
+    Cancelled,
+    Completed,
+    Failed,
+    InProgress,
+    Queued,
+    RequestHandle,
+    RequestSummary,
+    StatusUpdate,
+    Unknown,
+    parse_handle,
+    parse_status,
+    parse_summary,
+)
+from modelapi.types import Status
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "DEFAULT_MAX_UPLOAD_BYTES",
+    "FEATURES_HEADER",
     "AsyncClient",
     "Cancelled",
     "Client",
     "Completed",
     "Failed",
+    "FileMode",
     "InProgress",
     "Queued",
     "RequestHandle",
+    "RequestSummary",
     "StatusUpdate",
+    "Unknown",
+    "is_loopback_host",
+    "parse_handle",
     "parse_status",
+    "parse_summary",
 ]
 
-DEFAULT_BASE_URL = "https://model-api.runcomfy.net"
-"""The hosted service."""
+_MAX_PAGE_SIZE = 100
 
-DEFAULT_MAX_UPLOAD_BYTES = 15 * 1024 * 1024
-"""Largest local file :meth:`Client.resolve_files` sends (15 MB, counted as the server's
-``file_size_mb`` rule counts it: 1 MB = 1,048,576 bytes)."""
 
-FileMode = Literal["upload", "data_uri", "auto"]
-
-_BACKOFF_BASE_S = 0.5
-_BACKOFF_CAP_S = 8.0
-_RETRY_STATUSES = frozenset({429, 502, 503, 504})
-_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
-_HOSTED_DOMAIN = "runcomfy.net"
-_NO_SCHEMA_IMAGE_FIELDS = ("images", "image_urls")
-_EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "image/jpg": ".jpg", "image/webp": ".webp"}
-_ERROR_CLASSES: dict[int, type[errors.APIStatusError]] = {
-    401: errors.AuthenticationError,
-    403: errors.PermissionDeniedError,
-    404: errors.NotFoundError,
-    422: errors.ValidationError,
-    429: errors.RateLimitError,
-}
-
-
-# --------------------------------------------------------------------------- typed statuses
-
-
-@dataclass(frozen=True)
-class RequestHandle:
-    """What a submit returns: the request's id and its absolute URLs.
-
-    Example::
-
-        handle = client.submit("bytedance/dreamina-4-0/edit", {"image_urls": [url], "prompt": "..."})
-        handle.request_id   # '6f1c...'
-        handle.status_url   # 'https://.../v1/requests/6f1c.../status'
-    """
-
-    request_id: str
-    status_url: str
-    result_url: str
-    cancel_url: str
-
-
-@dataclass(frozen=True)
-class _StatusUpdate:
-    request_id: str
-    status: ClassVar[Status]
-
-    @property
-    def is_terminal(self) -> bool:
-        return self.status.is_terminal
-
-
-@dataclass(frozen=True)
-class Queued(_StatusUpdate):
-    """Waiting in the queue. ``position`` (`int | None`): 0 = next to run; None when the server
-    did not say."""
-
-    position: int | None
-    status: ClassVar[Status] = Status.IN_QUEUE
-
-
-@dataclass(frozen=True)
-class InProgress(_StatusUpdate):
-    """Running. ``progress`` (`float | None`, 0.0-1.0): None when the server does not report it
-    (the hosted service does not)."""
-
-    progress: float | None = None
-    status: ClassVar[Status] = Status.IN_PROGRESS
-
-
-@dataclass(frozen=True)
-class Completed(_StatusUpdate):
-    """Finished. ``output``: ``{"images": [url, ...], "image": url (when exactly one)}`` --
-    empty when parsed from a status body (only the result body carries it). ``result``: the
-    whole result body (``seed``, ``metadata``, ``created_at``...) when it was fetched."""
-
-    output: dict[str, Any]
-    result: dict[str, Any] | None = field(default=None, compare=False, repr=False)
-    status: ClassVar[Status] = Status.COMPLETED
-
-
-@dataclass(frozen=True)
-class Failed(_StatusUpdate):
-    """The request failed. ``error``: ``{"code", "message"}`` (empty when parsed from a status
-    body). ``result``: the whole result body when it was fetched."""
-
-    error: dict[str, Any]
-    result: dict[str, Any] | None = field(default=None, compare=False, repr=False)
-    status: ClassVar[Status] = Status.FAILED
-
-
-@dataclass(frozen=True)
-class Cancelled(_StatusUpdate):
-    """The request was cancelled before it ran."""
-
-    status: ClassVar[Status] = Status.CANCELLED
-
-
-StatusUpdate = Queued | InProgress | Completed | Failed | Cancelled
-"""One of the five typed statuses; ``update.status`` is the :class:`~modelapi.types.Status`."""
-
-
-def parse_status(body: dict[str, Any]) -> StatusUpdate:
-    """A status or result body -> its typed variant.
-
-    Raises ``ValueError`` for a status the API does not define (via :class:`Status`).
-
-    Example::
-
-        parse_status({"request_id": "r1", "status": "in_queue", "queue_position": 2})
-        # Queued(request_id='r1', position=2)
-    """
-    status = Status(body.get("status"))
-    request_id = str(body.get("request_id", ""))
-    if status is Status.IN_QUEUE:
-        position = body.get("queue_position")
-        return Queued(request_id, None if position is None else int(position))
-    if status is Status.IN_PROGRESS:
-        progress = body.get("progress")
-        return InProgress(request_id, None if progress is None else float(progress))
-    if status is Status.COMPLETED:
-        output = body.get("output")
-        return Completed(request_id, output or {}, result=body if output is not None else None)
-    if status is Status.FAILED:
-        error = body.get("error")
-        return Failed(request_id, error or {}, result=body if error is not None else None)
-    return Cancelled(request_id)
-
-
-# --------------------------------------------------------------------------- pure helpers
-
-
-@dataclass(frozen=True)
-class _Call:
-    """One API call, independent of sync/async: what to send and how to treat failures."""
-
-    method: str
-    url: str  # a path under base_url, or an absolute URL
-    json: Any = None
-    params: dict[str, str] | None = None
-    files: Any = None
-    headers: dict[str, str] = field(default_factory=dict)
-    retry: bool = True
-    request_id: str | None = None  # for error context
-    auth: bool = True
-    follow_redirects: bool = False
-
-
-def _resolve_base_url(base_url: str | None) -> str:
-    return (base_url or os.environ.get("MODELAPI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
-
-
-def is_loopback_host(host: str) -> bool:
-    """True when ``host`` (a name or an address, IPv6 with or without brackets) is this machine."""
-    host = host.strip("[]").lower()
-    if host in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _resolve_api_key(api_key: str | None, base_url: str) -> str:
-    if api_key:
-        return api_key
-    env = os.environ.get("MODELAPI_API_KEY", "").strip()
-    if env:
-        return env
-    key_file = None
-    if is_loopback_host(httpx.URL(base_url).host):
-        key_file = default_data_dir() / "initial_api_key"
-        if key_file.is_file():
-            key = key_file.read_text(encoding="utf-8").strip()
-            if key:
-                return key
-    where = f", or start the local server once so {key_file} exists" if key_file else ""
-    raise errors.AuthenticationError(
-        401, 401001, f"no API key: pass api_key=..., set MODELAPI_API_KEY{where}"
-    )
-
-
-def _parse_retry_after(value: str | None) -> float | None:
-    """``Retry-After`` (delta-seconds or HTTP-date) -> seconds, or None."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def _error_from_response(response: httpx.Response, request_id: str | None = None) -> errors.APIStatusError:
-    """An error response -> the APIStatusError subclass of its HTTP status. Bodies that are not
-    ``{"error_code", "error_message", "detail"}`` (a proxy's HTML page, a bucket's XML) keep
-    the status and use a snippet of the text as ``error_message``."""
-    status = response.status_code
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if isinstance(body, dict) and ("error_code" in body or "error_message" in body):
-        error_code = int(body.get("error_code") or status * 1000 + 1)
-        message = str(body.get("error_message") or response.reason_phrase)
-        detail = body.get("detail")
-    else:  # not our error shape: keep whatever explains it best
-        error_code = status * 1000 + 1
-        if isinstance(body, dict) and isinstance(body.get("detail"), str):
-            message = body["detail"]
-        else:
-            message = " ".join(response.text.split())[:200] or response.reason_phrase
-        detail = body
-    cls = _ERROR_CLASSES.get(status, errors.APIStatusError)
-    kwargs: dict[str, Any] = {"detail": detail, "request_id": request_id}
-    if cls is errors.RateLimitError:
-        kwargs["retry_after_s"] = _parse_retry_after(response.headers.get("retry-after"))
-    return cls(status, error_code, message, **kwargs)
-
-
-def _retry_delay(call: _Call, attempt: int, max_retries: int, response: httpx.Response | None) -> float | None:
-    """Seconds to wait before retrying ``call`` (attempt 0 = the first retry), or None when it
-    must not be retried. ``response`` None means a connection error."""
-    if not call.retry or attempt >= max_retries:
-        return None
-    if response is not None:
-        if response.status_code not in _RETRY_STATUSES:
-            return None
-        retry_after = _parse_retry_after(response.headers.get("retry-after"))
-        if retry_after is not None:
-            return retry_after
-    backoff = min(_BACKOFF_CAP_S, _BACKOFF_BASE_S * 2**attempt)
-    return backoff * (0.5 + random.random() / 2)
-
-
-def _path_id(value: str) -> str:
-    return quote(value, safe="")
-
-
-def _handle_from(body: dict[str, Any]) -> RequestHandle:
-    return RequestHandle(body["request_id"], body["status_url"], body["result_url"], body["cancel_url"])
-
-
-def _submit_call(model_id: str, input: dict[str, Any], idempotency_key: str | None) -> _Call:
-    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-    # Never pay twice: a submit is retried only when the server can deduplicate it.
-    return _Call("POST", f"/v1/models/{quote(model_id, safe='/')}", json=input, headers=headers,
-                 retry=idempotency_key is not None)
-
-
-def _status_call(request_id: str) -> _Call:
-    return _Call("GET", f"/v1/requests/{_path_id(request_id)}/status", request_id=request_id)
-
-
-def _result_call(request_id: str, include_cost: bool) -> _Call:
-    params = {"include_cost": "true"} if include_cost else None
-    return _Call("GET", f"/v1/requests/{_path_id(request_id)}/result", params=params, request_id=request_id)
-
-
-def _cancel_call(request_id: str) -> _Call:
-    # Cancel is idempotent on the server, so it is retried like a read.
-    return _Call("POST", f"/v1/requests/{_path_id(request_id)}/cancel", request_id=request_id)
-
-
-def _same_origin(url: str, base_url: str) -> bool:
-    a, b = httpx.URL(url), httpx.URL(base_url)
-    return (a.scheme, a.host, a.port) == (b.scheme, b.host, b.port)
-
-
-def _download_call(url: str, base_url: str) -> _Call:
-    # Presigned object-store URLs must not receive our key; our own signed URLs don't need it.
-    return _Call("GET", url, auth=_same_origin(url, base_url), follow_redirects=True)
-
-
-def _output_urls(result: dict[str, Any]) -> list[str]:
-    output = result.get("output")
-    if not isinstance(output, dict):
-        raise ValueError(f"result of request {result.get('request_id')} has no output "
-                         f"(status {result.get('status')!r})")
-    if output.get("images"):
-        return list(output["images"])
-    return [output["image"]] if output.get("image") else []
-
-
-def _download_name(request_id: str, index: int, content_type: str | None, url: str) -> str:
-    media_type = (content_type or "").split(";")[0].strip().lower()
-    ext = _EXTENSIONS.get(media_type)
-    if ext is None:
-        ext = Path(httpx.URL(url).path).suffix.lower() or ".bin"
-        ext = ".jpg" if ext == ".jpeg" else ext
-    return f"{request_id}_{index}{ext}"
-
-
-def _write(directory: Path, name: str, content: bytes) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / name
-    path.write_bytes(content)
-    return path
-
-
-# --------------------------------------------------------------------------- local files
-
-
-def _sniff_image(head: bytes) -> str | None:
-    """``image/png`` or ``image/jpeg`` by magic bytes (the server's own check), else None."""
-    fmt = sniff_format(head)
-    return f"image/{fmt}" if fmt else None
-
-
-def _image_fields(schema: dict[str, Any] | None) -> list[str]:
-    """Names of the fields holding images: those whose items (or themselves) have format
-    ``image_uri``; without a schema, ``images`` and ``image_urls``."""
-    if schema is None:
-        return list(_NO_SCHEMA_IMAGE_FIELDS)
-    return list(image_fields(schema.get("input_schema", schema)))
-
-
-_URL_PREFIX = re.compile(r"^(?:[A-Za-z][A-Za-z0-9+.-]*://|data:)")
-
-
-@dataclass(frozen=True)
-class _LocalImage:
-    loc: list[Any]
-    path: Path
-    content: bytes
-    content_type: str
-
-    def data_uri(self) -> str:
-        return f"data:{self.content_type};base64,{base64.b64encode(self.content).decode('ascii')}"
-
-
-def _local_images(input: dict[str, Any], schema: dict[str, Any] | None, max_bytes: int) -> list[_LocalImage]:
-    """Every local path in an image field, read and checked. Raises InputError (naming the file
-    and the rule) for a missing path, a file over ``max_bytes``, or one that is not JPEG/PNG."""
-    found = []
-    for name in _image_fields(schema):
-        value = input.get(name)
-        items = list(enumerate(value)) if isinstance(value, list) else [(None, value)]
-        for index, item in items:
-            if not isinstance(item, str) or _URL_PREFIX.match(item):
-                continue  # URLs and data: URIs go as they are; the server checks them
-            loc = ["body", name] + ([] if index is None else [index])
-            path = Path(item).expanduser()
-            if not path.is_file():
-                raise errors.InputError(f"{item}: no such file (and not an http(s):// or data: URL)",
-                                        loc, "file_not_found")
-            size = path.stat().st_size
-            if size > max_bytes:
-                raise errors.InputError(
-                    f"{item}: {size} bytes is over the {max_bytes}-byte limit for an input image "
-                    f"({max_bytes / 1048576:g} MB)", loc, "file_too_large")
-            content = path.read_bytes()
-            content_type = _sniff_image(content[:8])
-            if content_type is None:
-                raise errors.InputError(f"{item}: only JPEG and PNG images are accepted (checked by content)",
-                                        loc, "unsupported_image_type")
-            found.append(_LocalImage(loc, path, content, content_type))
-    return found
-
-
-def _effective_mode(mode: FileMode, base_url: str) -> Literal["upload", "data_uri"]:
-    if mode == "auto":
-        host = httpx.URL(base_url).host.lower()
-        hosted = host == _HOSTED_DOMAIN or host.endswith("." + _HOSTED_DOMAIN)
-        return "data_uri" if hosted else "upload"
-    if mode not in ("upload", "data_uri"):
-        raise ValueError(f"mode must be 'upload', 'data_uri' or 'auto', not {mode!r}")
-    return mode
-
-
-def _with_replacements(input: dict[str, Any], replacements: list[tuple[list[Any], str]]) -> dict[str, Any]:
-    out = dict(input)
-    for loc, url in replacements:
-        name = loc[1]
-        if len(loc) == 2:
-            out[name] = url
-        else:
-            if out[name] is input[name]:
-                out[name] = list(input[name])
-            out[name][loc[2]] = url
-    return out
-
-
-def _upload_call(name: str, content: bytes, content_type: str) -> _Call:
-    return _Call("POST", "/v1/files", files={"file": (name, content, content_type)}, retry=False)
-
-
-def _upload_call_for(path: str | os.PathLike[str]) -> _Call:
-    path = Path(path).expanduser()
-    content = path.read_bytes()
-    return _upload_call(path.name, content, _sniff_image(content[:8]) or "application/octet-stream")
-
-
-# --------------------------------------------------------------------------- polling
-
-
-class _Poll:
-    """Poll timing shared by sync and async: interval x1.5 up to a cap, a client-side deadline."""
-
-    def __init__(self, request_id: str, poll_interval_s: float, max_interval_s: float,
-                 timeout_s: float | None, clock: Callable[[], float]) -> None:
-        self.request_id = request_id
-        self.interval = poll_interval_s
-        self.max_interval = max_interval_s
-        self.timeout_s = timeout_s
-        self.clock = clock
-        self.deadline = None if timeout_s is None else clock() + timeout_s
-
-    def next_sleep(self, retry_after_s: float | None = None) -> float:
-        """Seconds to wait before the next poll; raises RequestTimeout once the deadline passed."""
-        delay = max(self.interval, retry_after_s or 0.0)
-        self.interval = min(self.max_interval, self.interval * 1.5)
-        if self.deadline is None:
-            return delay
-        remaining = self.deadline - self.clock()
-        if remaining <= 0:
-            raise errors.RequestTimeout(
-                f"request {self.request_id} did not finish within {self.timeout_s} s "
-                "(it may still run: cancel it or poll it later)")
-        return min(delay, remaining)
-
-
-def _run_outcome(update: StatusUpdate) -> dict[str, Any]:
-    """The terminal update of run() -> the result body, or the matching exception."""
-    if isinstance(update, Completed):
-        return update.result if update.result is not None else {
-            "request_id": update.request_id, "status": "completed", "output": update.output}
-    if isinstance(update, Failed):
-        raise errors.RequestFailed(update.request_id, update.error)
-    raise errors.RequestCancelled(update.request_id)
-
-
-# --------------------------------------------------------------------------- clients
+def _list_params(status: Status | str | None, page_size: int) -> str | None:
+    if not 1 <= page_size <= _MAX_PAGE_SIZE:
+        raise ValueError(f"page_size must be 1..{_MAX_PAGE_SIZE}, not {page_size}")
+    return status.value if isinstance(status, Status) else status
 
 
 class _BaseClient:
@@ -524,6 +158,7 @@ class _BaseClient:
         self.max_retries = max_retries
         self.max_upload_bytes = max_upload_bytes
         self._clock = clock
+        self._features: frozenset[str] | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r})"
@@ -532,8 +167,12 @@ class _BaseClient:
         headers = dict(call.headers)
         if call.auth:
             headers["Authorization"] = f"Bearer {self._api_key}"
+        timeout = httpx.USE_CLIENT_DEFAULT if call.timeout_s is None else httpx.Timeout(self.timeout_s, read=call.timeout_s)
         return self._http.build_request(call.method, call.url, json=call.json, params=call.params,
-                                        files=call.files, headers=headers)
+                                        files=call.files, headers=headers, timeout=timeout)
+
+    def _note(self, response: httpx.Response) -> None:
+        self._features = _features_of(response, self.base_url, self._features)
 
     def _file_mode(self, mode: FileMode) -> Literal["upload", "data_uri"]:
         return _effective_mode(mode, self.base_url)
@@ -542,20 +181,31 @@ class _BaseClient:
               timeout_s: float | None) -> _Poll:
         return _Poll(request_id, poll_interval_s, max_interval_s, timeout_s, self._clock)
 
+    def _stream_state(self, request_id: str, timeout_s: float | None, last_event_id: str | None) -> _StreamState:
+        return _StreamState(request_id, max_retries=self.max_retries, read_timeout_s=self.timeout_s,
+                            deadline=_Deadline(request_id, timeout_s, self._clock), last_event_id=last_event_id)
+
+    def _submit_call(self, model_id: str, input: dict[str, Any], idempotency_key: str | None,
+                     webhook: str | None) -> _Call:
+        return _submit_call(model_id, input, _auto_idempotency_key(idempotency_key, self._features), webhook)
+
 
 class Client(_BaseClient):
     """Blocking client for the Model API.
 
     Args:
         base_url (`str | None`): server root; default ``$MODELAPI_BASE_URL``, else the hosted
-            service ``https://model-api.runcomfy.net``.
+            service ``https://model-api.runcomfy.net``. A trailing ``/v1`` is dropped.
         api_key (`str | None`): default ``$MODELAPI_API_KEY``, else (loopback base_url only) the
             local server's ``<data dir>/initial_api_key``. Raises AuthenticationError when none.
-        timeout_s (`float`, seconds): per-HTTP-call timeout (not the job's; see ``run``).
-        max_retries (`int`): retries of a retryable call (see the module docstring).
+        timeout_s (`float`, seconds): per-HTTP-call timeout (not the job's; see ``run``); a
+            status stream's read timeout is at least 45 s (keep-alives come every 15 s).
+        max_retries (`int`): retries of a retryable call, and reconnects of a status stream in a
+            row without a new event (see the module docstring).
         transport (`httpx.BaseTransport | None`): e.g. ``httpx.MockTransport`` in tests.
         max_upload_bytes (`int`, bytes): largest local file ``resolve_files`` sends; 15 MB.
         sleep, clock: ``time.sleep`` / ``time.monotonic`` replacements (tests: a fake clock).
+        event_hooks: passed to ``httpx.Client`` (e.g. ``{"request": [log]}``).
 
     Example::
 
@@ -579,12 +229,13 @@ class Client(_BaseClient):
         max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        event_hooks: dict[str, list[Callable[..., Any]]] | None = None,
     ) -> None:
         super().__init__(base_url, api_key, timeout_s=timeout_s, max_retries=max_retries,
                          max_upload_bytes=max_upload_bytes, clock=clock)
         self._sleep = sleep
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout_s, transport=transport,
-                                  headers={"User-Agent": "modelapi-python"})
+                                  headers={"User-Agent": "modelapi-python"}, event_hooks=event_hooks)
 
     def __enter__(self) -> Client:
         return self
@@ -602,13 +253,16 @@ class Client(_BaseClient):
             try:
                 response = self._http.send(self._request(call), follow_redirects=call.follow_redirects)
             except httpx.TransportError as exc:
-                delay = _retry_delay(call, attempt, self.max_retries, None)
+                if _needs_features(call, self._features):
+                    self._learn_features()
+                delay = _retry_delay(call, attempt, self.max_retries, None, self._features)
                 if delay is None:
-                    raise errors.APIConnectionError(f"could not reach {self.base_url}: {type(exc).__name__}: {exc}") from exc
+                    raise _connection_error(self.base_url, exc) from exc
             else:
+                self._note(response)
                 if response.is_success:
                     return response
-                delay = _retry_delay(call, attempt, self.max_retries, response)
+                delay = _retry_delay(call, attempt, self.max_retries, response, self._features)
                 if delay is None:
                     raise _error_from_response(response, call.request_id)
             self._sleep(delay)
@@ -617,25 +271,48 @@ class Client(_BaseClient):
     def _json(self, call: _Call) -> Any:
         return self._send(call).json()
 
+    def _learn_features(self) -> None:
+        try:
+            self._send(_models_call())
+        except errors.ModelAPIError:
+            pass  # an error answer of the server still told its features (when it has any)
+
+    def features(self) -> frozenset[str]:
+        """What the server offers beyond the hosted contract, from its ``Modelapi-Features``
+        response header: a subset of ``{"status-stream", "long-poll", "webhooks",
+        "idempotency-key"}``; empty for the hosted service. Read from any answer already
+        received, else learnt with one ``GET /v1/models``."""
+        if self._features is None:
+            self._learn_features()
+        return self._features or frozenset()
+
     # -- the API, one call each
 
-    def submit(self, model_id: str, input: dict[str, Any], *, idempotency_key: str | None = None) -> RequestHandle:
+    def submit(self, model_id: str, input: dict[str, Any], *, idempotency_key: str | None = None,
+               webhook: str | None = None) -> RequestHandle:
         """Queue a request; returns at once. ``POST /v1/models/{model_id}``.
 
-        ``idempotency_key``: same key + same body -> the same request (and the call is then
-        safe to retry, so it is retried on 429/5xx/connection errors; without a key it is not).
-        Raises ValidationError (422, ``detail`` lists the problems), NotFoundError (unknown model).
+        ``idempotency_key``: same key + same body -> the same request. Without one, the SDK sends
+        a fresh key to a server that honours keys (or has not said yet), so that a submit cut
+        off by a connection error can be retried without running twice; it is retried only
+        against a server advertising ``idempotency-key``. ``webhook`` (our server): a URL the
+        server POSTs the result body to when the request ends, signed per Standard Webhooks
+        (check it with :func:`modelapi.webhooks.verify` and :meth:`webhook_secret`).
+        Raises ValidationError (422, ``detail`` lists the problems), NotFoundError (unknown
+        model), APIConnectionError.
         """
-        return _handle_from(self._json(_submit_call(model_id, input, idempotency_key)))
+        return parse_handle(self._json(self._submit_call(model_id, input, idempotency_key, webhook)), self.base_url)
 
     def status(self, request_id: str) -> StatusUpdate:
         """The request's current status, typed. ``GET /v1/requests/{id}/status``."""
         return parse_status(self._json(_status_call(request_id)))
 
-    def result(self, request_id: str, *, include_cost: bool = False) -> dict[str, Any]:
+    def result(self, request_id: str, *, include_cost: bool = False, wait_s: float | None = None) -> dict[str, Any]:
         """The raw result body: ``output`` when completed, ``error`` when failed, else the status
-        body. ``include_cost`` adds ``"cost"``. ``GET /v1/requests/{id}/result``."""
-        return self._json(_result_call(request_id, include_cost))
+        body. ``include_cost`` adds ``"cost"``. ``wait_s`` (our server, 0-60 seconds): answer as
+        soon as the request ends, or after ``wait_s`` with the status body (long-poll; outside
+        0-60 is a ValidationError). ``GET /v1/requests/{id}/result``."""
+        return self._json(_result_call(request_id, include_cost, wait_s, self.timeout_s))
 
     def cancel(self, request_id: str) -> dict[str, Any]:
         """Cancel a queued request: ``{"request_id", "status", "outcome": "cancelled" |
@@ -644,11 +321,43 @@ class Client(_BaseClient):
 
     def models(self) -> list[dict[str, Any]]:
         """The catalogue (``GET /v1/models`` -> ``models``)."""
-        return self._json(_Call("GET", "/v1/models"))["models"]
+        return self._json(_models_call())["models"]
 
     def model_schema(self, model_id: str) -> dict[str, Any]:
         """``{"input_schema", "output_schema", ...}`` of one model."""
-        return self._json(_Call("GET", f"/v1/models/{quote(model_id, safe='/')}/schema"))
+        return self._json(_schema_call(model_id))
+
+    def webhook_secret(self) -> str:
+        """The signing secret of this key's webhook deliveries (``whsec_...``), for
+        :func:`modelapi.webhooks.verify`. ``GET /v1/webhooks/default/secret`` (our server)."""
+        return str(self._json(_webhook_secret_call())["key"])
+
+    def list_requests(self, *, status: Status | str | None = None, model: str | None = None,
+                      limit: int | None = None, page_size: int = _MAX_PAGE_SIZE,
+                      cursor: str | None = None) -> Iterator[RequestSummary]:
+        """This key's requests, newest first, across pages (``GET /v1/requests``, our server).
+
+        ``status``: only that status (``"in_queue"``, ``"in_progress"``, ``"completed"``,
+        ``"failed"``, ``"cancelled"``). ``model``: only that model id. ``limit``: at most this
+        many (None: all). ``page_size`` (1-100): requests per call. ``cursor``: start where an
+        earlier listing's ``next_cursor`` left off. Yields :class:`RequestSummary`.
+
+        Example::
+
+            for item in client.list_requests(status="completed", limit=10):
+                print(item.request_id, item.model_id, item.finished_at)
+        """
+        status_value = _list_params(status, page_size)
+        remaining = limit
+        while remaining is None or remaining > 0:
+            size = page_size if remaining is None else min(page_size, remaining)
+            items, cursor = _page_of(self._json(_list_call(status_value, model, size, cursor)))
+            for item in items[:size]:
+                yield parse_summary(item)
+            if remaining is not None:
+                remaining -= min(len(items), size)
+            if not cursor or not items:
+                return
 
     def _upload_image(self, img: _LocalImage) -> str:
         return self._json(_upload_call(img.path.name, img.content, img.content_type))["url"]
@@ -658,7 +367,7 @@ class Client(_BaseClient):
         usable as an image input. The hosted service has no upload route: use data URIs there."""
         return self._json(_upload_call_for(path))["url"]
 
-    # -- composed helpers
+    # -- waiting for a request
 
     def iter_status(self, request_id: str, *, poll_interval_s: float = 0.5, max_interval_s: float = 5.0,
                     timeout_s: float | None = None) -> Iterator[StatusUpdate]:
@@ -670,9 +379,10 @@ class Client(_BaseClient):
         RequestTimeout (a ``TimeoutError``); the request itself is left running.
         """
         poll = self._poll(request_id, poll_interval_s, max_interval_s, timeout_s)
-        last = None
+        last: StatusUpdate | None = None
         while True:
             retry_after = None
+            update: StatusUpdate | None
             try:
                 update = self.status(request_id)
                 if update.is_terminal:
@@ -686,28 +396,92 @@ class Client(_BaseClient):
                 return
             self._sleep(poll.next_sleep(retry_after))
 
+    def stream(self, request_id: str, *, timeout_s: float | None = None,
+               last_event_id: str | None = None) -> Iterator[StatusUpdate]:
+        """Yield each new status from the server's status stream
+        (``GET /v1/requests/{id}/status/stream``, server-sent events; our server) until the
+        request is terminal.
+
+        Queued updates carry the moving ``position``, InProgress the growing ``progress`` (and
+        ``partial_output`` when the server publishes images early). The last update is fetched
+        from the result route, so ``Completed.output`` / ``Failed.error`` are filled. A dropped
+        connection is resumed with ``Last-Event-ID`` (nothing repeats) after a jittered backoff;
+        ``max_retries`` reconnects in a row without a new event raise APIConnectionError.
+        ``last_event_id``: resume an earlier stream after that event. ``timeout_s`` (seconds,
+        None = none): RequestTimeout, checked at each event and keep-alive. Raises
+        NotFoundError / AuthenticationError as ``status`` does, and NotFoundError on a server
+        without the stream (use :meth:`watch` to work with both).
+        """
+        state = self._stream_state(request_id, timeout_s, last_event_id)
+        while True:
+            try:
+                response = self._http.send(self._request(state.call()), stream=True)
+            except httpx.TransportError as exc:
+                delay = state.dropped(exc)
+            else:
+                try:
+                    self._note(response)
+                    if not response.is_success:
+                        response.read()
+                    opened = state.check_open(response)
+                    if opened is not None:
+                        delay = opened
+                    else:
+                        for sse in EventSource(response).iter_sse():
+                            update = state.event(sse)
+                            if update is not None and update.is_terminal:
+                                if _needs_result(update):
+                                    update = parse_status(self.result(request_id))
+                                yield update
+                                return
+                            if update is not None:
+                                yield update
+                            state.deadline.check()
+                        delay = state.dropped(None)
+                except httpx.TransportError as exc:
+                    delay = state.dropped(exc)
+                finally:
+                    response.close()
+            self._sleep(delay)
+
+    def watch(self, request_id: str, *, timeout_s: float | None = None, poll_interval_s: float = 0.5,
+              max_interval_s: float = 5.0) -> Iterator[StatusUpdate]:
+        """Yield each new status until the request is terminal: from the status stream when the
+        server advertises ``status-stream`` (see :meth:`stream`), else by polling (see
+        :meth:`iter_status`, whose intervals apply). The same code works against our server and
+        the hosted service. The last update has ``output`` / ``error`` filled."""
+        if FEATURE_STREAM in self.features():
+            yield from self.stream(request_id, timeout_s=timeout_s)
+        else:
+            yield from self.iter_status(request_id, poll_interval_s=poll_interval_s,
+                                        max_interval_s=max_interval_s, timeout_s=timeout_s)
+
     def run(self, model_id: str, input: dict[str, Any], *, timeout_s: float | None = 600,
-            idempotency_key: str | None = None,
+            idempotency_key: str | None = None, webhook: str | None = None,
             on_update: Callable[[StatusUpdate], Any] | None = None) -> dict[str, Any]:
-        """Submit, wait, and return the completed result body
+        """Submit, wait (the status stream where the server has one, else polling: see
+        :meth:`watch`), and return the completed result body
         (``{"request_id", "status": "completed", "output": {"images": [...]}, ...}``).
 
         ``timeout_s`` (seconds; None = wait forever): client-side deadline -> RequestTimeout.
-        ``on_update`` is called with every new StatusUpdate. Raises RequestFailed (``.error``),
-        RequestCancelled, or the APIStatusError of a refused submit.
+        ``on_update`` is called with every new StatusUpdate. ``idempotency_key`` and
+        ``webhook``: see :meth:`submit`. Raises RequestFailed (``.error``), RequestCancelled, or
+        the APIStatusError of a refused submit.
 
         Example::
 
             result = client.run("bytedance/seedream-4-0/sequential", {"text": "Generate 2 images of a cat"},
                                 on_update=print)
         """
-        handle = self.submit(model_id, input, idempotency_key=idempotency_key)
-        for update in self.iter_status(handle.request_id, timeout_s=timeout_s):
+        handle = self.submit(model_id, input, idempotency_key=idempotency_key, webhook=webhook)
+        for update in self.watch(handle.request_id, timeout_s=timeout_s):
             if on_update is not None:
                 on_update(update)
             if update.is_terminal:
                 return _run_outcome(update)
-        raise AssertionError("unreachable: iter_status ends on a terminal update")
+        raise AssertionError("unreachable: watch ends on a terminal update")
+
+    # -- files
 
     def download(self, result: dict[str, Any], dir: str | os.PathLike[str]) -> list[Path]:
         """Save every output image of a completed ``result`` into ``dir`` (created if needed) as
@@ -744,23 +518,23 @@ class Client(_BaseClient):
 
             input = client.resolve_files({"images": ["a.png", "https://x/b.jpg"], "text": "..."})
         """
-        mode = self._file_mode(mode)
+        effective = self._file_mode(mode)
         images = _local_images(input, schema, self.max_upload_bytes)
-        if mode == "data_uri":
+        if effective == "data_uri":
             return _with_replacements(input, [(img.loc, img.data_uri()) for img in images])
         return _with_replacements(input, [(img.loc, self._upload_image(img)) for img in images])
 
 
 class AsyncClient(_BaseClient):
     """asyncio client for the Model API: the same methods as :class:`Client`, awaited
-    (``iter_status`` is an async iterator). ``transport`` is an ``httpx.AsyncBaseTransport``;
-    ``sleep`` defaults to ``asyncio.sleep``.
+    (``iter_status``, ``stream``, ``watch`` and ``list_requests`` are async iterators).
+    ``transport`` is an ``httpx.AsyncBaseTransport``; ``sleep`` defaults to ``asyncio.sleep``.
 
     Example::
 
         async with AsyncClient("http://127.0.0.1:8000") as client:
             handle = await client.submit("bytedance/seedream-4-0/sequential", {"text": "Generate 2 images of a cat"})
-            async for update in client.iter_status(handle.request_id):
+            async for update in client.watch(handle.request_id):
                 print(update)
             paths = await client.download(await client.result(handle.request_id), "out/")
     """
@@ -778,12 +552,13 @@ class AsyncClient(_BaseClient):
         max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
+        event_hooks: dict[str, list[Callable[..., Any]]] | None = None,
     ) -> None:
         super().__init__(base_url, api_key, timeout_s=timeout_s, max_retries=max_retries,
                          max_upload_bytes=max_upload_bytes, clock=clock)
         self._sleep = sleep
         self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout_s, transport=transport,
-                                       headers={"User-Agent": "modelapi-python"})
+                                       headers={"User-Agent": "modelapi-python"}, event_hooks=event_hooks)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -801,13 +576,16 @@ class AsyncClient(_BaseClient):
             try:
                 response = await self._http.send(self._request(call), follow_redirects=call.follow_redirects)
             except httpx.TransportError as exc:
-                delay = _retry_delay(call, attempt, self.max_retries, None)
+                if _needs_features(call, self._features):
+                    await self._learn_features()
+                delay = _retry_delay(call, attempt, self.max_retries, None, self._features)
                 if delay is None:
-                    raise errors.APIConnectionError(f"could not reach {self.base_url}: {type(exc).__name__}: {exc}") from exc
+                    raise _connection_error(self.base_url, exc) from exc
             else:
+                self._note(response)
                 if response.is_success:
                     return response
-                delay = _retry_delay(call, attempt, self.max_retries, response)
+                delay = _retry_delay(call, attempt, self.max_retries, response, self._features)
                 if delay is None:
                     raise _error_from_response(response, call.request_id)
             await self._sleep(delay)
@@ -816,18 +594,32 @@ class AsyncClient(_BaseClient):
     async def _json(self, call: _Call) -> Any:
         return (await self._send(call)).json()
 
-    async def submit(self, model_id: str, input: dict[str, Any], *,
-                     idempotency_key: str | None = None) -> RequestHandle:
+    async def _learn_features(self) -> None:
+        try:
+            await self._send(_models_call())
+        except errors.ModelAPIError:
+            pass
+
+    async def features(self) -> frozenset[str]:
+        """See :meth:`Client.features`."""
+        if self._features is None:
+            await self._learn_features()
+        return self._features or frozenset()
+
+    async def submit(self, model_id: str, input: dict[str, Any], *, idempotency_key: str | None = None,
+                     webhook: str | None = None) -> RequestHandle:
         """See :meth:`Client.submit`."""
-        return _handle_from(await self._json(_submit_call(model_id, input, idempotency_key)))
+        body = await self._json(self._submit_call(model_id, input, idempotency_key, webhook))
+        return parse_handle(body, self.base_url)
 
     async def status(self, request_id: str) -> StatusUpdate:
         """See :meth:`Client.status`."""
         return parse_status(await self._json(_status_call(request_id)))
 
-    async def result(self, request_id: str, *, include_cost: bool = False) -> dict[str, Any]:
+    async def result(self, request_id: str, *, include_cost: bool = False,
+                     wait_s: float | None = None) -> dict[str, Any]:
         """See :meth:`Client.result`."""
-        return await self._json(_result_call(request_id, include_cost))
+        return await self._json(_result_call(request_id, include_cost, wait_s, self.timeout_s))
 
     async def cancel(self, request_id: str) -> dict[str, Any]:
         """See :meth:`Client.cancel`."""
@@ -835,11 +627,31 @@ class AsyncClient(_BaseClient):
 
     async def models(self) -> list[dict[str, Any]]:
         """See :meth:`Client.models`."""
-        return (await self._json(_Call("GET", "/v1/models")))["models"]
+        return (await self._json(_models_call()))["models"]
 
     async def model_schema(self, model_id: str) -> dict[str, Any]:
         """See :meth:`Client.model_schema`."""
-        return await self._json(_Call("GET", f"/v1/models/{quote(model_id, safe='/')}/schema"))
+        return await self._json(_schema_call(model_id))
+
+    async def webhook_secret(self) -> str:
+        """See :meth:`Client.webhook_secret`."""
+        return str((await self._json(_webhook_secret_call()))["key"])
+
+    async def list_requests(self, *, status: Status | str | None = None, model: str | None = None,
+                            limit: int | None = None, page_size: int = _MAX_PAGE_SIZE,
+                            cursor: str | None = None) -> AsyncIterator[RequestSummary]:
+        """See :meth:`Client.list_requests`; use with ``async for``."""
+        status_value = _list_params(status, page_size)
+        remaining = limit
+        while remaining is None or remaining > 0:
+            size = page_size if remaining is None else min(page_size, remaining)
+            items, cursor = _page_of(await self._json(_list_call(status_value, model, size, cursor)))
+            for item in items[:size]:
+                yield parse_summary(item)
+            if remaining is not None:
+                remaining -= min(len(items), size)
+            if not cursor or not items:
+                return
 
     async def _upload_image(self, img: _LocalImage) -> str:
         return (await self._json(_upload_call(img.path.name, img.content, img.content_type)))["url"]
@@ -852,9 +664,10 @@ class AsyncClient(_BaseClient):
                           timeout_s: float | None = None) -> AsyncIterator[StatusUpdate]:
         """See :meth:`Client.iter_status`; use with ``async for``."""
         poll = self._poll(request_id, poll_interval_s, max_interval_s, timeout_s)
-        last = None
+        last: StatusUpdate | None = None
         while True:
             retry_after = None
+            update: StatusUpdate | None
             try:
                 update = await self.status(request_id)
                 if update.is_terminal:
@@ -868,17 +681,64 @@ class AsyncClient(_BaseClient):
                 return
             await self._sleep(poll.next_sleep(retry_after))
 
+    async def stream(self, request_id: str, *, timeout_s: float | None = None,
+                     last_event_id: str | None = None) -> AsyncIterator[StatusUpdate]:
+        """See :meth:`Client.stream`; use with ``async for`` (``contextlib.aclosing`` closes the
+        connection at once when you stop early)."""
+        state = self._stream_state(request_id, timeout_s, last_event_id)
+        while True:
+            try:
+                response = await self._http.send(self._request(state.call()), stream=True)
+            except httpx.TransportError as exc:
+                delay = state.dropped(exc)
+            else:
+                try:
+                    self._note(response)
+                    if not response.is_success:
+                        await response.aread()
+                    opened = state.check_open(response)
+                    if opened is not None:
+                        delay = opened
+                    else:
+                        async for sse in EventSource(response).aiter_sse():
+                            update = state.event(sse)
+                            if update is not None and update.is_terminal:
+                                if _needs_result(update):
+                                    update = parse_status(await self.result(request_id))
+                                yield update
+                                return
+                            if update is not None:
+                                yield update
+                            state.deadline.check()
+                        delay = state.dropped(None)
+                except httpx.TransportError as exc:
+                    delay = state.dropped(exc)
+                finally:
+                    await response.aclose()
+            await self._sleep(delay)
+
+    async def watch(self, request_id: str, *, timeout_s: float | None = None, poll_interval_s: float = 0.5,
+                    max_interval_s: float = 5.0) -> AsyncIterator[StatusUpdate]:
+        """See :meth:`Client.watch`; use with ``async for``."""
+        if FEATURE_STREAM in await self.features():
+            async for update in self.stream(request_id, timeout_s=timeout_s):
+                yield update
+        else:
+            async for update in self.iter_status(request_id, poll_interval_s=poll_interval_s,
+                                                 max_interval_s=max_interval_s, timeout_s=timeout_s):
+                yield update
+
     async def run(self, model_id: str, input: dict[str, Any], *, timeout_s: float | None = 600,
-                  idempotency_key: str | None = None,
+                  idempotency_key: str | None = None, webhook: str | None = None,
                   on_update: Callable[[StatusUpdate], Any] | None = None) -> dict[str, Any]:
         """See :meth:`Client.run`. ``on_update`` may be a plain function or a coroutine function."""
-        handle = await self.submit(model_id, input, idempotency_key=idempotency_key)
-        async for update in self.iter_status(handle.request_id, timeout_s=timeout_s):
+        handle = await self.submit(model_id, input, idempotency_key=idempotency_key, webhook=webhook)
+        async for update in self.watch(handle.request_id, timeout_s=timeout_s):
             if on_update is not None and inspect.isawaitable(awaited := on_update(update)):
                 await awaited
             if update.is_terminal:
                 return _run_outcome(update)
-        raise AssertionError("unreachable: iter_status ends on a terminal update")
+        raise AssertionError("unreachable: watch ends on a terminal update")
 
     async def download(self, result: dict[str, Any], dir: str | os.PathLike[str]) -> list[Path]:
         """See :meth:`Client.download`."""
@@ -892,8 +752,9 @@ class AsyncClient(_BaseClient):
     async def resolve_files(self, input: dict[str, Any], *, schema: dict[str, Any] | None = None,
                             mode: FileMode = "auto") -> dict[str, Any]:
         """See :meth:`Client.resolve_files`."""
-        mode = self._file_mode(mode)
+        effective = self._file_mode(mode)
         images = _local_images(input, schema, self.max_upload_bytes)
-        if mode == "data_uri":
+        if effective == "data_uri":
             return _with_replacements(input, [(img.loc, img.data_uri()) for img in images])
         return _with_replacements(input, [(img.loc, await self._upload_image(img)) for img in images])
+

@@ -9,11 +9,13 @@ Tree::
     │   ├── NotFoundError             404 / 404001
     │   ├── ValidationError           422 / 422001 (``detail``: list of {"loc", "msg", "type"})
     │   └── RateLimitError            429 / 429001 (``retry_after_s``)
-    ├── APIConnectionError            the server could not be reached (retries spent)
+    ├── APIConnectionError            the server could not be reached (retries spent), or its
+    │                                 status stream kept dropping
     ├── RequestFailed                 the job itself failed (``error`` = {"code", "message"})
     ├── RequestCancelled              the job was cancelled before it ran
     ├── RequestTimeout                a client-side deadline passed (also a ``TimeoutError``)
     ├── InputError                    an input was refused before anything was sent or run
+    ├── WebhookVerificationError      a webhook delivery's signature or timestamp does not check out
     └── EngineError                   the generation engine could not load or run
         └── GenerationStopped         a stop was requested between denoising steps
 
@@ -81,7 +83,9 @@ class RateLimitError(APIStatusError):
 
 
 class APIConnectionError(ModelAPIError):
-    """The server could not be reached (connection refused, timed out, ...) after the retries."""
+    """The server could not be reached (connection refused, timed out, ...) after the retries,
+    or a status stream dropped ``max_retries`` times in a row without a new event. Its
+    ``__cause__`` is the ``httpx.TransportError`` when there was one."""
 
 
 class RequestFailed(ModelAPIError):
@@ -122,6 +126,17 @@ class InputError(ModelAPIError):
 
     def to_detail(self) -> dict[str, Any]:
         return {"loc": self.loc, "msg": self.msg, "type": self.type}
+
+
+class WebhookVerificationError(ModelAPIError):
+    """A webhook delivery failed verification (:func:`modelapi.webhooks.verify`): a missing
+    ``webhook-id`` / ``webhook-timestamp`` / ``webhook-signature`` header, a timestamp more than
+    5 minutes off, no matching signature, a malformed secret, or a body that is not JSON.
+    ``reason`` (`str`) says which."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"webhook verification failed: {reason}")
+        self.reason = reason
 
 
 class EngineError(ModelAPIError):

@@ -1,0 +1,79 @@
+"""Check webhook deliveries from a Model API server (Standard Webhooks, with the
+``standardwebhooks`` library).
+
+When a request submitted with ``webhook=URL`` ends, our server POSTs its result body (as
+``GET /result?include_cost=true`` returns it) to URL with the headers ``webhook-id``,
+``webhook-timestamp`` (Unix seconds) and ``webhook-signature`` (``v1,<base64 HMAC-SHA256>``),
+signed with the key's secret (``Client.webhook_secret()``, ``whsec_...``). Retries of one
+delivery carry the same ``webhook-id``: use it to skip duplicates.
+
+Example (any web framework; here Starlette)::
+
+    from modelapi import webhooks, WebhookVerificationError
+
+    SECRET = client.webhook_secret()          # once, then keep it in your configuration
+
+    async def receive(request):
+        try:
+            result = webhooks.verify(await request.body(), request.headers, SECRET)
+        except WebhookVerificationError:
+            return Response(status_code=400)
+        print(result["request_id"], result["status"], result.get("output"))
+        return Response(status_code=204)
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import standardwebhooks
+from standardwebhooks.webhooks import EmptyWebhookSecretError
+
+from modelapi.errors import WebhookVerificationError
+
+__all__ = ["WebhookVerificationError", "verify"]
+
+_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
+
+
+def verify(body: bytes | str, headers: Mapping[str, str], secret: str | bytes) -> Any:
+    """Check one delivery and return its parsed JSON body (the result body: a dict with
+    ``request_id``, ``status``, ``output`` or ``error``...).
+
+    Args:
+        body: the raw request body exactly as received (bytes, or str decoded as UTF-8); not
+            re-serialized JSON, or the signature will not match.
+        headers: the request's headers (any mapping; names are matched case-insensitively).
+        secret: the signing secret, ``whsec_<base64>`` as the server gives it (or the raw key
+            bytes).
+
+    Raises:
+        WebhookVerificationError: a missing header, a timestamp more than 5 minutes from now
+            (replays), no matching ``v1`` signature, a malformed secret or signature header,
+            or a body that is not UTF-8 JSON. ``.reason`` says which.
+    """
+    lowered = {str(name).lower(): str(value) for name, value in headers.items()}
+    missing = [name for name in _HEADERS if not lowered.get(name)]
+    if missing:
+        raise WebhookVerificationError(f"missing header(s): {', '.join(missing)}")
+    try:
+        text = body.decode("utf-8") if isinstance(body, bytes) else body
+    except UnicodeDecodeError:
+        raise WebhookVerificationError("the body is not UTF-8") from None
+    try:
+        webhook = standardwebhooks.Webhook(secret)
+    except (EmptyWebhookSecretError, binascii.Error, ValueError, RuntimeError) as exc:
+        raise WebhookVerificationError(f"the secret is not a whsec_<base64> key ({exc})") from exc
+    try:
+        webhook.verify(text, {name: lowered[name] for name in _HEADERS}, json_parse=False)
+    except standardwebhooks.WebhookVerificationError as exc:
+        raise WebhookVerificationError(str(exc) or "bad signature") from exc
+    except (binascii.Error, ValueError) as exc:  # a signature header that is not "v1,<base64>"
+        raise WebhookVerificationError(f"malformed webhook-signature header ({exc})") from exc
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise WebhookVerificationError(f"the body is not JSON ({exc})") from exc
