@@ -6,7 +6,8 @@ cannot state, e.g. an empty upload, or an Idempotency-Key reused with another bo
 
 The two submit routes that take image URLs are left out: the server would fetch whatever
 public host a generated URL names, and no test sends traffic off this machine. Their image
-rules are tested with local hosts elsewhere (tests/server/test_inputs_e2e.py)."""
+rules are tested with local hosts elsewhere (tests/server/test_inputs_e2e.py). For the same
+reason a generated ``webhook`` query parameter is replaced by a loopback URL (fuzz_hooks.py)."""
 
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ def test_no_5xx_and_every_answer_as_documented(server, tmp_path):
          "--seed", "20261121", "--max-examples", "60", "--checks", "all", "--exclude-checks", "positive_data_acceptance",
          "--exclude-path-regex", IMAGE_ROUTES, "--no-color"],
         capture_output=True, text=True, timeout=600, cwd=tmp_path,
-        env={**os.environ, "NO_COLOR": "1"},
+        env={**os.environ, "NO_COLOR": "1", "SCHEMATHESIS_HOOKS": "fuzz_hooks",
+             "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])},
     )
     summary = out.stdout[-3000:]
     assert out.returncode == 0, summary

@@ -198,10 +198,12 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
             request: Request,
             authorization: str | None = Auth,
             idempotency_key: str | None = Header(None, alias="Idempotency-Key"),
+            webhook: str | None = Query(None, max_length=2000, description="A URL to POST the result to when the "
+                                        "request ends, signed per Standard Webhooks (see GET /v1/webhooks/default/secret)"),
         ) -> schemas.Submitted:
             key = require_key(authorization)
             body = await read_json(request)
-            req, ignored = await run_in_threadpool(service.submit, key, model, body, idempotency_key)
+            req, ignored = await run_in_threadpool(service.submit, key, model, body, idempotency_key, webhook)
             return schemas.Submitted(request_id=req.request_id, **service.urls(req.request_id), ignored_fields=ignored or None)
 
         return submit
@@ -242,13 +244,13 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
              tags=["requests"], responses=schemas.errors(401, 404, 422))
     async def result(request_id: str, include_cost: bool = Query(False),
                      wait: float | None = Query(None, ge=0, le=60, description="Seconds to wait for a terminal state (long-poll)"),
-                     authorization: str | None = Auth) -> dict:
+                     authorization: str | None = Auth) -> JSONResponse:
         req = await run_in_threadpool(lambda: service.get(request_id, require_key(authorization)))
         if wait and not req.status.is_terminal:
             req = await watcher.until_terminal(req, wait)
             if req.status.is_terminal:  # the full row: outputs, metadata, error
                 req = await run_in_threadpool(service.get_any, request_id)
-        return await run_in_threadpool(service.result_body, req, include_cost)
+        return JSONResponse(await run_in_threadpool(service.result_body, req, include_cost))
 
     @app.get("/v1/requests", response_model=schemas.RequestPage, tags=["requests"], responses=schemas.errors(401, 422))
     def list_requests(status: StatusName | None = Query(None), model: str | None = Query(None, description="A model id"),
@@ -261,6 +263,11 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
               responses=schemas.errors(401, 404, 413))
     def cancel(request_id: str, authorization: str | None = Auth) -> dict:
         return service.cancel(service.get(request_id, require_key(authorization)))
+
+    @app.get("/v1/webhooks/default/secret", response_model=schemas.WebhookSecret, tags=["webhooks"],
+             responses=schemas.errors(401))
+    def webhook_secret(authorization: str | None = Auth) -> dict:
+        return service.webhook_secret(require_key(authorization))
 
     # -- catalogue --------------------------------------------------------------------------
     @app.get("/v1/models", tags=["models"], responses=schemas.errors(401))

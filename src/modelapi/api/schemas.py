@@ -31,6 +31,13 @@ class Output(BaseModel):
     image: str | None = Field(None, description="Set when exactly one image")
 
 
+class WebhookState(BaseModel):
+    url: str
+    attempts: int = Field(description="Delivery attempts made so far")
+    last_status_code: int | None = Field(None, description="The receiver's last HTTP status; null when none answered")
+    delivered_at: str | None = Field(None, description="When a 2xx was received")
+
+
 class ResultBody(BaseModel):
     request_id: str
     status: StatusName
@@ -41,6 +48,7 @@ class ResultBody(BaseModel):
     seed: int | None = None
     metadata: dict[str, Any] | None = None
     cost: float | None = Field(None, description="USD, with ?include_cost=true")
+    webhook: WebhookState | None = Field(None, description="When the submit named a webhook")
     queue_position: int | None = None
     progress: float | None = None
     status_url: str | None = None

@@ -12,16 +12,15 @@ import json
 import logging
 import secrets
 import threading
-from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
 from .. import catalog
-from ..core import db
+from ..core import bodies, db, webhooks
 from ..core.auth import ApiKey, hash_key
 from ..core.context import Core
-from ..core.fetch import FetchPolicy, decode_image, fetch_bytes, read_data_uri
+from ..core.fetch import FetchPolicy, check_url, decode_image, fetch_bytes, read_data_uri
 from ..core.jobs import Request, new_request_id
 from ..core.storage import content_type_of, request_base_url
 from ..errors import APIStatusError, AuthenticationError, InputError, NotFoundError, RateLimitError, ValidationError
@@ -29,11 +28,6 @@ from ..types import Status
 from ..validation import check_image, check_input, image_fields, sniff_format
 
 log = logging.getLogger("modelapi.service")
-
-
-def iso(value: datetime | None) -> str | None:
-    """ISO 8601 UTC with a ``Z`` suffix."""
-    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if value else None
 
 
 class ServiceUnavailable(APIStatusError):
@@ -54,13 +48,7 @@ class Service:
         self.jobs = core.jobs
         self.storage = core.storage
         self.draining = threading.Event()
-        self.policy = FetchPolicy(
-            allow_private=settings.allow_private_urls,
-            allowed_hosts=frozenset(settings.allowed_input_hosts),
-            total_timeout_s=settings.fetch_timeout_s,
-            max_bytes=settings.max_input_bytes,
-            max_pixels=settings.max_input_pixels,
-        )
+        self.policy = FetchPolicy.from_settings(settings)
 
     @property
     def base_url(self) -> str:
@@ -69,7 +57,8 @@ class Service:
         return request_base_url.get() or self.settings.base_url
 
     # -- submit ------------------------------------------------------------------------------
-    def submit(self, key: ApiKey, model: catalog.Model, body: Any, idempotency_key: str | None) -> tuple[Request, list[str]]:
+    def submit(self, key: ApiKey, model: catalog.Model, body: Any, idempotency_key: str | None,
+               webhook: str | None = None) -> tuple[Request, list[str]]:
         """Validate, fetch and check the reference images, store them, store the request and
         put it on the durable queue — in that order, so that a 2xx means durably accepted.
         Returns the request and the body's fields that the schema does not know, which were
@@ -92,6 +81,11 @@ class Service:
         inputs, problems = check_input(model.input_schema, body)
         if not problems:
             problems = catalog.engine_limits(inputs)
+        if webhook is not None:
+            try:
+                check_url(webhook, self.policy, loc=["query", "webhook"])  # resolves; connects to nothing
+            except InputError as exc:
+                problems.append(exc.to_detail())
         if problems:
             raise ValidationError(422, 422001, "Input fails the model's schema", problems)
         body_hash = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
@@ -112,6 +106,7 @@ class Service:
                 request_id=request_id, owner_key_id=key.id, model_id=model.model_id, inputs=inputs,
                 input_files=input_files, seed=seed if seed is not None else secrets.randbelow(2**31),
                 idempotency_key=idempotency_key, body_hash=body_hash,
+                webhook={"url": webhook, "base_url": self.base_url} if webhook else None,
             )
         except sa.exc.IntegrityError:  # the same idempotency key, submitted at the same moment
             earlier = self.jobs.find_idempotent(key.id, idempotency_key or "")
@@ -182,6 +177,10 @@ class Service:
             ))
         return {"id": file_id, "url": f"{self.base_url}/v1/files/{file_id}", "bytes": len(data), "content_type": content_type}
 
+    def webhook_secret(self, key: ApiKey) -> dict[str, str]:
+        """``{"key": "whsec_..."}``: the key's webhook signing secret (Standard Webhooks)."""
+        return {"key": webhooks.signing_secret(self.db, key.id)}
+
     def upload_record(self, file_id: str, key: ApiKey) -> dict[str, Any] | None:
         with self.db.connect() as conn:
             row = conn.execute(db.files.select().where(db.files.c.id == file_id, db.files.c.owner_key_id == key.id)).mappings().first()
@@ -214,8 +213,7 @@ class Service:
         return req
 
     def urls(self, request_id: str) -> dict[str, str]:
-        base = f"{self.base_url}/v1/requests/{request_id}"
-        return {"status_url": f"{base}/status", "result_url": f"{base}/result", "cancel_url": f"{base}/cancel"}
+        return bodies.urls(self.base_url, request_id)
 
     def status(self, request_id: str, token: str | None) -> dict[str, Any]:
         """The status body for the holder of API key ``token``, checked in the same query.
@@ -229,37 +227,14 @@ class Service:
             raise AuthenticationError(401, 401001, "missing, unknown or revoked API key")
         if found is None:
             raise NotFoundError(404, 404001, f"request {request_id} not found", request_id=request_id)
-        return self._status_body(request_id, *found)
+        return bodies.status_body(self.base_url, request_id, *found)
 
     def status_body(self, req: Request) -> dict[str, Any]:
-        return self._status_body(req.request_id, req.status, req.progress, req.queue_position)
-
-    def _status_body(self, request_id: str, status: Status, progress: float | None, position: int | None) -> dict[str, Any]:
-        body: dict[str, Any] = {"request_id": request_id, "status": status.value}
-        if status is Status.IN_QUEUE:
-            body["queue_position"] = position
-        if status is Status.IN_PROGRESS:
-            body["progress"] = progress or 0.0
-        urls = self.urls(request_id)
-        body["status_url"], body["result_url"] = urls["status_url"], urls["result_url"]
-        return body
+        return bodies.status_body(self.base_url, req.request_id, req.status, req.progress, req.queue_position)
 
     def result_body(self, req: Request, include_cost: bool) -> dict[str, Any]:
-        if not req.status.is_terminal:
-            return self.status_body(req)
-        body: dict[str, Any] = {"request_id": req.request_id, "status": req.status.value}
-        if req.status is Status.COMPLETED:
-            expires = req.finished_at + timedelta(seconds=self.settings.url_ttl_s)
-            images = [self.storage.url(k, expires.timestamp()) for k in req.outputs or []]
-            body["output"] = {"images": images, **({"image": images[0]} if len(images) == 1 else {})}
-            body["seed"] = req.seed
-            body["metadata"] = req.metadata
-        elif req.status is Status.FAILED:
-            body["error"] = req.error
-        body["created_at"], body["finished_at"] = iso(req.created_at), iso(req.finished_at)
-        if include_cost:
-            body["cost"] = req.cost_usd or 0.0
-        return body
+        return bodies.result_body(req, base_url=self.base_url, storage=self.storage, url_ttl_s=self.settings.url_ttl_s,
+                                  include_cost=include_cost)
 
     def list_requests(self, key: ApiKey, *, status: Status | None, model_id: str | None, limit: int,
                       cursor: str | None) -> dict[str, Any]:
@@ -284,8 +259,8 @@ class Service:
         next_cursor = None
         if len(page) == limit:
             next_cursor = base64.urlsafe_b64encode(str(page[-1].seq).encode()).decode().rstrip("=")
-        return {"requests": [self.status_body(r) | {"model_id": r.model_id, "created_at": iso(r.created_at),
-                                                    "finished_at": iso(r.finished_at)} for r in page],
+        return {"requests": [self.status_body(r) | {"model_id": r.model_id, "created_at": bodies.iso(r.created_at),
+                                                    "finished_at": bodies.iso(r.finished_at)} for r in page],
                 "next_cursor": next_cursor}
 
     def cancel(self, req: Request) -> dict[str, Any]:

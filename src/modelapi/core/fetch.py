@@ -101,6 +101,14 @@ class FetchPolicy:
     max_pixels: int = 40_000_000
     resolver: Callable[[str, int], Sequence[str]] = system_resolver
 
+    @classmethod
+    def from_settings(cls, settings: Any) -> FetchPolicy:
+        """The policy of a server's :class:`~modelapi.core.config.Settings` (``--allow-private-urls``,
+        ``--allowed-input-hosts``, ``--fetch-timeout-s``, ``--max-input-bytes``, ``--max-input-pixels``)."""
+        return cls(allow_private=settings.allow_private_urls, allowed_hosts=frozenset(settings.allowed_input_hosts),
+                   total_timeout_s=settings.fetch_timeout_s, max_bytes=settings.max_input_bytes,
+                   max_pixels=settings.max_input_pixels)
+
 
 def _nets(*cidrs: str) -> tuple[Any, ...]:
     return tuple(ipaddress.ip_network(c) for c in cidrs)

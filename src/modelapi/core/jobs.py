@@ -349,9 +349,11 @@ class JobStore:
     def create(
         self, *, request_id: str, owner_key_id: str, model_id: str, inputs: dict[str, Any],
         input_files: list[str], seed: int, idempotency_key: str | None, body_hash: str | None,
+        webhook: dict[str, Any] | None = None,
     ) -> Request:
         """Store a new in_queue request and its queue entry in one transaction (both committed
-        before this returns, or neither exists).
+        before this returns, or neither exists). ``webhook``: ``{"url", "base_url"}`` to deliver
+        the result to (see :mod:`modelapi.core.webhooks`).
 
         Raises:
             sqlalchemy.exc.IntegrityError: the key's ``idempotency_key`` is taken.
@@ -362,6 +364,7 @@ class JobStore:
             attempts=0, progress=None, outputs=None, metadata=None, error=None, billed_units=None, cost_usd=None,
             created_at=db.utcnow(), started_at=None, finished_at=None, idempotency_key=idempotency_key,
             body_hash=body_hash,
+            webhook=webhook and {**webhook, "attempts": 0, "last_status_code": None, "delivered_at": None},
         )
         with self.engine.begin() as conn:
             req = replace(req, priority=self._fair_priority(conn, owner_key_id))
@@ -378,6 +381,8 @@ class JobStore:
         with self.engine.begin() as conn:
             ok = conn.execute(R.update().where(C.request_id == req.request_id, C.status == Status.IN_QUEUE.value)
                               .values(status=Status.CANCELLED.value, finished_at=db.utcnow(), **_SEEN)).rowcount == 1
+            if ok:
+                self._ended(conn, req.request_id)
         if ok:
             _log("request.cancelled", req.request_id)
             try:  # tidy only: a worker that still takes the entry finds the request cancelled
@@ -452,12 +457,15 @@ class JobStore:
                 )).rowcount == 1
                 if ok:
                     usage.record(conn, req.request_id, req.owner_key_id, req.model_id, units, cost)
+                    self._ended(conn, req.request_id)
                 event, fields = "request.completed", {"images": len(outcome.outputs), "worker": run.worker_id}
             elif isinstance(outcome, Failed):
                 ok = conn.execute(update.values(
                     status=Status.FAILED.value, error={"code": outcome.code, "message": outcome.message},
                     finished_at=db.utcnow(), **_SEEN,
                 )).rowcount == 1
+                if ok:
+                    self._ended(conn, req.request_id)
                 event, fields = "request.failed", {"error_code": outcome.code, "error_message": outcome.message}
             else:
                 current = conn.execute(sa.select(C.workflow_id).where(C.request_id == req.request_id)).scalar_one()
@@ -476,11 +484,18 @@ class JobStore:
             _log("request.outdated_run", req.request_id, worker=run.worker_id, attempt=run.attempt)
         return ok
 
+    def _ended(self, conn: sa.Connection, request_id: str) -> None:
+        """In the transaction that made ``request_id`` terminal: its webhook's first attempt."""
+        if conn.execute(sa.select(C.webhook).where(C.request_id == request_id)).scalar() is not None:
+            self.queue.enqueue_webhook(conn, request_id=request_id, attempt=1)
+
     def _fail(self, request_id: str, code: str, message: str, *where: sa.ColumnElement[bool]) -> bool:
         with self.engine.begin() as conn:
             ok = conn.execute(R.update().where(C.request_id == request_id, self._ACTIVE, *where).values(
                 status=Status.FAILED.value, error={"code": code, "message": message}, finished_at=db.utcnow(), **_SEEN,
             )).rowcount == 1
+            if ok:
+                self._ended(conn, request_id)
         if ok:
             _log("request.failed", request_id, error_code=code, error_message=message)
         return ok

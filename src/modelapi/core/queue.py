@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import sqlalchemy as sa
-from dbos import DBOSClient
+from dbos import DBOSClient, EnqueueOptions
 
 log = logging.getLogger("modelapi.queue")
 
@@ -24,6 +24,10 @@ APP_NAME = "modelapi"
 APP_VERSION = "modelapi-queue-1"
 QUEUE_NAME = "modelapi-requests"
 WORKFLOW_NAME = "modelapi.run_request"
+WEBHOOK_QUEUE = "modelapi-webhooks"
+WEBHOOK_WORKFLOW = "modelapi.deliver_webhook"
+WEBHOOK_CONCURRENCY = 8
+"""Webhook attempts one worker process makes at once (each is one short POST)."""
 LIVE = ("ENQUEUED", "PENDING")
 """DBOS workflow statuses of an entry that will still run (waiting, or claimed by a worker)."""
 
@@ -47,11 +51,15 @@ class TaskQueue:
             polling_interval_sec=polling_interval_s,
             on_conflict="always_update",
         )
+        self.client.register_queue(WEBHOOK_QUEUE, worker_concurrency=WEBHOOK_CONCURRENCY,
+                                   polling_interval_sec=polling_interval_s, on_conflict="always_update")
 
     def ensure(self, polling_interval_s: float) -> None:
-        """Create the queue with default settings if no worker has registered it yet."""
+        """Create the queues with default settings if no worker has registered them yet."""
         self.client.register_queue(QUEUE_NAME, worker_concurrency=1, polling_interval_sec=polling_interval_s,
                                    on_conflict="never_update")
+        self.client.register_queue(WEBHOOK_QUEUE, worker_concurrency=WEBHOOK_CONCURRENCY,
+                                   polling_interval_sec=polling_interval_s, on_conflict="never_update")
 
     def enqueue(self, conn: sa.Connection, *, request_id: str, workflow_id: str, priority: int, owner_key_id: str) -> None:
         """Add the entry that runs ``request_id``, inside the caller's transaction ``conn``: on
@@ -64,6 +72,19 @@ class TaskQueue:
             "priority": priority,
             "queue_partition_key": owner_key_id,
         }, request_id)
+
+    def enqueue_webhook(self, conn: sa.Connection | None, *, request_id: str, attempt: int, delay_s: float | None = None) -> None:
+        """Add webhook attempt ``attempt`` of ``request_id`` (entry ``<request id>.webhook.<n>``,
+        so enqueueing it twice adds one), inside ``conn``'s transaction when given, runnable
+        after ``delay_s`` seconds when given."""
+        options: EnqueueOptions = {"queue_name": WEBHOOK_QUEUE, "workflow_name": WEBHOOK_WORKFLOW,
+                                   "workflow_id": f"{request_id}.webhook.{attempt}", "app_version": APP_VERSION}
+        if delay_s:
+            options["delay_seconds"] = delay_s
+        if conn is None:
+            self.client.enqueue(options, request_id, attempt)
+        else:
+            self.client.enqueue_in_transaction(conn, options, request_id, attempt)
 
     def cancel(self, workflow_id: str) -> None:
         """Take an entry off the queue (it will not start)."""
@@ -79,15 +100,15 @@ class TaskQueue:
         return {w.workflow_id for w in found if w.app_version in (None, APP_VERSION)}
 
     def claimed_by(self, executor_id: str) -> list[str]:
-        """The entries a worker has claimed and not finished (``PENDING`` under its executor id)."""
-        found = self.client.list_workflows(
-            status="PENDING", executor_id=executor_id, queue_name=QUEUE_NAME, load_input=False, load_output=False,
-        )
-        return [w.workflow_id for w in found]
+        """The entries (requests and webhook attempts) a worker has claimed and not finished
+        (``PENDING`` under its executor id)."""
+        return [w.workflow_id for queue in (QUEUE_NAME, WEBHOOK_QUEUE) for w in self.client.list_workflows(
+            status="PENDING", executor_id=executor_id, queue_name=queue, load_input=False, load_output=False,
+        )]
 
     def resume(self, workflow_id: str) -> None:
-        """Put a claimed entry back on the queue for any worker (its claimer is dead)."""
-        self.client.resume_workflow(workflow_id, queue_name=QUEUE_NAME)
+        """Put a claimed entry back on its queue for any worker (its claimer is dead)."""
+        self.client.resume_workflow(workflow_id, queue_name=WEBHOOK_QUEUE if ".webhook." in workflow_id else QUEUE_NAME)
 
     def destroy(self) -> None:
         self.client.destroy()

@@ -1,0 +1,60 @@
+"""The JSON bodies of API.md that more than one role writes: the status body (status routes and
+streams) and the result body (the result route, and webhook deliveries sent by workers).
+Absolute URLs are built on ``base_url``, the base the client reached the API at."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from ..types import Status
+from .jobs import Request
+from .storage import Storage
+
+
+def iso(value: datetime | None) -> str | None:
+    """ISO 8601 UTC with a ``Z`` suffix."""
+    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if value else None
+
+
+def urls(base_url: str, request_id: str) -> dict[str, str]:
+    base = f"{base_url}/v1/requests/{request_id}"
+    return {"status_url": f"{base}/status", "result_url": f"{base}/result", "cancel_url": f"{base}/cancel"}
+
+
+def status_body(base_url: str, request_id: str, status: Status, progress: float | None, position: int | None) -> dict[str, Any]:
+    """``{"request_id", "status", "queue_position" (in_queue only), "progress" (in_progress
+    only), "status_url", "result_url"}``."""
+    body: dict[str, Any] = {"request_id": request_id, "status": status.value}
+    if status is Status.IN_QUEUE:
+        body["queue_position"] = position
+    if status is Status.IN_PROGRESS:
+        body["progress"] = progress or 0.0
+    links = urls(base_url, request_id)
+    body["status_url"], body["result_url"] = links["status_url"], links["result_url"]
+    return body
+
+
+def result_body(req: Request, *, base_url: str, storage: Storage, url_ttl_s: float, include_cost: bool,
+                include_webhook: bool = True) -> dict[str, Any]:
+    """The result of a terminal request (output images under URLs valid ``url_ttl_s`` seconds
+    after it finished, seed, metadata or error, times, cost in USD when ``include_cost``, and
+    the webhook's delivery state when one was given); the status body otherwise."""
+    if not req.status.is_terminal:
+        return status_body(base_url, req.request_id, req.status, req.progress, req.queue_position)
+    body: dict[str, Any] = {"request_id": req.request_id, "status": req.status.value}
+    if req.status is Status.COMPLETED:
+        assert req.finished_at is not None
+        expires = req.finished_at + timedelta(seconds=url_ttl_s)
+        images = [storage.url(k, expires.timestamp()) for k in req.outputs or []]
+        body["output"] = {"images": images, **({"image": images[0]} if len(images) == 1 else {})}
+        body["seed"] = req.seed
+        body["metadata"] = req.metadata
+    elif req.status is Status.FAILED:
+        body["error"] = req.error
+    body["created_at"], body["finished_at"] = iso(req.created_at), iso(req.finished_at)
+    if include_cost:
+        body["cost"] = req.cost_usd or 0.0
+    if include_webhook and req.webhook:
+        body["webhook"] = {k: req.webhook.get(k) for k in ("url", "attempts", "last_status_code", "delivered_at")}
+    return body

@@ -1,0 +1,106 @@
+"""Webhooks: on a request's terminal state, its result body is POSTed to the URL named at submit
+(``?webhook=URL``), signed per the Standard Webhooks specification
+(https://www.standardwebhooks.com: headers ``webhook-id``, ``webhook-timestamp``,
+``webhook-signature``; HMAC-SHA256 with the submitting key's secret, ``whsec_…``).
+
+Delivery is durable: each attempt is an entry of the webhook queue (DBOS), the first written in
+the same transaction as the terminal state (:mod:`modelapi.core.jobs`), each retry enqueued with
+a delay by the attempt before it — so deliveries survive kill -9 and restarts, and no waiting
+retry holds a worker thread. An attempt succeeds on any 2xx; timeouts, connection errors,
+redirects and other statuses are retried with exponential backoff (1 s, 2 s, 4 s, … capped at
+1 h) for ``--webhook-retry-s`` (default 24 h). Every attempt has the same ``webhook-id``
+(``msg_<request id>``), so receivers can drop duplicates. The URL passes the same address
+check as image inputs (:func:`modelapi.core.fetch.check_url`) at submit and again before every
+attempt, and the connection goes to the address checked.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import secrets
+from datetime import datetime, timezone
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+from standardwebhooks import Webhook
+
+from ..errors import InputError
+from . import db
+from .fetch import FetchPolicy, check_url
+
+log = logging.getLogger("modelapi.webhooks")
+MAX_BACKOFF_S = 3600.0
+
+
+def signing_secret(engine: sa.Engine, key_id: str) -> str:
+    """The key's webhook signing secret (``whsec_`` + base64 of 24 random bytes), made on first
+    use; concurrent first uses agree on one."""
+    K = db.api_keys.c
+    with engine.begin() as conn:
+        secret = conn.execute(sa.select(K.webhook_secret).where(K.id == key_id)).scalar()
+        if secret is None:
+            fresh = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+            conn.execute(db.api_keys.update().where(K.id == key_id, K.webhook_secret.is_(None)).values(webhook_secret=fresh))
+            secret = conn.execute(sa.select(K.webhook_secret).where(K.id == key_id)).scalar_one()
+    return secret
+
+
+def backoff_s(attempt: int) -> float:
+    """Seconds to wait after failed attempt ``attempt`` (1-based): 1, 2, 4, … at most 1 h."""
+    return min(2.0 ** (attempt - 1), MAX_BACKOFF_S)
+
+
+def message_id(request_id: str) -> str:
+    return f"msg_{request_id}"
+
+
+def signed_headers(secret: str, msg_id: str, payload: str, at: datetime | None = None) -> dict[str, str]:
+    """The three Standard Webhooks headers for ``payload`` (and the JSON content type)."""
+    at = at or datetime.now(timezone.utc)
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(at.timestamp())),
+        "webhook-signature": Webhook(secret).sign(msg_id, at, payload),
+        "content-type": "application/json",
+    }
+
+
+def post(url: str, body: str, headers: dict[str, str], policy: FetchPolicy, timeout_s: float) -> int | None:
+    """One delivery attempt: POST ``body`` (JSON) to ``url`` (checked now; no redirects
+    followed). Returns the HTTP status, or None when no answer came (refused address, timeout,
+    connection error); the reason is logged."""
+    try:
+        target, addrs = check_url(url, policy, loc=["query", "webhook"])
+    except InputError as exc:
+        log.warning("webhook refused: %s", exc.msg, extra={"url": url})
+        return None
+    host = target.raw_host.decode("ascii")
+    ext = {"sni_hostname": host} if target.scheme == "https" else {}
+    with httpx.Client(trust_env=False, follow_redirects=False, timeout=timeout_s) as client:
+        for addr in addrs:  # the checked address in the URL; the name in Host and TLS SNI
+            try:
+                resp = client.post(target.copy_with(host=str(addr)), content=body.encode(), extensions=ext,
+                                   headers={**headers, "Host": target.netloc.decode("ascii")})
+                return resp.status_code
+            except httpx.ConnectError:
+                continue
+            except httpx.HTTPError as exc:
+                log.warning("webhook attempt failed: %s", type(exc).__name__, extra={"url": url})
+                return None
+    log.warning("webhook attempt failed: could not connect", extra={"url": url})
+    return None
+
+
+def record_attempt(engine: sa.Engine, request_id: str, status_code: int | None) -> dict[str, Any]:
+    """Count one attempt in the request's ``webhook`` record; returns the record."""
+    C = db.requests.c
+    with engine.begin() as conn:
+        record = dict(conn.execute(sa.select(C.webhook).where(C.request_id == request_id)).scalar_one() or {})
+        record["attempts"] = int(record.get("attempts") or 0) + 1
+        record["last_status_code"] = status_code
+        if status_code is not None and 200 <= status_code < 300:
+            record["delivered_at"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        conn.execute(db.requests.update().where(C.request_id == request_id).values(webhook=record))
+    return record
