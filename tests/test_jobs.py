@@ -112,7 +112,7 @@ def test_failed_and_cancel_race_with_start(jobs):
 def test_fair_share_keys_take_turns_and_keep_their_own_order(jobs):
     a = [submit(jobs, i, "key_a") for i in range(5)]
     b = [submit(jobs, i, "key_b") for i in range(2)]
-    order = [r.request_id for r in jobs.list(Status.IN_QUEUE)]
+    order = [r.request_id for r in jobs.with_status(Status.IN_QUEUE)]
     assert order[:4] == [a[0].request_id, b[0].request_id, a[1].request_id, b[1].request_id]
     assert order[4:] == [r.request_id for r in a[2:]]
     assert [jobs.get(rid).queue_position for rid in order] == list(range(7))

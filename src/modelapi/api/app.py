@@ -316,10 +316,10 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
     def signed_file(key: str, expires: int = Query(...), sig: str = Query(...)) -> FileResponse:
         storage = service.storage
         try:
-            path = storage.path(key) if isinstance(storage, FileStorage) else None
+            path = storage.path(key) if isinstance(storage, FileStorage) and storage.verify(key, expires, sig) else None
         except ValueError:
             path = None
-        if path is None or not storage.verify(key, expires, sig) or not path.is_file():
+        if path is None or not path.is_file():
             raise NotFoundError(404, 404001, "file not found or link expired")
         return FileResponse(path, media_type=content_type_of(key))
 

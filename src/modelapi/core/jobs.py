@@ -306,7 +306,7 @@ class JobStore:
                 .limit(up_to).subquery()
             )).scalar_one()
 
-    def list(self, *statuses: Status) -> list[Request]:
+    def with_status(self, *statuses: Status) -> list[Request]:
         with self.engine.connect() as conn:
             rows = conn.execute(
                 R.select().where(C.status.in_([s.value for s in statuses])).order_by(C.priority, C.seq)
@@ -450,7 +450,7 @@ class JobStore:
         with self.engine.begin() as conn:
             update = R.update().where(self._this_run(run))
             if isinstance(outcome, Done):
-                units, cost = usage.bill(catalog.get(req.model_id), req.inputs, len(outcome.outputs), self.prices_usd)
+                units, cost = usage.bill(catalog.models()[req.model_id], req.inputs, len(outcome.outputs), self.prices_usd)
                 ok = conn.execute(update.values(
                     status=Status.COMPLETED.value, progress=1.0, outputs=outcome.outputs, metadata=outcome.metadata,
                     billed_units=units, cost_usd=cost, finished_at=db.utcnow(), **_SEEN,
@@ -519,7 +519,7 @@ class JobStore:
     def reconcile(self) -> None:
         """At a worker's start: every in_queue request gets a live queue entry; an in_progress
         one whose entry is gone (its run was lost) is failed."""
-        active = self.list(Status.IN_QUEUE, Status.IN_PROGRESS)
+        active = self.with_status(Status.IN_QUEUE, Status.IN_PROGRESS)
         live: set[str] = set()
         for i in range(0, len(active), 500):
             live |= self.queue.live([r.workflow_id for r in active[i:i + 500]])

@@ -113,7 +113,6 @@ class WorkerRuntime:
             "executor_id": self.worker_id,
             "application_version": APP_VERSION,
             "log_level": "WARNING",
-            "run_admin_server": False,
         })
         DBOS.listen_queues([QUEUE_NAME, WEBHOOK_QUEUE])
         DBOS.launch()
