@@ -1,5 +1,6 @@
-"""The `modelapi` client commands (run, submit, status, result, cancel, models), as a user runs
-them: a subprocess against a real `modelapi serve` on 127.0.0.1. Nothing leaves this machine."""
+"""The `modelapi` client commands (run, submit, watch, status, result, cancel, ls, models), as a
+user runs them: a subprocess against a real `modelapi serve` on 127.0.0.1. Nothing leaves this
+machine."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import shutil
 import socket
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -20,6 +22,8 @@ from modelapi import catalog
 SEQ = "bytedance/seedream-4-0/sequential"
 EDIT_SEQ = "bytedance/seedream-4-0/edit-sequential"
 DREAMINA = "bytedance/dreamina-4-0/edit"
+SQUARE = "image_size=2048:2048 (1:1)"
+TTY = {"TTY_COMPATIBLE": "1", "TTY_INTERACTIVE": "1", "COLUMNS": "160"}  # rich draws its live display
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -150,14 +154,21 @@ def test_wrong_api_key_is_a_clear_error(server):
     assert request_count(server) == before
 
 
-def test_cancel_a_queued_request(busy_server):
+def test_watch_and_cancel_a_queued_request(busy_server):
     rid = cli_json(busy_server, "submit", SEQ, "--text", "one image of a heron")["request_id"]
     status = cli_json(busy_server, "status", rid)
     assert status["status"] == "in_queue" and status["queue_position"] == 0
+    # watch draws the queue position live, and gives up at its --timeout (the request stays queued)
+    proc = busy_server.cli("watch", rid, "--timeout", "2", "--base-url", busy_server.base_url, env=TTY)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert "in queue (position 0)" in proc.stderr
+    assert "did not finish within" in unwrapped(proc.stderr) and "Traceback" not in proc.stderr
     assert cli_json(busy_server, "cancel", rid) == {"request_id": rid, "status": "cancelled", "outcome": "cancelled"}
-    status, result = (json.loads(p.stdout) for p in cli_all(busy_server, ("status", rid), ("result", rid)))
-    assert status["status"] == "cancelled"
+    status, result, watched = cli_all(busy_server, ("status", rid), ("result", rid), ("watch", rid), ok=False)
+    assert json.loads(status.stdout)["status"] == "cancelled"
+    result = json.loads(result.stdout)
     assert result["status"] == "cancelled" and "output" not in result
+    assert watched.returncode == 1 and watched.stdout == "" and "cancelled" in watched.stderr
 
 
 def test_unreachable_server_is_a_clear_error(server, tmp_path):
@@ -167,3 +178,36 @@ def test_unreachable_server_is_a_clear_error(server, tmp_path):
     proc = server.cli("models", "--base-url", f"http://127.0.0.1:{port}", "--api-key", "mapi_x")
     assert proc.returncode != 0
     assert "could not reach" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_watch_shows_progress_then_prints_the_output_urls(server):
+    rid = cli_json(server, "submit", SEQ, "--text", "Generate 2 images of a gull", "--set", SQUARE)["request_id"]
+    proc = server.cli("watch", rid, "--base-url", server.base_url, env=TTY)
+    assert proc.returncode == 0, proc.stderr
+    with server.client() as c:
+        result = wait_terminal(c, rid)
+    # stdout: exactly the output URLs, one per line (presigned URLs are signed anew per answer)
+    assert [urlsplit(u).path for u in proc.stdout.splitlines()] == [urlsplit(u).path for u in result["output"]["images"]]
+    assert len(result["output"]["images"]) == 2
+    assert "completed" in proc.stderr and "100%" in proc.stderr
+
+
+def test_ls_lists_recent_requests_newest_first(server):
+    first, second = (cli_json(server, "submit", SEQ, "--text", f"one image of a dune, take {i}", "--set", SQUARE)["request_id"]
+                     for i in range(2))
+    with server.client() as c:
+        for rid in (first, second):
+            wait_terminal(c, rid)
+    table, as_json, filtered = cli_all(server, ("ls", "--limit", "2"), ("ls", "--json", "-n", "2"),
+                                       ("ls", "--json", "--status", "completed", "--model", SEQ, "--limit", "100"))
+    rows = [line for line in table.stdout.splitlines() if first in line or second in line]
+    assert len(rows) == 2 and second in rows[0] and first in rows[1], table.stdout  # whole ids, newest first
+    for row in rows:
+        assert SEQ in row and "completed" in row
+        assert len(re.findall(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", row)) == 2  # created and finished
+    assert [item["request_id"] for item in json.loads(as_json.stdout)] == [second, first]
+    items = json.loads(filtered.stdout)
+    assert {first, second} <= {item["request_id"] for item in items}
+    assert all(item["status"] == "completed" and item["model_id"] == SEQ for item in items)
+    bad = cli(server, "ls", "--status", "paused", ok=False)
+    assert bad.returncode == 2 and "--status" in bad.stderr

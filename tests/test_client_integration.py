@@ -1,12 +1,16 @@
 """The SDK (modelapi.client) against a real `modelapi serve` on 127.0.0.1: Client and
 AsyncClient end to end (submit, typed statuses, result, run, download, cancel, errors, local
-files, idempotency). No mocks; nothing leaves this machine."""
+files, idempotency; the status stream, long-poll, listing and webhooks). No mocks; nothing
+leaves this machine."""
 
 from __future__ import annotations
 
 import asyncio
+import http.server
 import shutil
+import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -14,7 +18,7 @@ import pytest
 from PIL import Image
 
 from conftest import SKIMAGE_DATA, ServerProcess, started_in_background
-from modelapi import catalog, errors
+from modelapi import catalog, errors, webhooks
 from modelapi.client import AsyncClient, Cancelled, Client, Completed, InProgress, Queued
 
 SEQ = "bytedance/seedream-4-0/sequential"
@@ -328,3 +332,201 @@ def test_async_errors_local_files_and_idempotency(server, chelsea):
         assert (result["metadata"]["width"], result["metadata"]["height"]) == (1024, 1024)
         assert httpx.get(result["output"]["image"]).status_code == 200
     assert a.request_id == b.request_id
+
+
+# --------------------------------------------------------------------------- push: stream, long-poll, listing, webhooks
+
+
+def recording_hooks(paths: list[str]) -> dict:
+    def record(request: httpx.Request) -> None:
+        paths.append(f"{request.method} {request.url.path}")
+
+    return {"request": [record]}
+
+
+def test_run_uses_the_status_stream_of_our_server(server):
+    paths: list[str] = []
+    with Client(server.base_url, server.key, event_hooks=recording_hooks(paths)) as client:
+        seen: list = []
+        result = client.run(SEQ, {"text": "one image of a harbour", "image_size": SQUARE}, on_update=seen.append)
+        assert {"status-stream", "long-poll", "webhooks", "idempotency-key"} <= client.features()
+    rid = result["request_id"]
+    assert result["status"] == "completed" and result["output"]["images"]
+    # submit, one stream to the end, the result: no polling
+    assert paths == [f"POST /v1/models/{SEQ}", f"GET /v1/requests/{rid}/status/stream", f"GET /v1/requests/{rid}/result"]
+    assert isinstance(seen[-1], Completed) and seen[-1].result == result
+
+
+def recording_hooks_async(paths: list[str]) -> dict:
+    async def record(request: httpx.Request) -> None:
+        paths.append(f"{request.method} {request.url.path}")
+
+    return {"request": [record]}
+
+
+def test_async_run_uses_the_status_stream_of_our_server(server):
+    paths: list[str] = []
+
+    async def main() -> dict:
+        async with AsyncClient(server.base_url, server.key, event_hooks=recording_hooks_async(paths)) as client:
+            return await client.run(SEQ, {"text": "one image of a dock", "image_size": SQUARE})
+
+    result = asyncio.run(main())
+    rid = result["request_id"]
+    assert paths == [f"POST /v1/models/{SEQ}", f"GET /v1/requests/{rid}/status/stream", f"GET /v1/requests/{rid}/result"]
+
+
+def test_stream_of_a_finished_request_is_its_result(server):
+    with Client(server.base_url, server.key) as client:
+        result = client.run(SEQ, {"text": "one image of a pier", "image_size": SQUARE})
+        updates = list(client.stream(result["request_id"]))
+        assert updates == [Completed(result["request_id"], result["output"])]
+        with pytest.raises(errors.NotFoundError):
+            list(client.stream("req_unknown"))
+
+
+def test_async_stream_shows_queue_positions_then_progress(slow_server):
+    srv = slow_server
+
+    async def main() -> tuple[str, list]:
+        async with AsyncClient(srv.base_url, srv.key) as client:
+            handles = [await client.submit(SEQ, {"text": f"one image of a reef, take {i}", "image_size": SQUARE})
+                       for i in range(3)]
+            return handles[-1].request_id, [u async for u in client.stream(handles[-1].request_id)]
+
+    rid, updates = asyncio.run(main())
+    assert_status_sequence(updates, rid)
+    assert all(a != b for a, b in zip(updates, updates[1:])), updates
+
+
+class _CutStream(httpx.SyncByteStream):
+    """A response stream that breaks (httpx.ReadError) after ``events`` status events went
+    through, remembering their ids."""
+
+    def __init__(self, inner: httpx.SyncByteStream, events: int) -> None:
+        self.inner, self.events, self.ids = inner, events, []
+
+    def __iter__(self) -> Iterator[bytes]:
+        seen = 0
+        for chunk in self.inner:
+            yield chunk
+            for line in chunk.decode().splitlines():
+                if line.startswith("id:"):
+                    self.ids.append(line[3:].strip())
+            seen += chunk.count(b"event: status")
+            if seen >= self.events:
+                raise httpx.ReadError("connection cut by the test")
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class CutFirstStream(httpx.BaseTransport):
+    """Real HTTP, but the first status stream is cut after two events."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.last_event_ids: list[str | None] = []
+        self.cut: _CutStream | None = None
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
+        if not request.url.path.endswith("/status/stream"):
+            return response
+        self.last_event_ids.append(request.headers.get("last-event-id"))
+        if self.cut is not None:
+            return response
+        assert isinstance(response.stream, httpx.SyncByteStream)
+        self.cut = _CutStream(response.stream, events=2)
+        return httpx.Response(response.status_code, headers=response.headers, stream=self.cut,
+                              extensions=response.extensions)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_stream_resumes_after_a_dropped_connection_without_repeating(slow_server):
+    srv = slow_server
+    transport = CutFirstStream()
+    with Client(srv.base_url, srv.key, transport=transport, sleep=lambda s: None) as client:
+        handles = [client.submit(SEQ, {"text": f"one image of a lagoon, take {i}", "image_size": SQUARE})
+                   for i in range(3)]
+        updates = list(client.stream(handles[-1].request_id, timeout_s=60))
+    assert transport.cut is not None and len(transport.cut.ids) == 2
+    # one reconnect, resuming after the last event received
+    assert transport.last_event_ids == [None, transport.cut.ids[-1]]
+    assert_status_sequence(updates, handles[-1].request_id)
+    assert all(a != b for a, b in zip(updates, updates[1:])), updates
+
+
+def test_long_poll_answers_when_the_request_ends(slow_server):
+    srv = slow_server
+    with Client(srv.base_url, srv.key) as client:
+        handle = client.submit(SEQ, {"text": "one image of a cove", "image_size": SQUARE})
+        body = client.result(handle.request_id, wait_s=30)
+        assert body["status"] == "completed" and body["output"]["images"]
+        with pytest.raises(errors.ValidationError):
+            client.result(handle.request_id, wait_s=61)
+
+
+def test_list_requests_pages_newest_first(server, chelsea):
+    with Client(server.base_url, server.key) as client:
+        dreamina = client.resolve_files({"image_urls": [str(chelsea)], "prompt": "a kelp forest",
+                                         "width×height": DREAMINA_SMALL}, mode="upload")
+        seq = {"text": "one image of a kelp forest", "image_size": SQUARE}
+        handles = [client.submit(SEQ, seq) if i % 2 else client.submit(DREAMINA, dreamina) for i in range(5)]
+        newest = list(client.list_requests(limit=5, page_size=2))
+        assert [r.request_id for r in newest] == [h.request_id for h in reversed(handles)]
+        assert [r.model_id for r in newest] == [SEQ if i % 2 else DREAMINA for i in reversed(range(5))]
+        assert all(r.created_at is not None for r in newest)
+        # every request exactly once across small pages, the same as one big page
+        everything = [r.request_id for r in client.list_requests(page_size=3)]
+        assert len(everything) == len(set(everything)) >= 5
+        assert everything == [r.request_id for r in client.list_requests(page_size=100)]
+        for handle in handles:
+            client.result(handle.request_id, wait_s=30)
+        done = list(client.list_requests(status="completed", model=SEQ))
+        assert {h.request_id for h in handles[1::2]} <= {r.request_id for r in done}
+        assert all(isinstance(r.update, Completed) and r.model_id == SEQ and r.finished_at is not None for r in done)
+        created = [r.created_at for r in done]
+        assert created == sorted(created, reverse=True)
+
+
+class _Receiver(http.server.BaseHTTPRequestHandler):
+    deliveries: list[tuple[bytes, dict[str, str]]]
+    arrived: threading.Event
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.deliveries.append((body, dict(self.headers.items())))
+        self.send_response(204)
+        self.end_headers()
+        self.arrived.set()
+
+    def log_message(self, *args) -> None:  # noqa: ANN002
+        pass
+
+
+@pytest.fixture
+def webhook_receiver():
+    """A real HTTP server on 127.0.0.1 recording POSTs: yields (url, deliveries, arrived)."""
+    handler = type("Receiver", (_Receiver,), {"deliveries": [], "arrived": threading.Event()})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/hook", handler.deliveries, handler.arrived
+    httpd.shutdown()
+
+
+def test_webhook_delivery_verifies_with_the_sdk(server, webhook_receiver):
+    url, deliveries, arrived = webhook_receiver
+    with Client(server.base_url, server.key) as client:
+        secret = client.webhook_secret()
+        assert secret.startswith("whsec_")
+        result = client.run(SEQ, {"text": "one image of a buoy", "image_size": SQUARE}, webhook=url)
+        assert arrived.wait(30), "no webhook delivery within 30 s"
+    body, headers = deliveries[0]
+    delivered = webhooks.verify(body, headers, secret)
+    assert delivered["request_id"] == result["request_id"] and delivered["output"] == result["output"]
+    with pytest.raises(errors.WebhookVerificationError):
+        webhooks.verify(body.replace(b"completed", b"failed"), headers, secret)

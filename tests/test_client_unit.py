@@ -892,10 +892,10 @@ def async_sse_response(*chunks: bytes | Exception) -> httpx.Response:
     return httpx.Response(200, headers={"Content-Type": "text/event-stream", **FEATURES}, content=body())
 
 
-def streaming_server(connections: list[Callable[[], httpx.Response]],
-                     result: dict[str, Any]) -> Callable[[httpx.Request], httpx.Response]:
+def streaming_server(connections: list[Callable[[], httpx.Response]], result: dict[str, Any],
+                     status: dict[str, Any] | None = None) -> Callable[[httpx.Request], httpx.Response]:
     """Our server: every answer advertises the features; each /status/stream connection is the
-    next of ``connections``; /status is never expected (answers 500)."""
+    next of ``connections``; /status answers ``status`` (None: 500, not expected)."""
     remaining = list(connections)
 
     def answer(request: httpx.Request) -> httpx.Response:
@@ -904,6 +904,8 @@ def streaming_server(connections: list[Callable[[], httpx.Response]],
             return httpx.Response(200, json=handle_body(), headers=FEATURES)
         if path.endswith("/status/stream"):
             return remaining.pop(0)()
+        if path.endswith("/status") and status is not None:
+            return httpx.Response(200, json=status, headers=FEATURES)
         if path.endswith("/result"):
             return httpx.Response(200, json=result, headers=FEATURES)
         if path == "/v1/models":
@@ -948,14 +950,26 @@ def test_stream_resumes_with_last_event_id_after_a_dropped_connection(make_clien
         lambda: sse_response(sse_event(3, status_body("in_progress", progress=0.75))),  # ends, not terminal
         lambda: sse_response(PING, sse_event(4, status_body("completed"))),
     ]
-    client, rec = make_client(streaming_server(connections, result))
+    client, rec = make_client(streaming_server(connections, result, status=status_body("in_progress", progress=0.75)))
     updates = list(client.stream(RID))
     assert updates == [Queued(RID, 0), InProgress(RID, 0.25), InProgress(RID, 0.75), Completed(RID, result["output"])]
     resumed = [r.headers.get("last-event-id") for r in stream_requests(rec)]
     assert resumed == [None, "2", "2", "3"]
+    assert rec.paths().count(f"GET /v1/requests/{RID}/status") == 1  # after the stream that ended early
     # backoff: 0.5 s base doubling while failures follow each other, reset by a new event
     assert len(clock.sleeps) == 3
     assert 0.25 <= clock.sleeps[0] <= 0.5 and 0.5 <= clock.sleeps[1] <= 1.0 and 0.25 <= clock.sleeps[2] <= 0.5
+
+
+def test_stream_that_ends_early_on_a_finished_request_yields_the_result(make_client, clock):
+    """The server closes at once (e.g. resumed after its last event): one /status call shows the
+    request ended, and the stream ends with the result instead of reconnecting."""
+    result = completed_body(f"{BASE}/files/a.png")
+    client, rec = make_client(streaming_server([lambda: sse_response(PING)], result, status=status_body("completed")))
+    assert list(client.stream(RID)) == [Completed(RID, result["output"])]
+    assert rec.paths() == [f"GET /v1/requests/{RID}/status/stream", f"GET /v1/requests/{RID}/status",
+                           f"GET /v1/requests/{RID}/result"]
+    assert clock.sleeps == []
 
 
 def test_stream_gives_up_after_max_retries_drops_in_a_row(make_client, clock):
@@ -1022,6 +1036,7 @@ def test_async_stream_resumes_and_run_streams(clock):
     connections = [
         lambda: async_sse_response(sse_event(1, status_body("in_queue", queue_position=0)),
                                    httpx.ReadError("reset")),
+        lambda: async_sse_response(PING),  # ends early; the request is still running
         lambda: async_sse_response(PING, sse_event(2, status_body("in_progress", progress=0.5)),
                                    sse_event(3, status_body("completed"))),
         lambda: async_sse_response(sse_event(1, status_body("in_progress", progress=0.5)),
@@ -1029,7 +1044,7 @@ def test_async_stream_resumes_and_run_streams(clock):
     ]
 
     async def main() -> tuple[list[Any], dict[str, Any], list[Any]]:
-        client, rec = make_async(streaming_server(connections, result), clock)
+        client, rec = make_async(streaming_server(connections, result, status=status_body("in_queue")), clock)
         async with client:
             updates = [u async for u in client.stream(RID)]
             seen: list[Any] = []
@@ -1038,9 +1053,9 @@ def test_async_stream_resumes_and_run_streams(clock):
 
     updates, done, resumed, seen = asyncio.run(main())
     assert updates == [Queued(RID, 0), InProgress(RID, 0.5), Completed(RID, result["output"])]
-    assert resumed == [None, "1", None]
+    assert resumed == [None, "1", "1", None]
     assert done == result and seen == [InProgress(RID, 0.5), Completed(RID, result["output"])]
-    assert len(clock.sleeps) == 1
+    assert len(clock.sleeps) == 2
 
 
 def test_async_run_polls_without_features(clock):

@@ -353,13 +353,12 @@ class _StreamState:
     ``Last-Event-ID``), consecutive failures (at most ``max_retries`` reconnects without a new
     event, with jittered backoff, then APIConnectionError), repeats skipped, the deadline."""
 
-    def __init__(self, request_id: str, *, max_retries: int, read_timeout_s: float, deadline: _Deadline,
-                 last_event_id: str | None = None) -> None:
+    def __init__(self, request_id: str, *, max_retries: int, read_timeout_s: float, deadline: _Deadline) -> None:
         self.request_id = request_id
         self.max_retries = max_retries
         self.read_timeout_s = max(read_timeout_s, STREAM_MIN_READ_TIMEOUT_S)
         self.deadline = deadline
-        self.last_event_id = last_event_id
+        self.last_event_id: str | None = None
         self.failures = 0
         self.last: StatusUpdate | None = None
 

@@ -1,10 +1,12 @@
 """The ``modelapi`` command: server side (serve, worker, workers, keys, usage, model, demo;
 these need ``pip install "modelapi[server]"``, and ``[engine]`` to run a worker) and client side
-(run, submit, status, result, cancel, models; the plain ``pip install modelapi``).
+(run, submit, watch, status, result, cancel, ls, models; the plain ``pip install modelapi``).
 
 Client commands take ``--base-url`` / ``--api-key`` (else ``MODELAPI_BASE_URL`` /
-``MODELAPI_API_KEY``, else the local server's initial key) and print JSON, except ``run``,
-which shows a progress display and prints the saved file paths.
+``MODELAPI_API_KEY``, else the local server's initial key) and print JSON, except ``run``
+(a progress display, then the saved file paths), ``watch`` (a progress display, then the output
+URLs) and ``ls`` (a table). Progress comes from the server's status stream when it has one,
+else from polling.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import inspect
 import json
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, NoReturn, Optional
 
 import typer
 from rich.console import Console
@@ -22,6 +24,12 @@ from rich.table import Table
 
 from . import catalog
 from .errors import APIStatusError, ModelAPIError
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
+    from .client import Client, StatusUpdate
+    from .core.config import Settings
 
 app = typer.Typer(help="Self-hosted Model API: server, keys, and a client for it.", no_args_is_help=True, add_completion=False)
 keys_app = typer.Typer(help="Manage API keys (stored hashed; a key is printed once).", no_args_is_help=True)
@@ -37,7 +45,7 @@ BaseUrl = typer.Option(None, "--base-url", envvar="MODELAPI_BASE_URL", help="Ser
 ApiKeyOpt = typer.Option(None, "--api-key", envvar="MODELAPI_API_KEY", help="API key (Bearer).")
 
 
-def _client(base_url: str | None, api_key: str | None):  # noqa: ANN202
+def _client(base_url: str | None, api_key: str | None) -> Client:
     from .client import Client
 
     return Client(base_url or f"http://127.0.0.1:{os.environ.get('MODELAPI_PORT', '8000')}", api_key)
@@ -54,9 +62,9 @@ _SERVE_ONLY = ("worker", "port", "public_url", "trusted_proxies", "strict_inputs
                "allowed_input_hosts", "fetch_timeout_s", "max_input_bytes", "max_input_pixels")
 
 
-def _settings(**given: Any):  # noqa: ANN202
-    """Settings from the given flags over MODELAPI_* variables; a clear error when the server
-    extra is not installed."""
+def _settings(**given: Any) -> Settings:
+    """Settings from the given flags (None: not given) over MODELAPI_* variables; a clear error
+    when the server extra is not installed."""
     try:
         from .core.config import Settings
     except ImportError as exc:
@@ -197,10 +205,9 @@ def workers(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """List live workers: id, engine, device, current request, seconds since the last heartbeat."""
-    from .core.config import Settings
     from .core.workers import WorkerRegistry
 
-    rows = WorkerRegistry(_db(database_url), Settings().worker_timeout_s).live()
+    rows = WorkerRegistry(_db(database_url), _settings(database_url=database_url).worker_timeout_s).live()
     if as_json:
         _print_json(rows)
         return
@@ -235,7 +242,7 @@ def demo(
 
 
 # -- client side ------------------------------------------------------------------------------
-def _fail(exc: ModelAPIError) -> None:
+def _fail(exc: ModelAPIError) -> NoReturn:
     if isinstance(exc, APIStatusError) and exc.detail:
         console.print(f"[bold red]error:[/] {exc}")
         for d in exc.detail if isinstance(exc.detail, list) else [exc.detail]:
@@ -284,6 +291,28 @@ def _checked_body(client: Any, model_id: str, text: str | None, images: list[str
     return schema, body, problems or catalog.engine_limits(inputs)
 
 
+def _progress() -> Progress:
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                    TimeElapsedColumn(), console=console)
+
+
+def _show(bar: Progress, task: TaskID, update: StatusUpdate) -> None:
+    """One status on the progress bar: queue position while queued, progress while running."""
+    from .client import Completed, InProgress, Queued
+
+    if isinstance(update, Queued):
+        where = "" if update.position is None else f" (position {update.position})"
+        bar.update(task, description=f"in queue{where}")
+    elif isinstance(update, InProgress):
+        bar.update(task, description="generating", completed=update.progress or 0.0)
+    elif isinstance(update, Completed):
+        bar.update(task, description="completed", completed=1.0)
+    else:
+        bar.update(task, description=update.status_value or "unknown status")
+
+
 @app.command()
 def run(
     model_id: str = typer.Argument(..., help="e.g. bytedance/seedream-4-0/sequential"),
@@ -292,14 +321,12 @@ def run(
     set_: list[str] = typer.Option([], "--set", "-s", help="Another input field, key=value (repeat)."),
     out_dir: Path = typer.Option(Path("."), "--out", "-o", help="Where to save the images."),
     timeout_s: float = typer.Option(1800, "--timeout", help="Give up waiting after this many seconds."),
+    webhook: Optional[str] = typer.Option(None, "--webhook", help="Also POST the result to this URL when it ends (our server)."),
     base_url: Optional[str] = BaseUrl,
     api_key: Optional[str] = ApiKeyOpt,
 ) -> None:
-    """Submit a request, show its progress, download the images and print their paths."""
-    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    from .client import Completed, InProgress, Queued
-
+    """Submit a request, show its queue position and progress (from the status stream, else by
+    polling), download the images and print their paths."""
     try:
         with _client(base_url, api_key) as client:
             schema, body, problems = _checked_body(client, model_id, text, image, set_)
@@ -308,26 +335,89 @@ def run(
                     console.print(f"[red]invalid input[/] {'.'.join(str(x) for x in p['loc'][1:])}: {p['msg']}")
                 raise typer.Exit(2)
             body = client.resolve_files(body, schema=schema)
-            with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), console=console) as bar:
+            with _progress() as bar:
                 task = bar.add_task("submitting", total=1.0)
-
-                def on_update(update: Any) -> None:
-                    if isinstance(update, Queued):
-                        bar.update(task, description=f"in queue (position {update.position})")
-                    elif isinstance(update, InProgress):
-                        bar.update(task, description="generating", completed=update.progress or 0.0)
-                    elif isinstance(update, Completed):
-                        bar.update(task, description="completed", completed=1.0)
-
-                result = client.run(model_id, body, timeout_s=timeout_s, on_update=on_update)
+                result = client.run(model_id, body, timeout_s=timeout_s, webhook=webhook,
+                                    on_update=lambda update: _show(bar, task, update))
             paths = client.download(result, out_dir)
             meta = result.get("metadata") or {}
             if meta.get("random_weights"):
                 console.print("[yellow]note: the server runs RANDOM weights; these images are noise[/]")
-            for p in paths:
-                typer.echo(str(p))
+            for path in paths:
+                typer.echo(str(path))
     except ModelAPIError as exc:
         _fail(exc)
+
+
+@app.command()
+def watch(
+    request_id: str = typer.Argument(..., help="The request to follow."),
+    timeout_s: Optional[float] = typer.Option(None, "--timeout", help="Give up waiting after this many seconds (default: never)."),
+    base_url: Optional[str] = BaseUrl,
+    api_key: Optional[str] = ApiKeyOpt,
+) -> None:
+    """Follow a request live (queue position while queued, progress while running; from the
+    status stream, else by polling) until it ends, then print its output URLs, one per line.
+    Exits 1 when it failed or was cancelled."""
+    from .client import Cancelled, Completed, Failed
+
+    try:
+        with _client(base_url, api_key) as client:
+            last = None
+            with _progress() as bar:
+                task = bar.add_task("connecting", total=1.0)
+                for update in client.watch(request_id, timeout_s=timeout_s):
+                    _show(bar, task, update)
+                    last = update
+    except ModelAPIError as exc:
+        _fail(exc)
+    if isinstance(last, Completed):
+        output = last.output
+        for url in output.get("images") or ([output["image"]] if output.get("image") else []):
+            typer.echo(url)
+    elif isinstance(last, Failed):
+        console.print(f"[bold red]failed:[/] {escape(str(last.error.get('message') or last.error))}")
+        raise typer.Exit(1)
+    elif isinstance(last, Cancelled):
+        console.print("[yellow]cancelled[/]")
+        raise typer.Exit(1)
+
+
+def _when(value: Any) -> str:
+    return "" if value is None else f"{value.astimezone():%Y-%m-%d %H:%M:%S}"
+
+
+@app.command("ls")
+def list_requests(
+    status_: Optional[str] = typer.Option(None, "--status", help="Only this status: in_queue, in_progress, completed, failed, cancelled."),
+    model: Optional[str] = typer.Option(None, "--model", help="Only this model id."),
+    limit: int = typer.Option(20, "--limit", "-n", min=1, help="How many (newest first)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the listing items as JSON instead of a table."),
+    base_url: Optional[str] = BaseUrl,
+    api_key: Optional[str] = ApiKeyOpt,
+) -> None:
+    """List your recent requests, newest first: id, model, status, created, finished (local time)."""
+    from .types import Status
+
+    if status_ is not None and status_ not in {s.value for s in Status}:
+        raise typer.BadParameter(f"must be one of {', '.join(s.value for s in Status)}", param_hint="--status")
+    try:
+        with _client(base_url, api_key) as client:
+            items = list(client.list_requests(status=status_, model=model, limit=limit))
+    except ModelAPIError as exc:
+        _fail(exc)
+    if as_json:
+        _print_json([item.body for item in items])
+        return
+    table = Table("id", "model", "status", "created", "finished")
+    table.columns[0].overflow = "fold"
+    for item in items:
+        table.add_row(item.request_id, item.model_id, item.update.status_value, _when(item.created_at), _when(item.finished_at))
+    if not out.is_terminal:  # piped: whole rows, one line each (a terminal folds them to fit)
+        from rich.measure import Measurement
+
+        out.width = max(out.width, Measurement.get(out, out.options.update_width(10_000), table).maximum)
+    out.print(table)
 
 
 @app.command()
@@ -337,6 +427,7 @@ def submit(
     image: list[str] = typer.Option([], "--image", "-i"),
     set_: list[str] = typer.Option([], "--set", "-s"),
     idempotency_key: Optional[str] = typer.Option(None, "--idempotency-key"),
+    webhook: Optional[str] = typer.Option(None, "--webhook", help="POST the result to this URL when it ends (our server)."),
     base_url: Optional[str] = BaseUrl,
     api_key: Optional[str] = ApiKeyOpt,
 ) -> None:
@@ -347,7 +438,8 @@ def submit(
             if problems:
                 _print_json({"detail": problems})
                 raise typer.Exit(2)
-            handle = client.submit(model_id, client.resolve_files(body, schema=schema), idempotency_key=idempotency_key)
+            handle = client.submit(model_id, client.resolve_files(body, schema=schema), idempotency_key=idempotency_key,
+                                   webhook=webhook)
             _print_json(handle.__dict__)
     except ModelAPIError as exc:
         _fail(exc)
@@ -356,7 +448,7 @@ def submit(
 @app.command()
 def status(request_id: str, base_url: Optional[str] = BaseUrl, api_key: Optional[str] = ApiKeyOpt) -> None:
     """Print a request's status JSON."""
-    from .client import _status_call
+    from ._calls import _status_call
 
     try:
         with _client(base_url, api_key) as client:

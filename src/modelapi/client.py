@@ -181,9 +181,9 @@ class _BaseClient:
               timeout_s: float | None) -> _Poll:
         return _Poll(request_id, poll_interval_s, max_interval_s, timeout_s, self._clock)
 
-    def _stream_state(self, request_id: str, timeout_s: float | None, last_event_id: str | None) -> _StreamState:
+    def _stream_state(self, request_id: str, timeout_s: float | None) -> _StreamState:
         return _StreamState(request_id, max_retries=self.max_retries, read_timeout_s=self.timeout_s,
-                            deadline=_Deadline(request_id, timeout_s, self._clock), last_event_id=last_event_id)
+                            deadline=_Deadline(request_id, timeout_s, self._clock))
 
     def _submit_call(self, model_id: str, input: dict[str, Any], idempotency_key: str | None,
                      webhook: str | None) -> _Call:
@@ -396,8 +396,7 @@ class Client(_BaseClient):
                 return
             self._sleep(poll.next_sleep(retry_after))
 
-    def stream(self, request_id: str, *, timeout_s: float | None = None,
-               last_event_id: str | None = None) -> Iterator[StatusUpdate]:
+    def stream(self, request_id: str, *, timeout_s: float | None = None) -> Iterator[StatusUpdate]:
         """Yield each new status from the server's status stream
         (``GET /v1/requests/{id}/status/stream``, server-sent events; our server) until the
         request is terminal.
@@ -406,13 +405,14 @@ class Client(_BaseClient):
         ``partial_output`` when the server publishes images early). The last update is fetched
         from the result route, so ``Completed.output`` / ``Failed.error`` are filled. A dropped
         connection is resumed with ``Last-Event-ID`` (nothing repeats) after a jittered backoff;
-        ``max_retries`` reconnects in a row without a new event raise APIConnectionError.
-        ``last_event_id``: resume an earlier stream after that event. ``timeout_s`` (seconds,
+        ``max_retries`` reconnects in a row without a new event raise APIConnectionError. A
+        stream the server ends before the terminal event is checked with one ``/status`` call
+        (the request may have ended meanwhile) before reconnecting. ``timeout_s`` (seconds,
         None = none): RequestTimeout, checked at each event and keep-alive. Raises
         NotFoundError / AuthenticationError as ``status`` does, and NotFoundError on a server
         without the stream (use :meth:`watch` to work with both).
         """
-        state = self._stream_state(request_id, timeout_s, last_event_id)
+        state = self._stream_state(request_id, timeout_s)
         while True:
             try:
                 response = self._http.send(self._request(state.call()), stream=True)
@@ -437,6 +437,10 @@ class Client(_BaseClient):
                             if update is not None:
                                 yield update
                             state.deadline.check()
+                        ended = self.status(request_id)  # closed before the terminal event: ended meanwhile?
+                        if ended.is_terminal:
+                            yield parse_status(self.result(request_id))
+                            return
                         delay = state.dropped(None)
                 except httpx.TransportError as exc:
                     delay = state.dropped(exc)
@@ -681,11 +685,10 @@ class AsyncClient(_BaseClient):
                 return
             await self._sleep(poll.next_sleep(retry_after))
 
-    async def stream(self, request_id: str, *, timeout_s: float | None = None,
-                     last_event_id: str | None = None) -> AsyncIterator[StatusUpdate]:
+    async def stream(self, request_id: str, *, timeout_s: float | None = None) -> AsyncIterator[StatusUpdate]:
         """See :meth:`Client.stream`; use with ``async for`` (``contextlib.aclosing`` closes the
         connection at once when you stop early)."""
-        state = self._stream_state(request_id, timeout_s, last_event_id)
+        state = self._stream_state(request_id, timeout_s)
         while True:
             try:
                 response = await self._http.send(self._request(state.call()), stream=True)
@@ -710,6 +713,10 @@ class AsyncClient(_BaseClient):
                             if update is not None:
                                 yield update
                             state.deadline.check()
+                        ended = await self.status(request_id)
+                        if ended.is_terminal:
+                            yield parse_status(await self.result(request_id))
+                            return
                         delay = state.dropped(None)
                 except httpx.TransportError as exc:
                     delay = state.dropped(exc)

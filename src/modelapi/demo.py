@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from . import catalog
-from .client import Client
+from .client import Client, InProgress, Queued
 from .localfleet import free_port
 
 PHOTOS = {
@@ -38,6 +39,20 @@ def demo_requests(photo_dir: Path) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
+@dataclass
+class _Run:
+    """One demo request: what was sent, when, and what came back."""
+
+    model_id: str
+    body: dict[str, Any]
+    inputs: list[str]
+    request_id: str
+    submitted: float
+    finished: float = 0.0
+    result: dict[str, Any] = field(default_factory=dict)
+    outputs: list[Path] = field(default_factory=list)
+
+
 def run_demo(out_dir: Path, *, port: int = 0, console: Console | None = None) -> Path:
     """Run the demo; returns the path of index.html. Raises ModelAPIError if a request fails."""
     import skimage
@@ -47,7 +62,8 @@ def run_demo(out_dir: Path, *, port: int = 0, console: Console | None = None) ->
     from .core.config import Settings
 
     console = console or Console(stderr=True)
-    settings = Settings(port=port or free_port())
+    overrides: dict[str, Any] = {"port": port or free_port()}
+    settings = Settings(**overrides)  # every other setting from MODELAPI_* variables or its default
     console.print(f"starting the server on {settings.base_url} (data dir {settings.data_dir}) …")
     t0 = time.monotonic()
     server, service, thread = start_in_thread(settings)
@@ -64,55 +80,60 @@ def run_demo(out_dir: Path, *, port: int = 0, console: Console | None = None) ->
         inputs_dir = out_dir / "inputs"
         inputs_dir.mkdir(exist_ok=True)
         photo_dir = Path(skimage.__file__).parent / "data"
-        runs = []
+        runs: list[_Run] = []
         with Client(settings.base_url, key, timeout_s=120) as client:
             for model_id, body in demo_requests(photo_dir):
-                images = body.get(catalog.get(model_id).task.image_field or "", [])
+                images = _image_inputs(model_id, body)
                 for p in images:
                     shutil.copy(p, inputs_dir / Path(p).name)
                 handle = client.submit(model_id, client.resolve_files(body, mode="upload"))
-                runs.append({"model_id": model_id, "body": body, "inputs": [Path(p).name for p in images],
-                             "request_id": handle.request_id, "submitted": time.monotonic()})
+                runs.append(_Run(model_id, body, [Path(p).name for p in images], handle.request_id, time.monotonic()))
             _wait(client, runs, console)
             for run in runs:
-                result = client.result(run["request_id"], include_cost=True)
-                run["result"] = result
+                result = client.result(run.request_id, include_cost=True)
+                run.result = result
                 if result["status"] != "completed":
-                    raise RuntimeError(f"{run['model_id']} ended {result['status']}: {result.get('error')}")
-                folder = out_dir / run["model_id"].replace("/", "__")
-                run["outputs"] = [p.relative_to(out_dir) for p in client.download(result, folder)]
+                    raise RuntimeError(f"{run.model_id} ended {result['status']}: {result.get('error')}")
+                folder = out_dir / run.model_id.replace("/", "__")
+                run.outputs = [p.relative_to(out_dir) for p in client.download(result, folder)]
         index = out_dir / "index.html"
         index.write_text(_page(runs, info), encoding="utf-8")
         console.print(f"[bold green]done[/] in {time.monotonic() - t0:.1f} s: {index}")
         for run in runs:
-            for p in run["outputs"]:
-                print(out_dir / p)
+            for output in run.outputs:
+                print(out_dir / output)
         return index
     finally:
         server.should_exit = True
         thread.join(timeout=120)
 
 
-def _wait(client: Client, runs: list[dict[str, Any]], console: Console) -> None:
+def _image_inputs(model_id: str, body: dict[str, Any]) -> list[str]:
+    model = catalog.get(model_id)
+    field_name = model.task.image_field if model is not None else None
+    return list(body.get(field_name, [])) if field_name else []
+
+
+def _wait(client: Client, runs: list[_Run], console: Console) -> None:
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[state]}"), TimeElapsedColumn(), console=console) as bar:
-        tasks = {r["request_id"]: bar.add_task(r["model_id"], total=1.0, state="submitted") for r in runs}
+        tasks = {r.request_id: bar.add_task(r.model_id, total=1.0, state="submitted") for r in runs}
+        by_id = {r.request_id: r for r in runs}
         pending = set(tasks)
         while pending:
             for rid in list(pending):
                 update = client.status(rid)
-                name = type(update).__name__
-                if name == "Queued":
+                if isinstance(update, Queued):
                     bar.update(tasks[rid], state=f"in queue (position {update.position})")
-                elif name == "InProgress":
+                elif isinstance(update, InProgress):
                     bar.update(tasks[rid], completed=update.progress or 0.0, state="generating")
-                else:
-                    bar.update(tasks[rid], completed=1.0, state=update.status.value)
+                elif update.is_terminal:
+                    bar.update(tasks[rid], completed=1.0, state=update.status_value)
                     pending.discard(rid)
-                    next(r for r in runs if r["request_id"] == rid)["finished"] = time.monotonic()
+                    by_id[rid].finished = time.monotonic()
             time.sleep(0.25)
 
 
-def _page(runs: list[dict[str, Any]], info: dict[str, Any]) -> str:
+def _page(runs: list[_Run], info: dict[str, Any]) -> str:
     esc = html.escape
     banner = ""
     if info.get("random_weights"):
@@ -120,18 +141,18 @@ def _page(runs: list[dict[str, Any]], info: dict[str, Any]) -> str:
                   "(no FLUX.2 weights were found); they are noise. Serve real weights with <code>--model</code>.</p>")
     sections = []
     for run in runs:
-        result, meta = run["result"], run["result"].get("metadata") or {}
-        prompt = run["body"].get("text") or run["body"].get("prompt")
-        inputs = "".join(f'<img src="inputs/{esc(n)}" alt="{esc(n)}">' for n in run["inputs"]) or "<i>none (text only)</i>"
-        outputs = "".join(f'<a href="{esc(str(p))}"><img src="{esc(str(p))}"></a>' for p in run["outputs"])
+        result, meta = run.result, run.result.get("metadata") or {}
+        prompt = run.body.get("text") or run.body.get("prompt")
+        inputs = "".join(f'<img src="inputs/{esc(n)}" alt="{esc(n)}">' for n in run.inputs) or "<i>none (text only)</i>"
+        outputs = "".join(f'<a href="{esc(str(p))}"><img src="{esc(str(p))}"></a>' for p in run.outputs)
         plan = "".join(f"<li>{esc(p)}</li>" for p in meta.get("prompts", []))
         sections.append(f"""
 <section>
-  <h2>{esc(run['model_id'])}</h2>
+  <h2>{esc(run.model_id)}</h2>
   <p><b>Prompt:</b> {esc(prompt or '')}</p>
   <p><b>Plan:</b> {meta.get('image_count')} image(s) at {meta.get('width')}×{meta.get('height')},
      seed {result.get('seed')}, count from {esc(str(meta.get('source')))}; per-image prompts:</p><ol>{plan}</ol>
-  <p><b>Timings:</b> {run['finished'] - run['submitted']:.1f} s from submit to finished
+  <p><b>Timings:</b> {run.finished - run.submitted:.1f} s from submit to finished
      (created {esc(result['created_at'])}, finished {esc(result['finished_at'])}); cost ${result.get('cost', 0):.2f}</p>
   <h3>Inputs</h3><div class=row>{inputs}</div>
   <h3>Outputs</h3><div class=row>{outputs}</div>
