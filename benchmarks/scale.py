@@ -1,4 +1,4 @@
-"""Scale benchmark: what status polls (with queue_position), submits and /metrics cost on an empty
+"""Scale benchmark: what status polls (with queue_position), submits, listing and /metrics cost on an empty
 requests table and on one with ``--rows`` requests (``--queued`` of them in_queue), on SQLite and
 on Postgres — figures, not a test.
 
@@ -50,13 +50,15 @@ def timed(fn, n: int) -> tuple[float, float]:  # noqa: ANN001
     return statistics.median(samples), samples[int(len(samples) * 0.95) - 1]
 
 
-def fill(database_url: str, rows: int, queued: int) -> None:
+def fill(database_url: str, rows: int, queued: int, key_id: str) -> None:
+    """Insert ``rows`` requests over 50 keys, one of them ``key_id`` (the measured key, so its
+    listing pages through thousands of its own requests)."""
     engine = db.connect(database_url)
     now = datetime.now(timezone.utc)
     batch = []
     for i in range(rows):
         status = "in_queue" if i >= rows - queued else "completed"
-        batch.append(dict(request_id=f"req_fill{i:08d}", owner_key_id=f"key_fill{i % 50}", model_id=SEQ, status=status,
+        batch.append(dict(request_id=f"req_fill{i:08d}", owner_key_id=key_id if i % 50 == 0 else f"key_fill{i % 50}", model_id=SEQ, status=status,
                           inputs={"text": "filler"}, input_files=[], seed=i, workflow_id=f"req_fill{i:08d}.0",
                           # queued fillers rank before the polled request: it is the last in line
                           priority=2 + max(0, i - (rows - queued)) // 50, attempts=0, created_at=now,
@@ -80,6 +82,8 @@ def measure(base: str, key: str, n: int) -> dict[str, tuple[float, float]]:
             "status poll (in_queue, last in line)": timed(lambda: c.get(f"/v1/requests/{rid}/status").raise_for_status(), n),
             "submit": timed(lambda: c.post(f"/v1/models/{SEQ}", json={"text": "a fox"}).raise_for_status(), n),
             "/metrics": timed(lambda: c.get("/metrics").raise_for_status(), max(20, n // 10)),
+            "listing (first page, 20)": timed(lambda: c.get("/v1/requests").raise_for_status(), n),
+            "listing (status=completed)": timed(lambda: c.get("/v1/requests", params={"status": "completed"}).raise_for_status(), n),
             "position": (c.get(f"/v1/requests/{rid}/status").json()["queue_position"], 0),
         }
 
@@ -106,7 +110,11 @@ def run(config: str, args: argparse.Namespace) -> dict[str, dict[str, tuple[floa
         key = (tmp / "initial_api_key").read_text().strip()
         empty = measure(base, key, args.n)
         t0 = time.monotonic()
-        fill(database_url, args.rows, args.queued)
+        engine = db.connect(database_url)
+        with engine.connect() as conn:
+            key_id = conn.execute(sa.select(db.api_keys.c.id)).scalar_one()
+        engine.dispose()
+        fill(database_url, args.rows, args.queued, key_id)
         print(f"  [{config}] inserted {args.rows} rows ({args.queued} queued) in {time.monotonic() - t0:.1f} s", flush=True)
         loaded = measure(base, key, args.n)
         return {"empty": empty, "loaded": loaded}
@@ -128,7 +136,8 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for config in args.configs.split(","):
         res = run(config, args)
-        for name in ("status poll (in_queue, last in line)", "submit", "/metrics"):
+        for name in ("status poll (in_queue, last in line)", "submit", "/metrics", "listing (first page, 20)",
+                     "listing (status=completed)"):
             (e50, e95), (l50, l95) = res["empty"][name], res["loaded"][name]
             print(f"| {name} | {config} | {e50:.2f} / {e95:.2f} | {l50:.2f} / {l95:.2f} | {l50 / e50:.2f}x |", flush=True)
         print(f"| queue_position of the polled request | {config} | {res['empty']['position'][0]} | {res['loaded']['position'][0]} | |")

@@ -7,7 +7,6 @@ import io
 
 import json
 import shutil
-import time
 from pathlib import Path
 
 import huggingface_hub
@@ -190,11 +189,9 @@ def test_requested_size_must_be_just_below_the_generated_one(engine: Flux2Engine
         run(engine, spec_for(["a"], width=80, height=64, requested=requested))
 
 
-def test_missing_folder_is_a_clear_error_fast() -> None:
-    started = time.monotonic()
+def test_missing_folder_is_a_clear_error() -> None:
     with pytest.raises(EngineError, match="make-tiny"):
         Flux2Engine("/nonexistent/path")
-    assert time.monotonic() - started < 5
 
 
 def test_folder_without_a_pipeline_is_a_clear_error(tmp_path: Path) -> None:
@@ -202,11 +199,9 @@ def test_folder_without_a_pipeline_is_a_clear_error(tmp_path: Path) -> None:
         Flux2Engine(str(tmp_path))
 
 
-def test_uncached_hub_id_offline_is_a_clear_error_fast(hub_cache: Path) -> None:
-    started = time.monotonic()
+def test_uncached_hub_id_offline_is_a_clear_error(hub_cache: Path) -> None:
     with pytest.raises(EngineError) as caught:
         Flux2Engine(DEFAULT_MODEL_ID)
-    assert time.monotonic() - started < 5
     message = str(caught.value)
     assert "not found locally" in message and "HF_HUB_OFFLINE" in message
     assert f"hf download {DEFAULT_MODEL_ID}" in message and "--model PATH" in message
