@@ -22,22 +22,34 @@ class DrawingEngine:
         self.step_s, self.steps = step_s, steps
         self.info = {"engine": "drawing (test)", "weights": "none", "random_weights": False, "device": "cpu"}
 
-    def generate(self, spec, progress, should_stop):  # noqa: ANN001, ANN201
+    def generate(self, spec, progress, should_stop, on_image=None):  # noqa: ANN001, ANN201
+        """Image ``i`` of the series is drawn (and handed to ``on_image``) once its share of the
+        steps is done, as a series made by reference chaining is."""
+        if any("[out of memory]" in prompt for prompt in spec.prompts):  # what a GPU does when it runs out
+            raise MemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        images = []
         for step in range(self.steps):
             if should_stop():
                 raise GenerationStopped("stop requested")
             time.sleep(self.step_s)
             progress((step + 1) / self.steps)
-        if any("[out of memory]" in prompt for prompt in spec.prompts):  # what a GPU does when it runs out
-            raise MemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
-        # Draw at a small size then scale: the tests check sizes and counts, not art.
-        images = []
-        for i, prompt in enumerate(spec.prompts):
-            digest = hashlib.sha256(f"{prompt}|{spec.seed + i}".encode()).digest()
-            small = Image.new("RGB", (32, 32), tuple(digest[:3]))
-            ImageDraw.Draw(small).rectangle((4, 4, 27, 27), outline=tuple(digest[3:6]))
-            images.append(crop_center(small.resize((spec.width, spec.height), Image.NEAREST), spec.requested_size))
+            while len(images) < spec.count and (step + 1) * spec.count >= (len(images) + 1) * self.steps:
+                images.append(self._draw(spec, len(images)))
+                if on_image is not None:
+                    on_image(len(images) - 1, images[-1])
+        while len(images) < spec.count:  # fewer steps than images
+            images.append(self._draw(spec, len(images)))
+            if on_image is not None:
+                on_image(len(images) - 1, images[-1])
         return images
+
+    @staticmethod
+    def _draw(spec, i):  # noqa: ANN001, ANN205
+        # Draw at a small size then scale: the tests check sizes and counts, not art.
+        digest = hashlib.sha256(f"{spec.prompts[i]}|{spec.seed + i}".encode()).digest()
+        small = Image.new("RGB", (32, 32), tuple(digest[:3]))
+        ImageDraw.Draw(small).rectangle((4, 4, 27, 27), outline=tuple(digest[3:6]))
+        return crop_center(small.resize((spec.width, spec.height), Image.NEAREST), spec.requested_size)
 
     def rewrite_prompts(self, prompts, instruction):  # noqa: ANN001, ANN201
         return prompts

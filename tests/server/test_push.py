@@ -115,3 +115,18 @@ def test_listing_pages_cover_every_request_once_while_new_ones_arrive(make_serve
                               ({"model": "acme/nope"}, "model"), ({"cursor": "%%%"}, "cursor")):
             resp = c.get("/v1/requests", params=params)
             assert resp.status_code == 422 and resp.json()["detail"][0]["loc"] == ["query", field], (params, resp.text)
+
+
+def test_a_series_of_four_publishes_its_first_image_before_it_completes(split):
+    with split.client() as c:
+        rid = c.post(f"/v1/models/{SEQ}", json={"text": "Generate 4 images of a lighthouse through the seasons",
+                                                 "sequential_image_generation_options": 4}).json()["request_id"]
+        bodies = [b for _, b in stream(c, rid)]
+        partial = [b["partial_output"]["images"] for b in bodies if "partial_output" in b]
+        assert bodies[-1]["status"] == "completed" and "partial_output" not in bodies[-1]
+        assert partial and len(partial[0]) == 1 and all(b["status"] == "in_progress" for b in bodies if "partial_output" in b)
+        assert [len(p) for p in partial] == sorted(len(p) for p in partial), "images are only added"
+        first = httpx.get(partial[0][0])
+        assert first.status_code == 200 and first.headers["content-type"] == "image/jpeg"
+        result = c.get(f"/v1/requests/{rid}/result").json()
+        assert len(result["output"]["images"]) == 4 and "partial_output" not in result

@@ -10,6 +10,7 @@ import pytest
 
 from conftest import SKIMAGE_DATA, assert_refused, tampered, wait_terminal
 from modelapi import catalog
+from modelapi.worker.generate import embedded_text
 
 SEQ = "bytedance/seedream-4-0/sequential"
 EDIT_SEQ = "bytedance/seedream-4-0/edit-sequential"
@@ -48,8 +49,10 @@ def test_documented_sequential_example_runs_to_completion(server):
         assert (result["metadata"]["width"], result["metadata"]["height"]) == (2560, 1440)
         # outputs are served under signed URLs
         img = httpx.get(result["output"]["images"][0])
-        assert img.status_code == 200 and img.headers["content-type"] == "image/png"
-        assert img.content[:8] == b"\x89PNG\r\n\x1a\n"
+        assert img.status_code == 200 and img.headers["content-type"] == "image/jpeg"  # --output-format default
+        assert img.content[:3] == b"\xff\xd8\xff"
+        assert embedded_text(img.content)["seed"] == str(result["seed"])
+        assert set(result["metadata"]["timings"]) == {"queue_s", "fetch_s", "inference_s", "postprocess_s", "total_s"}
         # a tampered signature is refused
         assert_refused(tampered(result["output"]["images"][0]))
         # cost on demand: 3 billed units (sequential_image_generation_options default 3)

@@ -17,18 +17,19 @@ class Submitted(BaseModel):
     ignored_fields: list[str] | None = Field(None, description="Body fields the model's schema does not know, ignored (absent when none)")
 
 
+class Output(BaseModel):
+    images: list[str]
+    image: str | None = Field(None, description="Set when exactly one image")
+
+
 class StatusBody(BaseModel):
     request_id: str
     status: StatusName
     queue_position: int | None = Field(None, description="Only while in_queue; 0 = next")
     progress: float | None = Field(None, description="0.0-1.0, only while in_progress")
+    partial_output: Output | None = Field(None, description="While in_progress: the images of the series stored so far")
     status_url: str
     result_url: str
-
-
-class Output(BaseModel):
-    images: list[str]
-    image: str | None = Field(None, description="Set when exactly one image")
 
 
 class WebhookState(BaseModel):
@@ -51,6 +52,7 @@ class ResultBody(BaseModel):
     webhook: WebhookState | None = Field(None, description="When the submit named a webhook")
     queue_position: int | None = None
     progress: float | None = None
+    partial_output: Output | None = None
     status_url: str | None = None
     result_url: str | None = None
 

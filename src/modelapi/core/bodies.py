@@ -4,6 +4,7 @@ Absolute URLs are built on ``base_url``, the base the client reached the API at.
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,17 +23,26 @@ def urls(base_url: str, request_id: str) -> dict[str, str]:
     return {"status_url": f"{base}/status", "result_url": f"{base}/result", "cancel_url": f"{base}/cancel"}
 
 
-def status_body(base_url: str, request_id: str, status: Status, progress: float | None, position: int | None) -> dict[str, Any]:
+def status_body(base_url: str, request_id: str, status: Status, progress: float | None, position: int | None,
+                partial_urls: list[str] | None = None) -> dict[str, Any]:
     """``{"request_id", "status", "queue_position" (in_queue only), "progress" (in_progress
-    only), "status_url", "result_url"}``."""
+    only), "partial_output": {"images": [url]} (in_progress, once images of the series are
+    stored), "status_url", "result_url"}``."""
     body: dict[str, Any] = {"request_id": request_id, "status": status.value}
     if status is Status.IN_QUEUE:
         body["queue_position"] = position
     if status is Status.IN_PROGRESS:
         body["progress"] = progress or 0.0
+        if partial_urls:
+            body["partial_output"] = {"images": partial_urls}
     links = urls(base_url, request_id)
     body["status_url"], body["result_url"] = links["status_url"], links["result_url"]
     return body
+
+
+def partial_urls(storage: Storage, keys: list[str] | None, url_ttl_s: float) -> list[str] | None:
+    """URLs of the images stored so far, valid ``url_ttl_s`` seconds from now."""
+    return [storage.url(k, time.time() + url_ttl_s) for k in keys] if keys else None
 
 
 def result_body(req: Request, *, base_url: str, storage: Storage, url_ttl_s: float, include_cost: bool,
@@ -41,7 +51,8 @@ def result_body(req: Request, *, base_url: str, storage: Storage, url_ttl_s: flo
     after it finished, seed, metadata or error, times, cost in USD when ``include_cost``, and
     the webhook's delivery state when one was given); the status body otherwise."""
     if not req.status.is_terminal:
-        return status_body(base_url, req.request_id, req.status, req.progress, req.queue_position)
+        return status_body(base_url, req.request_id, req.status, req.progress, req.queue_position,
+                           partial_urls(storage, req.partial_outputs, url_ttl_s) if req.status is Status.IN_PROGRESS else None)
     body: dict[str, Any] = {"request_id": req.request_id, "status": req.status.value}
     if req.status is Status.COMPLETED:
         assert req.finished_at is not None

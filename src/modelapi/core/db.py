@@ -67,6 +67,7 @@ requests = sa.Table(
     sa.Column("run_by", sa.String(200)),
     sa.Column("version", sa.Integer, nullable=False, default=0, server_default="0"),
     sa.Column("webhook", sa.JSON),
+    sa.Column("partial_outputs", sa.JSON),
     sa.UniqueConstraint("owner_key_id", "idempotency_key"),
     sa.Index("ix_requests_status_priority_seq", "status", "priority", "seq"),
     sa.Index("ix_requests_owner_seq", "owner_key_id", "seq"),
@@ -74,7 +75,8 @@ requests = sa.Table(
     sa.Index("ix_requests_owner_model_seq", "owner_key_id", "model_id", "seq"),
 )
 """``version`` counts the changes a client can see (status, progress): status stream event ids.
-``webhook``: ``{url, base_url, attempts, last_status_code, delivered_at}`` when the submit named one."""
+``webhook``: ``{url, base_url, attempts, last_status_code, delivered_at}`` when the submit named one.
+``partial_outputs``: storage keys of the images stored so far while in_progress."""
 
 request_counts = sa.Table(
     "request_counts",

@@ -29,6 +29,7 @@ The queue itself (ordering, claiming, recovery of a restarted worker's claims) i
 from __future__ import annotations
 
 import logging
+import json
 import secrets
 import threading
 import time
@@ -88,7 +89,18 @@ class Request:
     version: int = 0
     seq: int = 0
     webhook: dict[str, Any] | None = None
+    partial_outputs: list[str] | None = None
     queue_position: int | None = None
+
+
+@dataclass(frozen=True)
+class Polled:
+    """What a status poll needs of a request."""
+
+    status: Status
+    progress: float | None
+    queue_position: int | None
+    partial_outputs: list[str] | None
 
 
 @dataclass(frozen=True)
@@ -243,13 +255,13 @@ class JobStore:
         return _row(row, position)
 
     _POLL = sa.text(
-        "SELECT k.id, k.revoked_at, r.status, r.progress, r.priority, r.seq FROM api_keys k "
+        "SELECT k.id, k.revoked_at, r.status, r.progress, r.priority, r.seq, r.partial_outputs FROM api_keys k "
         "LEFT JOIN requests r ON r.owner_key_id = k.id AND r.request_id = :rid WHERE k.key_hash = :h"
     )
 
-    def poll(self, request_id: str, key_hash: str) -> tuple[bool, tuple[Status, float | None, int | None] | None]:
+    def poll(self, request_id: str, key_hash: str) -> tuple[bool, Polled | None]:
         """The hot path of status polls, in one round trip (two while queued): (is the key live,
-        and (status, progress, queue_position) of that key's request or None)."""
+        and that key's request's status, progress, queue position and partial outputs, or None)."""
         with self._reads.connect() as conn:
             row = conn.execute(self._POLL, {"rid": request_id, "h": key_hash}).first()
             if row is None or row.revoked_at is not None:
@@ -258,7 +270,10 @@ class JobStore:
                 return True, None
             status = Status(row.status)
             position = self._position(conn, request_id, row.priority, row.seq) if status is Status.IN_QUEUE else None
-        return True, (status, row.progress, position)
+        partial = row.partial_outputs
+        if isinstance(partial, str):  # a raw JSON column through text()
+            partial = json.loads(partial)
+        return True, Polled(status, row.progress, position, partial if status is Status.IN_PROGRESS else None)
 
     def watch(self, request_ids: list[str], positions: bool = True) -> list[Request]:
         """The rows of ``request_ids`` (any owner), with queue positions when ``positions``: one
@@ -369,7 +384,7 @@ class JobStore:
         with self.engine.begin() as conn:
             req = replace(req, priority=self._fair_priority(conn, owner_key_id))
             conn.execute(R.insert().values(
-                {k: v for k, v in req.__dict__.items() if k not in ("queue_position", "run_by", "version", "seq")} | {"status": req.status.value}
+                {k: v for k, v in req.__dict__.items() if k not in ("queue_position", "run_by", "version", "seq", "partial_outputs")} | {"status": req.status.value}
             ))
             self.queue.enqueue(conn, request_id=request_id, workflow_id=req.workflow_id, priority=req.priority,
                                owner_key_id=owner_key_id)
@@ -417,7 +432,7 @@ class JobStore:
         with self.engine.begin() as conn:
             ok = conn.execute(R.update().where(C.request_id == request_id, frm).values(
                 status=Status.IN_PROGRESS.value, started_at=db.utcnow(), progress=0.0,
-                attempts=req.attempts + 1, run_by=runner, **_SEEN,
+                attempts=req.attempts + 1, run_by=runner, partial_outputs=None, **_SEEN,
             )).rowcount == 1
         if not ok:
             return None
@@ -437,6 +452,15 @@ class JobStore:
                 conn.execute(R.update().where(self._this_run(run)).values(progress=round(float(progress), 4), **_SEEN))
         except db.UNAVAILABLE as exc:
             log.warning("progress not recorded (database unavailable): %s", str(exc).splitlines()[0])
+
+    def set_partial(self, run: Run, outputs: list[str]) -> None:
+        """Publish the storage keys of the images stored so far (shown while in_progress as
+        ``partial_output``). Best effort, like progress."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(R.update().where(self._this_run(run)).values(partial_outputs=list(outputs), **_SEEN))
+        except db.UNAVAILABLE as exc:
+            log.warning("partial outputs not recorded (database unavailable): %s", str(exc).splitlines()[0])
 
     def finish(self, run: Run, outcome: Outcome) -> bool:
         """Apply a run's outcome, once: ``Done`` -> completed and billed (one usage row, same

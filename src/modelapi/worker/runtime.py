@@ -24,12 +24,13 @@ import secrets
 import signal
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from dbos import DBOS
 from prometheus_client import Gauge, Histogram
 
 from ..core.config import Settings
-from ..core.jobs import Failed, JobStore, Outcome, Run, retry_db
+from ..core.jobs import Done, Failed, JobStore, Outcome, Run, retry_db
 from ..core import bodies, webhooks
 from ..core.fetch import FetchPolicy
 from ..core.queue import APP_NAME, APP_VERSION, QUEUE_NAME, WEBHOOK_QUEUE, WEBHOOK_WORKFLOW, WORKFLOW_NAME
@@ -44,6 +45,10 @@ JOB_SECONDS = Histogram(
     ["model"], buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600),
 )
 BUSY = Gauge("modelapi_worker_busy", "Requests this worker is running now (0 = idle)")
+STAGE_SECONDS = Histogram(
+    "modelapi_stage_seconds", "Time of each stage of a completed request (queue, fetch, inference, postprocess, total), seconds",
+    ["stage"], buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600),
+)
 
 _runtime: "WorkerRuntime | None" = None
 
@@ -92,6 +97,11 @@ class WorkerRuntime:
         self.running: set[str] = set()
         self._lock = threading.Lock()
         self._id_lock = WorkerIdLock(jobs.engine, self.worker_id)
+        # Inference holds the engine; encoding and storing outputs run on a small pool, so the
+        # queue gives each worker one job more than it infers at once: the next job's inference
+        # starts while the last one's outputs are still being stored.
+        self._inference = threading.Semaphore(settings.worker_concurrency)
+        self._post = ThreadPoolExecutor(max_workers=2, thread_name_prefix="modelapi-post")
         self._stopped = threading.Event()
         self._beat: threading.Thread | None = None
 
@@ -117,7 +127,7 @@ class WorkerRuntime:
         DBOS.listen_queues([QUEUE_NAME, WEBHOOK_QUEUE])
         DBOS.launch()
         self.jobs.queue.configure(
-            worker_concurrency=self.settings.worker_concurrency,
+            worker_concurrency=self.settings.worker_concurrency + 1,  # one job ahead (see __init__)
             max_running_per_key=self.settings.max_running_per_key,
             polling_interval_s=self.settings.queue_poll_interval_s,
         )
@@ -163,6 +173,7 @@ class WorkerRuntime:
             while self.running and time.monotonic() < deadline + 30:
                 time.sleep(0.05)
         self._stopped.set()
+        self._post.shutdown(wait=True)
         DBOS.destroy(workflow_completion_timeout_sec=0)
         try:  # a claim left unfinished is recovered at once by a live worker's reaper
             leaves_claims = bool(self.running) or bool(self.jobs.queue.claimed_by(self.worker_id))
@@ -235,8 +246,14 @@ class WorkerRuntime:
                 self.jobs.set_progress(run, p)
 
         try:
-            return generate(run.request, run.attempt, self.engine, self.storage, progress, self.stop_now.is_set)
+            outcome = generate(run.request, run.attempt, self.engine, self.storage, progress, self.stop_now.is_set,
+                               pool=self._post, inference=self._inference, output_format=self.settings.output_format,
+                               on_stored=lambda keys: self.jobs.set_partial(run, keys))
         except Exception as exc:  # the job's own error, reported to the client without a traceback
             log.exception("request.error", extra={"request_id": run.request.request_id})
             return Failed("generation_error", f"{type(exc).__name__}: {exc}"[:500])
+        if isinstance(outcome, Done):
+            for stage, seconds in outcome.metadata["timings"].items():
+                STAGE_SECONDS.labels(stage.removesuffix("_s")).observe(seconds)
+        return outcome
 

@@ -1,5 +1,5 @@
-"""Push and scale: a change counter per request (stream event ids), webhooks, per-key signing
-secrets, indexes for listing a key's requests, and request counts kept by triggers.
+"""Push and scale: a change counter per request (stream event ids), webhooks, images published
+before a series completes, per-key signing secrets, indexes for listing a key's requests, and request counts kept by triggers.
 
 ``request_counts`` is an append-only ledger of +1/-1 rows written by triggers on ``requests``
 (insert, delete, and every change of status or model), so counting requests by model and status
@@ -55,6 +55,7 @@ def upgrade() -> None:
     with op.batch_alter_table("requests") as batch:
         batch.add_column(sa.Column("version", sa.Integer, nullable=False, server_default="0"))
         batch.add_column(sa.Column("webhook", sa.JSON))
+        batch.add_column(sa.Column("partial_outputs", sa.JSON))
     with op.batch_alter_table("api_keys") as batch:
         batch.add_column(sa.Column("webhook_secret", sa.String(64)))
     op.create_index("ix_requests_owner_seq", "requests", ["owner_key_id", "seq"])
@@ -86,5 +87,6 @@ def downgrade() -> None:
     with op.batch_alter_table("api_keys") as batch:
         batch.drop_column("webhook_secret")
     with op.batch_alter_table("requests") as batch:
+        batch.drop_column("partial_outputs")
         batch.drop_column("webhook")
         batch.drop_column("version")
