@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import http.server
+import inspect
 import os
 import signal
 import socket
@@ -31,6 +32,39 @@ SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
 
 
 CONFIGS = ("sqlite", "fleet")
+
+
+# -- which tests are `slow` ---------------------------------------------------------------------
+# A test is `slow` when it starts a `modelapi serve` process, Postgres, SeaweedFS, Chromium or the
+# diffusion pipeline; `python -m pytest -m "not slow"` runs the rest (the unit suite, seconds),
+# and .ci/run runs everything.
+SLOW_MODULES = ("server/", "fleet/", "web/", "test_cli.py", "test_client_integration.py", "test_demo.py",
+                "test_migrations.py", "engine/test_engine_e2e.py", "engine/test_flux2.py")
+"""Modules (or folders, ending in /) under tests/ whose own fixtures start one of those for every test."""
+PROCESS_FIXTURES = frozenset({"make_server", "server", "fleet_services"})
+"""This file's fixtures that start them; a module's own fixture of the same name (test_fetch.py's
+local HTTP ``server``) does not count."""
+PIPELINE_FIXTURES = frozenset({"engine"})
+"""Fixtures of tests/engine/ modules that load the FLUX.2 engine on the tiny pipeline."""
+
+
+def _is_slow(item: pytest.Item) -> bool:
+    where = Path(item.path).relative_to(TESTS).as_posix()
+    if any(where.startswith(m) if m.endswith("/") else where == m for m in SLOW_MODULES):
+        return True
+    for name, defs in getattr(item, "_fixtureinfo").name2fixturedefs.items():
+        source = Path(inspect.getfile(defs[-1].func))  # the definition this test gets
+        if name in PROCESS_FIXTURES and source == Path(__file__):
+            return True
+        if name in PIPELINE_FIXTURES and source.parent == TESTS / "engine":
+            return True
+    return False
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if _is_slow(item):
+            item.add_marker(pytest.mark.slow)
 
 
 class FleetServices:

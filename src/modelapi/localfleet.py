@@ -17,6 +17,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 def free_port() -> int:
@@ -109,23 +110,61 @@ def start_postgres(port: int | None = None) -> Postgres:
 
 @dataclass
 class SeaweedFS:
-    """A running SeaweedFS (``weed mini``) with an S3 endpoint at ``endpoint`` and one
-    identity (``access_key`` / ``secret_key``)."""
+    """A running SeaweedFS (``weed mini``) with an S3 endpoint at ``endpoint`` and one static
+    admin identity (``access_key`` / ``secret_key``); more identities can be granted and
+    revoked while it runs (:meth:`grant`, :meth:`revoke`)."""
 
     root: Path
     s3_port: int
     proc: subprocess.Popen
     access_key: str = "modelapi"
     secret_key: str = "modelapi-secret"
+    master: str = ""
+    """The master's ``127.0.0.1:HTTP_PORT.GRPC_PORT`` (SeaweedFS's address form)."""
+    filer: str = ""
+    """The filer's ``127.0.0.1:HTTP_PORT.GRPC_PORT``."""
 
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.s3_port}"
 
-    def env(self) -> dict[str, str]:
-        """The standard AWS variables that point boto3 at this store."""
-        return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": self.access_key,
-                "AWS_SECRET_ACCESS_KEY": self.secret_key, "AWS_REGION": "us-east-1"}
+    def env(self, access_key: str | None = None, secret_key: str | None = None) -> dict[str, str]:
+        """The standard AWS variables that point boto3 at this store (as the admin identity,
+        or as the identity with ``access_key`` / ``secret_key``)."""
+        return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": access_key or self.access_key,
+                "AWS_SECRET_ACCESS_KEY": secret_key or self.secret_key, "AWS_REGION": "us-east-1"}
+
+    def client(self, access_key: str | None = None, secret_key: str | None = None) -> Any:
+        """A boto3 S3 client (the admin identity by default)."""
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=access_key or self.access_key,
+                            aws_secret_access_key=secret_key or self.secret_key, region_name="us-east-1")
+
+    def shell(self, command: str) -> str:
+        """Run one ``weed shell`` command against this cluster; returns its output.
+
+        Raises:
+            RuntimeError: the command failed (the shell exits non-zero).
+        """
+        weed = shutil.which("weed") or "weed"
+        done = subprocess.run([weed, "shell", f"-master={self.master}", f"-filer={self.filer}"],
+                              input=command + "\n", capture_output=True, text=True, timeout=60)
+        out = done.stdout + done.stderr
+        if done.returncode != 0:
+            raise RuntimeError(f"weed shell {command!r} failed ({done.returncode}):\n{out[-3000:]}")
+        return out
+
+    def grant(self, user: str, actions: list[str], access_key: str | None = None, secret_key: str | None = None) -> None:
+        """Give identity ``user`` the S3 ``actions`` (``Read``, ``List``, ``Write``, ``Tagging``,
+        ``Admin``, or ``Write:BUCKET/PREFIX*``), creating it with the given keys when new. Stored
+        in the filer; the S3 gateway picks it up within moments (no restart)."""
+        keys = f" -access_key={access_key} -secret_key={secret_key}" if access_key and secret_key else ""
+        self.shell(f"s3.configure -user={user}{keys} -actions={','.join(actions)} -apply")
+
+    def revoke(self, user: str, actions: list[str]) -> None:
+        """Take the S3 ``actions`` away from identity ``user`` (its keys stay valid)."""
+        self.shell(f"s3.configure -user={user} -actions={','.join(actions)} -delete -apply")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -154,8 +193,12 @@ def start_seaweedfs(s3_port: int | None = None) -> SeaweedFS:
         "actions": ["Admin", "Read", "Write", "List", "Tagging"],
     }]}))
     (root / "data").mkdir()
-    ports = {flag: free_port() for flag in ("master.port", "volume.port", "filer.port", "admin.port", "debug.port",
-                                            "s3.debug.port", "metricsPort")}
+    # every gRPC port too: the default (HTTP port + 10000) is past 65535 for a high free port
+    ports = {flag: free_port() for flag in ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
+                                            "filer.port", "filer.port.grpc", "s3.port.grpc", "admin.port",
+                                            "admin.port.grpc", "debug.port", "s3.debug.port", "metricsPort")}
+    store.master = f"127.0.0.1:{ports['master.port']}.{ports['master.port.grpc']}"
+    store.filer = f"127.0.0.1:{ports['filer.port']}.{ports['filer.port.grpc']}"
     log = root / "weed.log"
     args = [weed, "mini", f"-dir={root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-admin.ui=false",
             "-webdav=false", "-master.telemetry=false", f"-s3.config={root / 's3.json'}", f"-s3.port={store.s3_port}",
@@ -173,10 +216,7 @@ def start_seaweedfs(s3_port: int | None = None) -> SeaweedFS:
 
 def _wait_s3(store: SeaweedFS, timeout_s: float = 60) -> None:
     """Until the S3 endpoint answers a signed request (the filer may lag the port)."""
-    import boto3
-
-    client = boto3.client("s3", endpoint_url=store.endpoint, aws_access_key_id=store.access_key,
-                          aws_secret_access_key=store.secret_key, region_name="us-east-1")
+    client = store.client()
     deadline = time.monotonic() + timeout_s
     while True:
         try:
