@@ -77,6 +77,26 @@ def _deliver_step(request_id: str, attempt: int) -> None:
     _runtime.deliver(request_id, attempt)
 
 
+class _Slot:
+    """One of the engine's inference slots: taken (waiting for it) when made, held from before a
+    run begins until its inference ends (``with slot:`` releases it on exit), released once."""
+
+    def __init__(self, slots: threading.Semaphore) -> None:
+        slots.acquire()
+        self._slots, self._held = slots, True
+
+    def __enter__(self) -> _Slot:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._slots.release()
+
+
 class WorkerRuntime:
     """One worker: ``engine`` (loaded once, kept warm) fed from the queue.
 
@@ -184,30 +204,37 @@ class WorkerRuntime:
 
     # -- running one request -----------------------------------------------------------------
     def execute(self, request_id: str, workflow_id: str) -> None:
-        """Run one request that this worker took off the queue (entry ``workflow_id``)."""
-        if self.draining.is_set():
-            # Taken while stopping: a new entry for another worker, then hold this slot until
-            # the process stops, so that this worker takes nothing more.
-            req = retry_db(lambda: self.jobs.get(request_id), "requeueing")
-            if req is not None and req.workflow_id == workflow_id and not req.status.is_terminal:
-                retry_db(lambda: self.jobs.requeue(req), "requeueing")
-            self._stopped.wait()
-            return
-        run = retry_db(lambda: self.jobs.begin(request_id, self.runner, workflow_id), f"starting {request_id}")
-        if run is None:
-            return
-        with self._lock:
-            self.running.add(request_id)
-        BUSY.inc()
-        t0 = time.monotonic()
+        """Run one request that this worker took off the queue (entry ``workflow_id``). The
+        request stays in_queue (cancellable, at queue position 0) until an inference slot is
+        free: the worker holds one job ahead while the last one's outputs are stored."""
+        slot = _Slot(self._inference)
         try:
-            outcome = self._outcome(run)
-            self.jobs.finish(run, outcome)
-        finally:
-            JOB_SECONDS.labels(run.request.model_id).observe(time.monotonic() - t0)
-            BUSY.dec()
+            if self.draining.is_set():
+                # Taken while stopping: a new entry for another worker, then hold this slot until
+                # the process stops, so that this worker takes nothing more.
+                req = retry_db(lambda: self.jobs.get(request_id), "requeueing")
+                if req is not None and req.workflow_id == workflow_id and not req.status.is_terminal:
+                    retry_db(lambda: self.jobs.requeue(req), "requeueing")
+                slot.release()
+                self._stopped.wait()
+                return
+            run = retry_db(lambda: self.jobs.begin(request_id, self.runner, workflow_id), f"starting {request_id}")
+            if run is None:
+                return
             with self._lock:
-                self.running.discard(request_id)
+                self.running.add(request_id)
+            BUSY.inc()
+            t0 = time.monotonic()
+            try:
+                outcome = self._outcome(run, slot)
+                self.jobs.finish(run, outcome)
+            finally:
+                JOB_SECONDS.labels(run.request.model_id).observe(time.monotonic() - t0)
+                BUSY.dec()
+                with self._lock:
+                    self.running.discard(request_id)
+        finally:
+            slot.release()
 
     def deliver(self, request_id: str, attempt: int) -> None:
         """Webhook attempt ``attempt`` for a terminal request: POST its result body, signed;
@@ -236,7 +263,7 @@ class WorkerRuntime:
         retry_db(lambda: self.jobs.queue.enqueue_webhook(None, request_id=request_id, attempt=attempt + 1, delay_s=delay),
                  "enqueueing a webhook retry")
 
-    def _outcome(self, run: Run) -> Outcome:
+    def _outcome(self, run: Run, slot: _Slot) -> Outcome:
         last = [0.0]
 
         def progress(p: float) -> None:
@@ -247,7 +274,7 @@ class WorkerRuntime:
 
         try:
             outcome = generate(run.request, run.attempt, self.engine, self.storage, progress, self.stop_now.is_set,
-                               pool=self._post, inference=self._inference, output_format=self.settings.output_format,
+                               pool=self._post, inference=slot, output_format=self.settings.output_format,
                                on_stored=lambda keys: self.jobs.set_partial(run, keys))
         except Exception as exc:  # the job's own error, reported to the client without a traceback
             log.exception("request.error", extra={"request_id": run.request.request_id})
