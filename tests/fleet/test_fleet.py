@@ -79,7 +79,7 @@ def test_two_apis_three_workers_run_each_job_exactly_once(tmp_path, fleet_env, s
     assert [f["status"] for f in finals] == ["completed"] * 30
     # every output is a presigned URL of the bucket, downloadable
     assert "X-Amz-Signature=" in finals[0]["output"]["images"][0]
-    assert httpx.get(finals[0]["output"]["images"][0]).content[:8] == b"\x89PNG\r\n\x1a\n"
+    assert httpx.get(finals[0]["output"]["images"][0]).content[:3] == b"\xff\xd8\xff"  # JPEG, --output-format default
     runs = events(*workers)
     completed = [e["request_id"] for e in runs if e["event"] == "request.completed"]
     assert sorted(completed) == sorted(ids), "each job completed exactly once"

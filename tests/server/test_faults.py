@@ -177,6 +177,10 @@ def test_an_unwritable_bucket_fails_the_request_with_a_clear_message(make_server
         assert failed["error"]["message"] == ("the outputs could not be stored: AccessDenied: An error occurred "
                                               "(AccessDenied) when calling the PutObject operation: Access Denied.")
 
+        # an upload cannot be stored either: 503 with Retry-After, never 500, nothing accepted
+        up = c.post("/v1/files", files={"file": ("a.png", _png(), "image/png")})
+        assert up.status_code == 503 and up.headers["Retry-After"] and "file store" in up.json()["error_message"], up.text
+
         # nothing else lost: the API answers, the earlier result and its image are still there
         assert c.get("/healthz").json()["status"] == "ok"
         assert c.get("/v1/models").status_code == 200

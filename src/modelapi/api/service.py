@@ -144,7 +144,7 @@ class Service:
         keys = []
         for i, (data, fmt) in enumerate(loaded):
             keys.append(f"inputs/{request_id}/{i}.{'jpg' if fmt == 'jpeg' else 'png'}")
-            self.storage.put(keys[-1], data, content_type_of(keys[-1]))
+            self._put(keys[-1], data, content_type_of(keys[-1]))
         return keys
 
     def load_input(self, uri: str, key: ApiKey, loc: list[Any]) -> bytes:
@@ -169,7 +169,7 @@ class Service:
         file_id = "file_" + secrets.token_hex(12)
         storage_key = f"uploads/{file_id}.{'jpg' if fmt == 'jpeg' else 'png'}"
         content_type = f"image/{fmt}"
-        self.storage.put(storage_key, data, content_type)
+        self._put(storage_key, data, content_type)
         with self.db.begin() as conn:
             conn.execute(db.files.insert().values(
                 id=file_id, owner_key_id=key.id, storage_key=storage_key, bytes=len(data),
@@ -180,6 +180,15 @@ class Service:
     def webhook_secret(self, key: ApiKey) -> dict[str, str]:
         """``{"key": "whsec_..."}``: the key's webhook signing secret (Standard Webhooks)."""
         return {"key": webhooks.signing_secret(self.db, key.id)}
+
+    def _put(self, key: str, data: bytes, content_type: str) -> None:
+        """Store an input. Raises ServiceUnavailable (503, with Retry-After) when the store
+        refuses or cannot be reached: nothing was accepted, and the client may retry."""
+        try:
+            self.storage.put(key, data, content_type)
+        except Exception as exc:  # noqa: BLE001 - a full disk, a read-only folder, a bucket refusing writes
+            log.error("storage refused %s: %s: %s", key, type(exc).__name__, exc)
+            raise ServiceUnavailable(f"the file store cannot take the file now ({type(exc).__name__}); retry shortly") from None
 
     def upload_record(self, file_id: str, key: ApiKey) -> dict[str, Any] | None:
         with self.db.connect() as conn:
