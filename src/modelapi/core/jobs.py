@@ -283,6 +283,16 @@ class JobStore:
             return [_row(r, self._position(conn, r["request_id"], r["priority"], r["seq"])
                          if positions and r["status"] == Status.IN_QUEUE else None) for r in rows]
 
+    def ranks(self, workflow_ids: list[str]) -> dict[str, tuple[int, int]]:
+        """``(priority, seq)`` of the active requests whose current queue entry is one of
+        ``workflow_ids``, by entry."""
+        if not workflow_ids:
+            return {}
+        with self._reads.connect() as conn:
+            rows = conn.execute(sa.select(C.workflow_id, C.priority, C.seq).where(
+                C.workflow_id.in_(workflow_ids), self._ACTIVE)).all()
+        return {r.workflow_id: (r.priority, r.seq) for r in rows}
+
     def change_seq(self) -> int:
         """A number that grows on every status change of any request (queue positions can only
         move when it does): the newest id of the counts ledger."""

@@ -17,6 +17,7 @@ conditions under which DBOS never runs one job twice (../shared/SCALE.md).
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import os
@@ -77,12 +78,52 @@ def _deliver_step(request_id: str, attempt: int) -> None:
     _runtime.deliver(request_id, attempt)
 
 
-class _Slot:
-    """One of the engine's inference slots: taken (waiting for it) when made, held from before a
-    run begins until its inference ends (``with slot:`` releases it on exit), released once."""
+class _Slots:
+    """The engine's inference slots, granted in queue order (priority, then submission) to the
+    runs of this worker: a run waits while the slot is taken, or while a run ranked before it
+    that this worker holds (``before``, read from the queue) has not yet arrived — as when the
+    queue hands a worker two entries at once, or both of a worker's entries are recovered after
+    a restart, and their threads arrive in any order."""
 
-    def __init__(self, slots: threading.Semaphore) -> None:
-        slots.acquire()
+    ARRIVAL_WAIT_S = 5.0
+    """How long a run waits for an earlier-ranked held run that does not arrive (its entry was
+    outdated, or it ended without needing the engine) before going ahead."""
+
+    def __init__(self, count: int) -> None:
+        self._free = count
+        self._waiting: list[tuple[int, int]] = []
+        self._arrived: set[tuple[int, int]] = set()
+        self._cond = threading.Condition()
+
+    def take(self, rank: tuple[int, int], before: set[tuple[int, int]]) -> _Slot:
+        """Wait for a slot (``rank``: the request's ``(priority, seq)``)."""
+        deadline = time.monotonic() + self.ARRIVAL_WAIT_S
+        with self._cond:
+            heapq.heappush(self._waiting, rank)
+            self._arrived.add(rank)
+            while not (self._free > 0 and self._waiting[0] == rank
+                       and (not before - self._arrived or time.monotonic() > deadline)):
+                self._cond.wait(0.05)
+            heapq.heappop(self._waiting)
+            self._free -= 1
+        return _Slot(self)
+
+    def give(self) -> None:
+        with self._cond:
+            self._free += 1
+            self._cond.notify_all()
+
+    def done(self, rank: tuple[int, int]) -> None:
+        """The run ranked ``rank`` is over (its entry is no longer held)."""
+        with self._cond:
+            self._arrived.discard(rank)
+
+
+class _Slot:
+    """One taken inference slot, held from before a run begins until its inference ends
+    (``with slot:`` gives it back on exit); given back once."""
+
+    def __init__(self, slots: _Slots) -> None:
         self._slots, self._held = slots, True
 
     def __enter__(self) -> _Slot:
@@ -94,7 +135,7 @@ class _Slot:
     def release(self) -> None:
         if self._held:
             self._held = False
-            self._slots.release()
+            self._slots.give()
 
 
 class WorkerRuntime:
@@ -120,7 +161,7 @@ class WorkerRuntime:
         # Inference holds the engine; encoding and storing outputs run on a small pool, so the
         # queue gives each worker one job more than it infers at once: the next job's inference
         # starts while the last one's outputs are still being stored.
-        self._inference = threading.Semaphore(settings.worker_concurrency)
+        self._inference = _Slots(settings.worker_concurrency)
         self._post = ThreadPoolExecutor(max_workers=2, thread_name_prefix="modelapi-post")
         self._stopped = threading.Event()
         self._beat: threading.Thread | None = None
@@ -207,7 +248,12 @@ class WorkerRuntime:
         """Run one request that this worker took off the queue (entry ``workflow_id``). The
         request stays in_queue (cancellable, at queue position 0) until an inference slot is
         free: the worker holds one job ahead while the last one's outputs are stored."""
-        slot = _Slot(self._inference)
+        queued = retry_db(lambda: self.jobs.get(request_id), f"reading {request_id}")
+        if queued is None or queued.status.is_terminal:
+            return
+        rank = (queued.priority, queued.seq)
+        held = retry_db(lambda: self.jobs.ranks(self.jobs.queue.claimed_by(self.worker_id)), "reading held entries")
+        slot = self._inference.take(rank, {r for r in held.values() if r < rank})
         try:
             if self.draining.is_set():
                 # Taken while stopping: a new entry for another worker, then hold this slot until
@@ -235,6 +281,7 @@ class WorkerRuntime:
                     self.running.discard(request_id)
         finally:
             slot.release()
+            self._inference.done(rank)
 
     def deliver(self, request_id: str, attempt: int) -> None:
         """Webhook attempt ``attempt`` for a terminal request: POST its result body, signed;
