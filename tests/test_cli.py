@@ -91,7 +91,7 @@ def test_run_saves_images_and_prints_their_paths(server, chelsea, tmp_path):
                "--set", "width×height=1024x1024(1:1)", "-o", str(out))
     printed = proc.stdout.splitlines()
     saved = sorted(out.iterdir())
-    assert len(saved) == 1 and saved[0].suffix == ".png", saved
+    assert len(saved) == 1 and saved[0].suffix == ".jpg", saved  # the server's default --output-format
     # stdout is exactly the saved paths, one per line (whatever their length)
     assert printed == [str(p) for p in saved], proc.stdout
     with Image.open(saved[0]) as img:
@@ -155,13 +155,17 @@ def test_wrong_api_key_is_a_clear_error(server):
 
 
 def test_watch_and_cancel_a_queued_request(busy_server):
+    # Two requests ahead of ours: a worker may take the next one early (one job ahead), never two.
+    with busy_server.client() as c:
+        for i in range(2):
+            c.post(f"/v1/models/{SEQ}", json={"text": f"one image of a wall, part {i}"}).raise_for_status()
     rid = cli_json(busy_server, "submit", SEQ, "--text", "one image of a heron")["request_id"]
     status = cli_json(busy_server, "status", rid)
-    assert status["status"] == "in_queue" and status["queue_position"] == 0
+    assert status["status"] == "in_queue" and status["queue_position"] >= 1
     # watch draws the queue position live, and gives up at its --timeout (the request stays queued)
     proc = busy_server.cli("watch", rid, "--timeout", "2", "--base-url", busy_server.base_url, env=TTY)
     assert proc.returncode == 1 and proc.stdout == ""
-    assert "in queue (position 0)" in proc.stderr
+    assert f"in queue (position {status['queue_position']})" in proc.stderr
     assert "did not finish within" in unwrapped(proc.stderr) and "Traceback" not in proc.stderr
     assert cli_json(busy_server, "cancel", rid) == {"request_id": rid, "status": "cancelled", "outcome": "cancelled"}
     status, result, watched = cli_all(busy_server, ("status", rid), ("result", rid), ("watch", rid), ok=False)

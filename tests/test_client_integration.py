@@ -6,12 +6,14 @@ leaves this machine."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.server
 import shutil
 import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -54,13 +56,21 @@ def chelsea(tmp_path) -> Path:
     return path
 
 
-def assert_pngs(paths: list[Path], request_id: str, size: tuple[int, int]) -> None:
-    assert [p.name for p in paths] == [f"{request_id}_{i}.png" for i in range(len(paths))]
+def assert_images(paths: list[Path], request_id: str, size: tuple[int, int]) -> None:
+    """Saved as ``<request_id>_<i>.jpg``: the server's default --output-format is JPEG, and the
+    SDK names each file by the Content-Type it was served with."""
+    assert [p.name for p in paths] == [f"{request_id}_{i}.jpg" for i in range(len(paths))]
     for path in paths:
         assert path.is_file()
         with Image.open(path) as img:
-            assert img.format == "PNG"
+            assert img.format == "JPEG"
             assert img.size == size
+
+
+def image_paths(output: dict) -> list[str]:
+    """The output URLs without their query: presigned URLs (the fleet's S3 store) are signed
+    anew for each answer, so two answers about one request differ in their signatures."""
+    return [urlsplit(u).path for u in output["images"]]
 
 
 def assert_status_sequence(updates: list, request_id: str) -> None:
@@ -88,7 +98,7 @@ def assert_status_sequence(updates: list, request_id: str) -> None:
 # --------------------------------------------------------------------------- Client (blocking)
 
 
-def test_run_returns_completed_result_and_download_writes_pngs(server, tmp_path):
+def test_run_returns_completed_result_and_download_writes_images(server, tmp_path):
     seen = []
     with Client(server.base_url, server.key) as client:
         result = client.run(SEQ, {"text": "Generate 2 images of a red fox", "image_size": SQUARE},
@@ -98,10 +108,10 @@ def test_run_returns_completed_result_and_download_writes_pngs(server, tmp_path)
         assert result["metadata"]["image_count"] == 2
         assert isinstance(seen[-1], Completed) and seen[-1].result == result
         paths = client.download(result, tmp_path / "out")
-        assert_pngs(paths, result["request_id"], (2048, 2048))
+        assert_images(paths, result["request_id"], (2048, 2048))
         # result() of a finished request is the same completed body
         again = client.result(result["request_id"])
-        assert again["output"] == result["output"]
+        assert image_paths(again["output"]) == image_paths(result["output"])
         assert client.result(result["request_id"], include_cost=True)["cost"] > 0
         assert isinstance(client.status(result["request_id"]), Completed)
 
@@ -151,7 +161,7 @@ def test_local_file_as_input(server, chelsea, tmp_path, mode):
             assert url.startswith("data:image/png;base64,")
         result = client.run(DREAMINA, resolved, timeout_s=60)
         assert result["status"] == "completed"
-        assert_pngs(client.download(result, tmp_path), result["request_id"], (1024, 1024))
+        assert_images(client.download(result, tmp_path), result["request_id"], (1024, 1024))
         # without a schema the SDK knows the "images" field of edit-sequential
         seq = client.resolve_files({"images": [str(chelsea)], "text": "one image of the cat",
                                     "image_size": SQUARE}, mode=mode)
@@ -197,7 +207,7 @@ def test_submit_then_iter_status_yields_typed_statuses(slow_server, tmp_path):
         body = client.result(last.request_id)
         assert body["status"] == "completed" and body["output"] == updates[-1].output
         assert body["output"]["image"] == body["output"]["images"][0]  # exactly one image
-        assert_pngs(client.download(body, tmp_path), last.request_id, (2048, 2048))
+        assert_images(client.download(body, tmp_path), last.request_id, (2048, 2048))
         for handle in handles[:2]:
             assert isinstance(client.status(handle.request_id), Completed)
 
@@ -206,6 +216,8 @@ def test_cancel_a_queued_request(slow_server):
     srv = slow_server
     with Client(srv.base_url, srv.key) as client:
         blocker = client.submit(SEQ, {"text": "one image of a tower", "image_size": SQUARE})
+        # a worker may take the next request early (one job ahead); the one after waits its turn
+        ahead = client.submit(SEQ, {"text": "one image of a gate", "image_size": SQUARE})
         queued = client.submit(SEQ, {"text": "one image of a bridge", "image_size": SQUARE})
         assert isinstance(client.status(queued.request_id), Queued)
         assert client.cancel(queued.request_id) == {
@@ -219,17 +231,21 @@ def test_cancel_a_queued_request(slow_server):
             if isinstance(update, Queued):
                 client.cancel(update.request_id)
 
-        second = client.submit(SEQ, {"text": "one image of a quay", "image_size": SQUARE})  # keeps it queued
+        second, third = (client.submit(SEQ, {"text": f"one image of a quay, take {i}", "image_size": SQUARE})
+                         for i in range(2))  # keep it queued
         with pytest.raises(errors.RequestCancelled) as info:
             client.run(SEQ, {"text": "one image of a ship", "image_size": SQUARE},
                        on_update=cancel_when_queued, timeout_s=60)
         assert isinstance(client.status(info.value.request_id), Cancelled)
 
         # running or finished requests are not cancellable (200, not an error)
+        with contextlib.closing(client.stream(blocker.request_id)) as updates:
+            next(u for u in updates if not isinstance(u, Queued))  # the blocker has started
         outcome = client.cancel(blocker.request_id)
         assert outcome["outcome"] == "not_cancellable" and outcome["status"] in ("in_progress", "completed")
         assert isinstance(list(client.iter_status(blocker.request_id, **FAST_POLL))[-1], Completed)
-        assert isinstance(list(client.iter_status(second.request_id, **FAST_POLL))[-1], Completed)
+        for other in (ahead, second, third):
+            assert isinstance(list(client.iter_status(other.request_id, **FAST_POLL))[-1], Completed)
         outcome = client.cancel(blocker.request_id)
         assert outcome == {"request_id": blocker.request_id, "status": "completed", "outcome": "not_cancellable"}
 
@@ -257,8 +273,8 @@ def test_async_run_download_result_and_catalogue(server, tmp_path):
     result, seen, paths, body, models, schema, status = asyncio.run(main())
     assert result["status"] == "completed" and len(result["output"]["images"]) == 2
     assert isinstance(seen[-1], Completed)
-    assert_pngs(paths, result["request_id"], (2048, 2048))
-    assert body["output"] == result["output"]
+    assert_images(paths, result["request_id"], (2048, 2048))
+    assert image_paths(body["output"]) == image_paths(result["output"])
     assert sorted(m["model_id"] for m in models) == sorted(catalog.models())
     assert schema["input_schema"] == catalog.get(SEQ).input_schema
     assert isinstance(status, Completed)
@@ -270,21 +286,27 @@ def test_async_statuses_and_cancel(slow_server):
     async def main():
         async with AsyncClient(srv.base_url, srv.key) as client:
             handles = [await client.submit(SEQ, {"text": f"one image of a hill, take {i}", "image_size": SQUARE})
-                       for i in range(4)]
-            # cancel the second while it waits; the last still has one or two ahead of it
-            cancelled = await client.cancel(handles[1].request_id)
-            cancelled_updates = [u async for u in client.iter_status(handles[1].request_id, **FAST_POLL)]
-            updates = [u async for u in client.iter_status(handles[3].request_id, **FAST_POLL)]
+                       for i in range(5)]
+            # cancel the third while it waits (the second may be taken one job ahead); the last
+            # still has at least one ahead of it in the queue
+            cancelled = await client.cancel(handles[2].request_id)
+            cancelled_updates = [u async for u in client.iter_status(handles[2].request_id, **FAST_POLL)]
+            updates = [u async for u in client.iter_status(handles[4].request_id, **FAST_POLL)]
 
             async def cancel_when_queued(update):
                 if isinstance(update, Queued):
                     await client.cancel(update.request_id)
 
             blocker = await client.submit(SEQ, {"text": "one image of a dune", "image_size": SQUARE})
+            await client.submit(SEQ, {"text": "one image of a mesa", "image_size": SQUARE})  # may go one job ahead
             with pytest.raises(errors.RequestCancelled) as info:
                 await client.run(SEQ, {"text": "one image of a cliff", "image_size": SQUARE},
                                  on_update=cancel_when_queued, timeout_s=60)
             run_cancelled = await client.status(info.value.request_id)
+            async with contextlib.aclosing(client.stream(blocker.request_id)) as blocker_stream:
+                async for update in blocker_stream:
+                    if not isinstance(update, Queued):  # the blocker has started
+                        break
             not_cancellable = await client.cancel(blocker.request_id)  # running (or already done)
             blocker_updates = [u async for u in client.iter_status(blocker.request_id, **FAST_POLL)]
             return handles, cancelled, cancelled_updates, updates, run_cancelled, not_cancellable, blocker_updates
@@ -295,7 +317,7 @@ def test_async_statuses_and_cancel(slow_server):
     assert isinstance(blocker_updates[-1], Completed)
     assert cancelled["outcome"] == "cancelled" and cancelled["status"] == "cancelled"
     assert [type(u) for u in cancelled_updates] == [Cancelled]
-    assert_status_sequence(updates, handles[3].request_id)
+    assert_status_sequence(updates, handles[4].request_id)
     assert isinstance(run_cancelled, Cancelled)
 
 
@@ -379,8 +401,10 @@ def test_async_run_uses_the_status_stream_of_our_server(server):
 def test_stream_of_a_finished_request_is_its_result(server):
     with Client(server.base_url, server.key) as client:
         result = client.run(SEQ, {"text": "one image of a pier", "image_size": SQUARE})
-        updates = list(client.stream(result["request_id"]))
-        assert updates == [Completed(result["request_id"], result["output"])]
+        [update] = client.stream(result["request_id"])
+        # the same result (presigned URLs are signed anew for each answer: compare their paths)
+        assert isinstance(update, Completed) and update.request_id == result["request_id"]
+        assert image_paths(update.output) == image_paths(result["output"])
         with pytest.raises(errors.NotFoundError):
             list(client.stream("req_unknown"))
 
@@ -527,6 +551,7 @@ def test_webhook_delivery_verifies_with_the_sdk(server, webhook_receiver):
         assert arrived.wait(30), "no webhook delivery within 30 s"
     body, headers = deliveries[0]
     delivered = webhooks.verify(body, headers, secret)
-    assert delivered["request_id"] == result["request_id"] and delivered["output"] == result["output"]
+    assert delivered["request_id"] == result["request_id"]
+    assert image_paths(delivered["output"]) == image_paths(result["output"])
     with pytest.raises(errors.WebhookVerificationError):
         webhooks.verify(body.replace(b"completed", b"failed"), headers, secret)
