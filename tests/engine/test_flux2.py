@@ -3,22 +3,24 @@ saved with save_pretrained and loaded with from_pretrained), on CPU."""
 
 from __future__ import annotations
 
-import io
-
 import json
 import shutil
 from pathlib import Path
+
+import dataclasses
 
 import huggingface_hub
 import numpy as np
 import pytest
 import skimage.data
+import torch
 from PIL import Image
 
+from modelapi.catalog import models
 from modelapi.engine.base import GenerationSpec
 from modelapi.engine.flux2 import DEFAULT_MODEL_ID, Flux2Engine, resolve_default_model
-from modelapi.worker.generate import encode_png
-from modelapi.engine.tiny import RANDOM_WEIGHTS_MARKER, make_tiny
+from modelapi.engine.params import prepare
+from modelapi.engine.tiny import RANDOM_WEIGHTS_MARKER, build_tiny_pipeline, make_tiny
 from modelapi.errors import EngineError, GenerationStopped
 
 pytestmark = pytest.mark.slow
@@ -138,12 +140,121 @@ def test_references_make_count_images(engine: Flux2Engine) -> None:
     assert not np.array_equal(pixels(images)[0], plain[0])  # the references were used
 
 
-def test_scale_shrinks_references_for_klein(engine: Flux2Engine) -> None:
-    assert engine.reference_area_for(spec_for(["x"], scale=0.5)) == 1024 * 1024
-    assert engine.reference_area_for(spec_for(["x"], scale=1.0)) == 1024 * 1024 // 4
-    assert engine.guidance_for(spec_for(["x"], scale=1.0)) == 1.0  # distilled: guidance ignored
+def test_on_image_hands_over_each_final_image_as_soon_as_it_exists(engine: Flux2Engine) -> None:
+    events: list[tuple] = []
+    spec = spec_for(["a", "b", "c"], width=80, height=64, requested=(70, 50), num_inference_steps=2)
+    images = engine.generate(
+        spec,
+        lambda fraction: events.append(("progress", fraction)),
+        lambda: False,
+        on_image=lambda i, image: events.append(("image", i, image)),
+    )
+    handed = [e for e in events if e[0] == "image"]
+    assert [e[1] for e in handed] == [0, 1, 2]
+    assert all(e[2] is image for e, image in zip(handed, images, strict=True))  # the returned objects
+    assert all(image.size == (70, 50) for image in images)  # final: cropped
+    # Image 1 comes right after pass 1's two steps, before pass 2 starts; 2 and 3 after pass 2.
+    assert [e[:2] for e in events] == [
+        ("progress", 0.25), ("progress", 0.5), ("image", 0),
+        ("progress", 0.75), ("progress", 1.0), ("image", 1), ("image", 2),
+    ]
+
+
+def test_an_on_image_error_stops_the_series_and_the_engine_goes_on(engine: Flux2Engine) -> None:
+    class StoreFailed(Exception):
+        pass
+
+    def fail(index: int, image: Image.Image) -> None:
+        raise StoreFailed(index)
+
+    steps: list[float] = []
+    with pytest.raises(StoreFailed):
+        engine.generate(spec_for(["a", "b"], num_inference_steps=1), steps.append, lambda: False, on_image=fail)
+    assert steps == [0.5]  # pass 2 never ran
+    assert len(run(engine, spec_for(["a", "b"]))) == 2
+
+
+def test_the_engine_makes_what_bare_pipeline_calls_make(engine: Flux2Engine) -> None:
+    # Same inputs: image 1 from prompt 1 (seed), then images 2..3 in one call with image 1 as
+    # the reference (seeds + 1, + 2). The engine decodes the latents itself, one by one.
+    spec = spec_for(["a fox", "the fox runs", "the fox sleeps"], width=96, height=64, seed=4)
+    images = run(engine, spec)
+
+    def bare(prompts: list[str], seeds: list[int], image: list[Image.Image] | None = None) -> list[Image.Image]:
+        return engine.pipe(
+            image=image, prompt=prompts, height=64, width=96, num_inference_steps=4, guidance_scale=1.0,
+            generator=[torch.Generator().manual_seed(s) for s in seeds], text_encoder_out_layers=(1,),
+        ).images
+
+    (first,) = bare(["a fox"], [4])
+    rest = bare(["the fox runs", "the fox sleeps"], [5, 6], image=[first])
+    for ours, theirs in zip(pixels(images), pixels([first, *rest]), strict=True):
+        assert np.abs(ours.astype(int) - theirs).max() <= 1  # batched vs one-by-one decoding
+
+
+def test_dreamina_scale_reaches_the_default_family_as_reference_detail(
+    engine: Flux2Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Through prepare() as the server does: scale 1 gives each reference a quarter of the
+    # pipeline's 1 MP (half its side), dreamina's default 0.5 leaves it whole; distilled klein
+    # always gets guidance 1.0.
+    seen: list[tuple[list[tuple[int, int]], float]] = []
+    pipeline_call = type(engine.pipe).__call__
+
+    def spy(pipe, *args, **kwargs):  # noqa: ANN001, ANN202
+        seen.append(([im.size for im in kwargs["image"] or []], kwargs["guidance_scale"]))
+        return pipeline_call(pipe, *args, **kwargs)
+
+    monkeypatch.setattr(type(engine.pipe), "__call__", spy)
+    model = models()["bytedance/dreamina-4-0/edit"]
+    reference = Image.fromarray(skimage.data.astronaut()).resize((1024, 1024))
+    for scale in (1.0, 0.5):
+        inputs = {"prompt": "the astronaut on the moon", "width×height": "1024x1024(1:1)", "scale": scale}
+        spec = dataclasses.replace(prepare(model, inputs, [reference], seed=1), num_inference_steps=1)
+        assert spec.scale == scale and spec.guidance_scale is None
+        (image,) = run(engine, spec)
+        assert image.size == (1024, 1024)
+    assert seen == [([(512, 512)], 1.0), ([(1024, 1024)], 1.0)]
+    assert engine.reference_area_for(spec_for(["x"], scale=0.75)) == 1024 * 1024 // 2
+    assert engine.reference_area_for(spec_for(["x"], scale=0.0)) == 1024 * 1024
     with pytest.raises(EngineError, match="scale"):
         run(engine, spec_for(["x"], scale=1.5))
+
+
+def test_scale_multiplies_guidance_where_the_family_uses_it() -> None:
+    pipe = build_tiny_pipeline()
+    pipe.register_to_config(is_distilled=False)  # klein "base": real classifier-free guidance
+    base = Flux2Engine.from_pipeline(pipe, weights="tiny klein base", random_weights=True, warmup=False)
+    assert base.info["default_guidance"] == 4.0
+    assert [base.guidance_for(spec_for(["x"], scale=s)) for s in (0.0, 0.5, 1.0)] == [2.0, 4.0, 8.0]
+    assert base.guidance_for(spec_for(["x"])) == 4.0  # seedream: no scale
+    assert base.guidance_for(spec_for(["x"], scale=1.0, guidance_scale=3.0)) == 3.0  # explicit wins
+    assert base.reference_area_for(spec_for(["x"], scale=1.0)) == 1024 * 1024 // 4  # same mapping
+
+
+def test_above_the_threshold_the_vae_decodes_tiled_to_the_same_size(
+    tiny_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = Flux2Engine(str(tiny_path), device="cpu", vae_tiling_pixels=1024 * 1024)
+    vae = engine.pipe.vae
+    tiled: list[tuple[int, ...]] = []
+    tiled_decode = vae.tiled_decode
+    monkeypatch.setattr(vae, "tiled_decode", lambda z, **kw: tiled.append(tuple(z.shape)) or tiled_decode(z, **kw))
+    decoder_inputs: list[tuple[int, ...]] = []
+    vae.decoder.register_forward_pre_hook(lambda module, args: decoder_inputs.append(tuple(args[0].shape)))
+
+    spec = spec_for(["a", "b"], width=1280, height=1040, requested=(1275, 1030), num_inference_steps=1)
+    assert engine.tiled_for(spec)  # 1280 x 1040 > 1024 x 1024
+    images = run(engine, spec)
+    assert [image.size for image in images] == [(1275, 1030)] * 2
+    assert tiled == [(1, 4, 130, 160)] * 2  # each image's latents (1/8 of its size), one at a time
+    # Tiles of 128 latent px (1024 px), a quarter overlapping: rows at 0 and 96, columns at 0 and 96.
+    assert decoder_inputs == [(1, 4, 128, 128), (1, 4, 128, 64), (1, 4, 34, 128), (1, 4, 34, 64)] * 2
+
+    decoder_inputs.clear()
+    (small,) = run(engine, spec_for(["a"], width=1024, height=1024, num_inference_steps=1))
+    assert small.size == (1024, 1024) and len(tiled) == 2  # 1 MP is not above: one piece
+    assert decoder_inputs == [(1, 4, 128, 128)]
 
 
 def test_progress_is_monotonic_over_both_passes_and_ends_at_one(engine: Flux2Engine) -> None:
@@ -224,20 +335,6 @@ def test_resolve_default_model_falls_back_to_tiny(
     assert (model, is_random) == (str(tmp_path / "data" / "tiny-flux2-klein"), True)
     assert "RANDOM-WEIGHT" in caplog.text
     assert resolve_default_model(tmp_path / "data") == (model, True)  # built once, reused
-
-
-def test_outputs_are_pngs_with_prompt_and_seed_text_chunks(tmp_path: Path) -> None:
-    image = Image.new("RGB", (16, 16), (10, 20, 30))
-    data = encode_png(image, {"prompt": "un café — 東京", "seed": "42", "random_weights": "true", "engine": "flux2-klein"})
-    with Image.open(io.BytesIO(data)) as saved:
-        assert saved.format == "PNG"
-        assert saved.text == {
-            "prompt": "un café — 東京",
-            "seed": "42",
-            "random_weights": "true",
-            "engine": "flux2-klein",
-        }
-        assert np.array_equal(np.asarray(saved), np.asarray(image))
 
 
 def test_rewrite_prompts_keeps_the_count(engine: Flux2Engine) -> None:

@@ -8,12 +8,12 @@ import pytest
 from PIL import Image
 
 from modelapi.catalog import Model, models
+from modelapi.engine.flux2 import text_weight
 from modelapi.engine.params import (
     SIZE_MULTIPLE,
     crop_box,
     crop_center,
     generation_size,
-    guidance_from_scale,
     parse_size,
     prepare,
 )
@@ -184,23 +184,30 @@ def test_dreamina_scale_mapping_and_exact_size() -> None:
     model = models()[DREAMINA]
     inputs = _inputs(model, **{"width×height": "5404x3040(16:9)", "scale": 0.25})
     spec = prepare(model, inputs, _refs(2), seed=3)
-    assert spec.scale == 0.25 and spec.guidance_scale == pytest.approx(1.0 + 7.0 * 0.25)
+    assert spec.scale == 0.25 and spec.guidance_scale is None  # the engine maps scale
     assert (spec.width, spec.height, spec.requested_size) == (5408, 3040, (5404, 3040))
     assert spec.plan["output_size"] == [5404, 3040] and spec.plan["requested_size"] == [5404, 3040]
     assert spec.plan["generated_size"] == [5408, 3040]
     assert spec.count == 1 and spec.plan["source"] == "none" and spec.plan["cap"] == 13
 
 
-@pytest.mark.parametrize(("scale", "guidance"), [(0.0, 1.0), (0.5, 4.5), (1.0, 8.0)])
-def test_guidance_from_scale(scale: float, guidance: float) -> None:
-    assert guidance_from_scale(scale) == pytest.approx(guidance)
+@pytest.mark.parametrize(("scale", "weight"), [(None, 1.0), (0.0, 0.5), (0.25, 2**-0.5), (0.5, 1.0), (0.75, 2**0.5), (1.0, 2.0)])
+def test_scale_has_one_mapping_text_weight(scale: float | None, weight: float) -> None:
+    # 2 ** (2 * scale - 1): dreamina's default 0.5 keeps the engine's defaults.
+    assert text_weight(scale) == pytest.approx(weight)
+
+
+@pytest.mark.parametrize("scale", [-0.1, 1.01])
+def test_text_weight_refuses_a_scale_outside_0_1(scale: float) -> None:
+    with pytest.raises(ValueError, match="within 0..1"):
+        text_weight(scale)
 
 
 def test_dreamina_default_scale_and_counts() -> None:
     model = models()[DREAMINA]
     inputs = _inputs(model, prompt="4 photos of the girl on the boat")
     spec = prepare(model, inputs, _refs(2), seed=1)
-    assert spec.scale == 0.5 and spec.guidance_scale == pytest.approx(4.5) and spec.count == 4
+    assert spec.scale == 0.5 and spec.guidance_scale is None and spec.count == 4
     single = prepare(
         model, _inputs(model, prompt="4 photos of the girl", force_single=True), _refs(2), seed=1
     )

@@ -8,14 +8,17 @@ from typing import TYPE_CHECKING
 from ..errors import EngineError
 
 if TYPE_CHECKING:
-    from ..config import Settings
+    from ..core.config import Settings
     from .base import Engine
 
 
 def load_engine(settings: "Settings") -> "Engine":
     """The engine named by ``settings.engine``: ``"flux2"`` (diffusers FLUX.2, weights from
-    ``settings.model`` or the default resolution), or ``"module:factory"`` — a callable taking
-    the settings and returning an engine (used by tests).
+    ``settings.model`` or the default resolution; ``device``, ``vae_tiling_pixels``,
+    ``compile``, ``offload`` and ``attention_backend`` from the settings, see
+    :class:`~modelapi.engine.flux2.Flux2Engine`; warmed up before it is returned), or
+    ``"module:factory"`` — a callable taking the settings and returning an engine (used by
+    tests).
 
     Raises:
         EngineError: the weights could not be found or loaded (with what to do about it).
@@ -26,7 +29,14 @@ def load_engine(settings: "Settings") -> "Engine":
         model = settings.model
         if model is None:
             model, _ = resolve_default_model(settings.data_dir)
-        return Flux2Engine(model, device=settings.device)
+        return Flux2Engine(
+            model,
+            device=settings.device,
+            vae_tiling_pixels=settings.vae_tiling_pixels,
+            compile=settings.compile,
+            offload=settings.offload,
+            attention_backend=settings.attention_backend,
+        )
     module_name, _, attr = settings.engine.partition(":")
     try:
         factory = getattr(importlib.import_module(module_name), attr)

@@ -17,6 +17,11 @@ ProgressCallback = Callable[[float], None]
 StopCheck = Callable[[], bool]
 """Returns True when the engine must stop between steps (raise ``GenerationStopped``)."""
 
+ImageCallback = Callable[[int, Image.Image], None]
+"""Called with ``(index, image)`` as soon as image ``index`` of the series exists, in its final
+form (cropped to ``requested_size``), before ``generate`` returns. It runs on the engine's
+critical path: hand the image over (e.g. to a pool that encodes and stores it) and return."""
+
 
 @dataclass
 class GenerationSpec:
@@ -34,8 +39,10 @@ class GenerationSpec:
             those are already multiples of 16.
         seed (`int`): the request's seed; image ``i`` uses ``seed + i`` for its generator.
         references (`list[PIL.Image.Image]`): the user's reference images (RGB), maybe empty.
-        scale (`float | None`): dreamina's text influence, 0..1 (None for seedream).
-        guidance_scale (`float | None`): None = the engine's per-family default.
+        scale (`float | None`): dreamina's text influence, 0..1 (None for seedream); the engine
+            maps it (FLUX.2: :func:`~modelapi.engine.flux2.text_weight`).
+        guidance_scale (`float | None`): an explicit guidance; None (what the server sends) =
+            the engine's per-family default, adjusted by ``scale``.
         num_inference_steps (`int | None`): None = the engine's per-family default.
         plan (`dict`): the series plan (count, per-image prompts, how the count was found).
     """
@@ -67,10 +74,22 @@ class Engine(Protocol):
     info: dict[str, Any]
 
     def generate(
-        self, spec: GenerationSpec, progress: ProgressCallback, should_stop: StopCheck
+        self,
+        spec: GenerationSpec,
+        progress: ProgressCallback,
+        should_stop: StopCheck,
+        on_image: ImageCallback | None = None,
     ) -> list[Image.Image]:
         """Make ``spec.count`` images of ``spec.requested_size``, generated at ``spec.width`` x
         ``spec.height`` and cropped centrally.
+
+        ``on_image(i, image)``, when given, is called once per image, as soon as image ``i``
+        exists (an engine that makes the series in passes calls it after each pass, before the
+        next), with the same object ``generate`` returns at index ``i``. Its exceptions propagate
+        out of ``generate``.
+
+        Returns:
+            the ``spec.count`` images, in order (also those already handed to ``on_image``).
 
         Raises:
             GenerationStopped: ``should_stop()`` turned True between steps.

@@ -13,7 +13,18 @@ flux2-dev       Flux2Pipeline         28             4.0 (guidance embedding)
 A series is kept coherent by **reference chaining** (the model's own multi-reference ability):
 image 1 is made from ``prompts[0]`` (with the user's references, if any); images 2..N are made
 in ONE batched call with ``[image 1] + references`` as references, one prompt and one
-``torch.Generator`` per image. Two pipeline calls for any N.
+``torch.Generator`` per image. Two pipeline calls for any N. The pipeline returns latents; the
+engine decodes each image itself, hands it to ``generate``'s ``on_image`` at once (image 1
+before pass 2 starts), and decodes tile by tile above ``vae_tiling_pixels`` (bounded memory for
+the ~16 MP sizes).
+
+Dreamina's ``scale`` has one mapping, :func:`text_weight`, applied to guidance (families that use
+it) and to the detail given to the user's references (every family; the only lever of the
+default, step-distilled klein).
+
+GPU options (all off by default; see :class:`Flux2Engine`): ``compile`` (regional
+``torch.compile``), ``offload`` (``model`` / ``sequential``), ``attention_backend`` (diffusers'
+attention dispatcher). Every engine is warmed up at start (:meth:`Flux2Engine.warm_up`).
 
 Weights are located without hanging: a local folder is used as is; a hub id is looked up in the
 local hub cache first, and the hub is only asked (with a short timeout) when ``HF_HUB_OFFLINE``
@@ -25,19 +36,22 @@ random-weight pipeline of :mod:`modelapi.engine.tiny` (noise images, loudly logg
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import logging
 import os
 import re
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, Literal
 
 from PIL import Image
 
-from modelapi.engine.base import GenerationSpec, ProgressCallback, StopCheck
+from modelapi.engine.base import GenerationSpec, ImageCallback, ProgressCallback, StopCheck
 from modelapi.engine.params import crop_center
 from modelapi.engine.tiny import is_random_weights, make_tiny
 from modelapi.errors import EngineError, GenerationStopped
@@ -65,6 +79,22 @@ REWRITE_MAX_TIME_S = 20.0
 
 PIPELINE_MAX_REFERENCE_PX = 1024 * 1024
 """The pipelines resize each reference to at most this area (pixels) before encoding it."""
+
+DEFAULT_VAE_TILING_PIXELS = 2048 * 2048
+"""Generated images larger than this (width x height, px) are decoded tile by tile
+(``--vae-tiling-pixels``'s default): every 2K size decodes in one piece, the ~16 MP dreamina
+sizes in tiles."""
+
+VAE_TILE_PX = 1024
+"""Side of the square tiles of tiled VAE decoding, px (the FLUX.2 VAE's own ``sample_size``; 128
+latent px). Neighbouring tiles overlap by a quarter and are blended (diffusers' tiling)."""
+
+OFFLOAD_MODES = ("none", "model", "sequential")
+"""``--offload`` values (see :class:`Flux2Engine`)."""
+
+WARMUP_PX = {"cpu": 64}
+"""Side of the light warm-up's image by device type, px (:meth:`Flux2Engine.warm_up`); 256
+elsewhere."""
 
 
 @dataclass(frozen=True)
@@ -211,6 +241,37 @@ def _pick_device(device: str):
     return picked
 
 
+def _check_offload(offload: str) -> None:
+    if offload not in OFFLOAD_MODES:
+        raise EngineError(f"unknown offload mode {offload!r}: use one of {', '.join(OFFLOAD_MODES)}")
+
+
+def _set_attention_backend(transformer: Any, name: str) -> None:
+    """``transformer.set_attention_backend(name)``, or a clear EngineError."""
+    known = attention_backends()
+    if name.lower() not in known:
+        raise EngineError(f"unknown attention backend {name!r}: diffusers knows {', '.join(known)}")
+    try:
+        transformer.set_attention_backend(name)
+    except Exception as exc:  # RuntimeError: its package (flash-attn, sageattention, kernels) is missing
+        raise EngineError(f"attention backend {name!r} cannot be used here: {exc}") from exc
+
+
+@contextlib.contextmanager
+def _engine_errors(doing: str) -> Iterator[None]:
+    """Pipeline failures as EngineError (out of memory said so); GenerationStopped passes."""
+    import torch
+
+    try:
+        yield
+    except (GenerationStopped, EngineError):
+        raise
+    except torch.OutOfMemoryError as exc:
+        raise EngineError(f"out of memory {doing}") from exc
+    except Exception as exc:
+        raise EngineError(f"generation failed {doing} ({type(exc).__name__}: {exc})") from exc
+
+
 def text_encoder_out_layers(pipe: Any) -> tuple[int, ...]:
     """Which text-encoder hidden layers make the prompt embedding of ``pipe``.
 
@@ -234,6 +295,74 @@ def text_encoder_out_layers(pipe: Any) -> tuple[int, ...]:
     return tuple(n_layers * (k + 1) // (n_out + 1) for k in range(n_out))
 
 
+def text_weight(scale: float | None) -> float:
+    """The engine's one mapping of dreamina's ``scale`` (0..1, "how strongly the text prompt
+    influences the result relative to input images"): a text weight ``w = 2 ** (2 * scale - 1)``.
+
+    0 -> 0.5, 0.5 (dreamina's default) -> 1.0 (the engine's own defaults), 1 -> 2.0; None
+    (seedream, no ``scale``) -> 1.0. :class:`Flux2Engine` applies ``w`` to FLUX.2's two levers,
+    the same way for every family:
+
+    - guidance (:meth:`Flux2Engine.guidance_for`): ``default_guidance * w`` where the family uses
+      guidance (FLUX.2 [dev], klein base: 2..8 around their default 4). Step-distilled klein
+      ignores guidance and always gets 1.0.
+    - reference detail (:meth:`Flux2Engine.reference_area_for`): each of the user's references
+      is given at most ``1 MP / w**2`` (its side divided by ``w``), capped at the pipelines'
+      own 1 MP: scale 1 -> 0.25 MP (~1024 tokens per reference instead of ~4096), so the
+      references weigh less in joint attention and the text more; scale <= 0.5 keeps 1 MP (the
+      pipelines give a reference no more detail than that).
+
+    For the default family (FLUX.2 [klein] 4B, step-distilled) only the second lever acts, so a
+    scale below 0.5 changes nothing there. A heuristic, not a calibrated control.
+
+    Raises:
+        ValueError: ``scale`` is outside 0..1.
+    """
+    if scale is None:
+        return 1.0
+    if not 0.0 <= scale <= 1.0:
+        raise ValueError(f"scale={scale} must be within 0..1")
+    return float(2.0 ** (2.0 * scale - 1.0))
+
+
+def configure_vae_tiling(vae: Any) -> None:
+    """Give ``vae`` (an ``AutoencoderKLFlux2``) tiles of :data:`VAE_TILE_PX` for when its tiling
+    is on; tiling itself stays off (``vae.enable_tiling()`` turns it on).
+
+    diffusers derives the tile size from the VAE's ``sample_size``: 1024 px for FLUX.2's VAE, but
+    64 px for the tiny test VAE, which would cut a 16 MP image into ~7,000 tiles. Setting it here
+    makes every FLUX.2 VAE tile alike.
+    """
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    vae.tile_sample_min_size = VAE_TILE_PX
+    vae.tile_latent_min_size = VAE_TILE_PX // factor
+    vae.disable_tiling()
+
+
+def compile_transformer(transformer: Any, **compile_kwargs: Any) -> str:
+    """``torch.compile`` ``transformer`` in place: regional compilation (diffusers'
+    ``compile_repeated_blocks``: each repeated block class is compiled once and reused by every
+    block) where the model declares its repeated blocks, as FLUX.2's transformer does; else the
+    whole module. ``compile_kwargs`` go to ``torch.compile``. Compilation itself happens on the
+    first call (the engine's warm-up).
+
+    Returns:
+        ``"regional"`` or ``"whole"``: what was compiled.
+    """
+    if getattr(transformer, "_repeated_blocks", None):
+        transformer.compile_repeated_blocks(**compile_kwargs)
+        return "regional"
+    transformer.compile(**compile_kwargs)
+    return "whole"
+
+
+def attention_backends() -> list[str]:
+    """The names diffusers' attention dispatcher accepts (``--attention-backend``)."""
+    from diffusers.models.attention_dispatch import AttentionBackendName
+
+    return sorted(b.value for b in AttentionBackendName)
+
+
 class Flux2Engine:
     """A FLUX.2 pipeline loaded once and kept warm; implements :class:`~modelapi.engine.base.Engine`.
 
@@ -242,6 +371,33 @@ class Flux2Engine:
             pipeline folder (holding ``model_index.json``).
         device (`str`, default ``"auto"``): ``"auto"`` = cuda, then mps, then cpu; or a torch
             device string. bfloat16 on cuda/mps, float32 on cpu.
+        vae_tiling_pixels (`int`, default :data:`DEFAULT_VAE_TILING_PIXELS`): generated images
+            larger than this (width x height, px) are decoded tile by tile (tiles of
+            :data:`VAE_TILE_PX`, overlapping and blended: diffusers' VAE tiling), so the VAE's
+            memory stays that of one tile whatever the size; smaller ones in one piece (exact,
+            no seams). Lower it on a GPU that runs out of memory decoding large images; 0 tiles
+            every image larger than one tile.
+        compile (`bool`, default False): ``torch.compile`` the transformer at start (regional
+            compilation, :func:`compile_transformer`, dynamic shapes so the many sizes and batch
+            sizes do not recompile), compiled by the warm-up. Use it on a GPU serving many
+            requests: start-up takes longer (tens of seconds), every image after is faster. On
+            CPU it does nothing (logged).
+        offload (`str`, default ``"none"``): for a GPU with less memory than the pipeline.
+            ``"model"`` (diffusers' ``enable_model_cpu_offload``) keeps the components in CPU
+            memory and moves one whole component (text encoder, transformer, VAE) to the GPU
+            while it runs: peak GPU memory is the largest component, at the cost of copying
+            each one over per pass. ``"sequential"`` (``enable_sequential_cpu_offload``)
+            streams the weights layer by layer: the least GPU memory, many times slower; a last
+            resort. On CPU both do nothing (logged).
+        attention_backend (`str | None`, default None): a diffusers attention dispatcher
+            backend for the transformer (``pipe.transformer.set_attention_backend``), e.g.
+            ``"flash"`` (FlashAttention 2, needs ``flash-attn``), ``"_flash_3"`` (FlashAttention
+            3 on Hopper), ``"sage"`` (SageAttention, needs ``sageattention``), ``"native"``
+            (PyTorch SDPA); None keeps the pipeline's own (PyTorch SDPA). Use one on a GPU where
+            its kernel is installed and faster than SDPA; a name diffusers does not know, or
+            whose package is missing, is an :class:`~modelapi.errors.EngineError` at start.
+        warmup (`bool`, default True): run one small generation at start (:meth:`warm_up`) so
+            that the first request does not pay compilation or lazy initialisation.
 
     Attributes:
         info (`dict`): ``{"engine": "flux2-klein" | "flux2-dev", "weights": model,
@@ -249,15 +405,27 @@ class Flux2Engine:
             "default_guidance": float}``.
 
     Raises:
-        EngineError: weights missing (with what to do), unreadable, or the device unusable.
+        EngineError: weights missing (with what to do), unreadable, the device unusable, an
+            unknown offload mode or attention backend, or the warm-up failed.
 
     ``generate`` and ``rewrite_prompts`` hold a lock: one call runs at a time per engine.
     """
 
-    def __init__(self, model: str, *, device: str = "auto") -> None:
+    def __init__(
+        self,
+        model: str,
+        *,
+        device: str = "auto",
+        vae_tiling_pixels: int = DEFAULT_VAE_TILING_PIXELS,
+        compile: bool = False,
+        offload: Literal["none", "model", "sequential"] = "none",
+        attention_backend: str | None = None,
+        warmup: bool = True,
+    ) -> None:
         import diffusers
         import torch
 
+        _check_offload(offload)
         torch_device = _pick_device(device)
         source, folder = _locate(model)
         family = _family_for(model, folder)
@@ -271,36 +439,91 @@ class Flux2Engine:
                 f"download may be incomplete: run `hf download {model}` again, or pass another "
                 "--model"
             ) from exc
-        try:
-            pipe.to(torch_device)
-        except torch.OutOfMemoryError as exc:
-            raise EngineError(f"{model} does not fit in {torch_device} memory: {exc}") from exc
         random_weights = folder is not None and is_random_weights(folder)
-        self._setup(pipe, weights=model, random_weights=random_weights, family=family)
+        self._setup(
+            pipe, torch_device, weights=model, random_weights=random_weights, family=family,
+            vae_tiling_pixels=vae_tiling_pixels, compile=compile, offload=offload,
+            attention_backend=attention_backend, warmup=warmup,
+        )
 
     @classmethod
-    def from_pipeline(cls, pipe: Any, *, weights: str, random_weights: bool) -> Flux2Engine:
+    def from_pipeline(
+        cls,
+        pipe: Any,
+        *,
+        weights: str,
+        random_weights: bool,
+        vae_tiling_pixels: int = DEFAULT_VAE_TILING_PIXELS,
+        compile: bool = False,
+        offload: Literal["none", "model", "sequential"] = "none",
+        attention_backend: str | None = None,
+        warmup: bool = True,
+    ) -> Flux2Engine:
         """Wrap an already built pipeline (on its device), e.g. a random-weight full-size
-        architecture for benchmarks. ``weights`` is what ``info["weights"]`` reports."""
+        architecture for benchmarks. ``weights`` is what ``info["weights"]`` reports; the other
+        options are :class:`Flux2Engine`'s."""
         family = _FAMILY_BY_CLASS.get(type(pipe).__name__)
         if family is None:
             raise EngineError(f"{type(pipe).__name__} is not a FLUX.2 pipeline this engine runs")
+        _check_offload(offload)
         engine = cls.__new__(cls)
-        engine._setup(pipe, weights=weights, random_weights=random_weights, family=family)
+        engine._setup(
+            pipe, pipe._execution_device, weights=weights, random_weights=random_weights, family=family,
+            vae_tiling_pixels=vae_tiling_pixels, compile=compile, offload=offload,
+            attention_backend=attention_backend, warmup=warmup,
+        )
         return engine
 
-    def _setup(self, pipe: Any, *, weights: str, random_weights: bool, family: _Family) -> None:
+    def _setup(
+        self,
+        pipe: Any,
+        device: Any,
+        *,
+        weights: str,
+        random_weights: bool,
+        family: _Family,
+        vae_tiling_pixels: int,
+        compile: bool,
+        offload: str,
+        attention_backend: str | None,
+        warmup: bool,
+    ) -> None:
+        import torch
+
         if family is _KLEIN and not pipe.config.get("is_distilled", False):
             family = _KLEIN_BASE
         pipe.set_progress_bar_config(disable=True)
-        pipe.vae.enable_slicing()  # pass 2 decodes its N-1 images one at a time: bounded memory
+        configure_vae_tiling(pipe.vae)
         self.pipe = pipe
+        self.device = device
+        self.vae_tiling_pixels = vae_tiling_pixels
         self._family = family
         self._lock = threading.Lock()
         self._out_layers = text_encoder_out_layers(pipe)
         self._multiple = pipe.vae_scale_factor * 2
-        device = pipe.transformer.device
-        self.device = device
+        accelerator = device.type != "cpu"
+        if attention_backend is not None:
+            _set_attention_backend(pipe.transformer, attention_backend)
+        self._offload = offload if accelerator else "none"
+        try:
+            if self._offload == "model":
+                pipe.enable_model_cpu_offload(device=device)
+            elif self._offload == "sequential":
+                pipe.enable_sequential_cpu_offload(device=device)
+            else:
+                pipe.to(device)
+        except torch.OutOfMemoryError as exc:
+            raise EngineError(
+                f"{weights} does not fit in {device} memory: {exc}; try --offload model"
+            ) from exc
+        if offload != "none" and not accelerator:
+            logger.info("--offload %s does nothing on %s: the weights are in CPU memory already", offload, device)
+        self.compiled: str | None = None
+        """``"regional"`` / ``"whole"`` when the transformer was compiled, else None."""
+        if compile and accelerator:
+            self.compiled = compile_transformer(pipe.transformer, fullgraph=True, dynamic=True)
+        elif compile:
+            logger.info("--compile does nothing on %s: the transformer runs eagerly", device)
         self.info: dict[str, Any] = {
             "engine": family.engine,
             "weights": weights,
@@ -316,39 +539,84 @@ class Flux2Engine:
                 family.engine,
                 weights,
             )
+        if warmup:
+            self.warm_up()
+
+    def warm_up(self, full: bool | None = None) -> float:
+        """Generate untimed by any request, so that lazy initialisation (kernels, memory pools,
+        the VAE's encoder and decoder) and, with ``compile``, compilation happen here and not in
+        the first request. 1 denoising step per pass.
+
+        Args:
+            full (`bool | None`): None = full on accelerators, light on CPU. Light: one image
+                with one reference at :data:`WARMUP_PX` (64 px; ~0.1 s with the tiny pipeline,
+                one text encoding with real weights). Full: a series of 3 with one reference at
+                256 px (pass 1 at batch 1, pass 2 at batch 2, both with references), then one
+                image without references at 384x256 px: a compiled transformer has then seen
+                the batch, sequence and reference variations it is compiled for (dynamic
+                shapes), and later sizes do not recompile.
+
+        Returns:
+            seconds it took.
+
+        Raises:
+            EngineError: a generation failed (e.g. an attention backend that cannot run on
+                this device, or compilation failed).
+        """
+        if full is None:
+            full = self.device.type != "cpu"
+        reference = Image.new("RGB", (MIN_REFERENCE_PX, MIN_REFERENCE_PX), (128, 128, 128))
+        if full:
+            runs = [(3, (256, 256), [reference]), (1, (384, 256), [])]
+        else:
+            side = WARMUP_PX.get(self.device.type, 256)
+            runs = [(1, (side, side), [reference])]
+        started = time.perf_counter()
+        for count, size, references in runs:
+            spec = GenerationSpec(
+                model_id="warm-up",
+                prompts=["warm-up"] * count,
+                width=size[0],
+                height=size[1],
+                requested_size=size,
+                seed=0,
+                references=references,
+                num_inference_steps=1,
+            )
+            try:
+                self.generate(spec, lambda fraction: None, lambda: False)
+            except EngineError as exc:
+                raise EngineError(f"the warm-up generation failed: {exc}") from exc
+        seconds = time.perf_counter() - started
+        logger.info(
+            "engine warmed up in %.1f s (%s%s)", seconds, self.device,
+            f", transformer compiled ({self.compiled})" if self.compiled else "",
+        )
+        return seconds
 
     # -- generation ---------------------------------------------------------------------------
 
     def guidance_for(self, spec: GenerationSpec) -> float:
-        """The ``guidance_scale`` passed to the pipeline for ``spec``.
-
-        ``spec.guidance_scale`` when set; else the family default, scaled by dreamina's
-        ``spec.scale`` (text influence, 0..1) where guidance acts (dev; klein base):
-        ``default * (0.5 + scale)``, so 0 -> half, 0.5 (dreamina's default) -> the default,
-        1 -> 1.5x. Step-distilled klein ignores guidance (it gets 1.0).
-        """
+        """The ``guidance_scale`` passed to the pipeline for ``spec``: ``spec.guidance_scale``
+        when set; else the family default, times :func:`text_weight` of ``spec.scale`` where the
+        family uses guidance (dev, klein base). Step-distilled klein ignores guidance: 1.0."""
         if spec.guidance_scale is not None:
             return float(spec.guidance_scale)
-        guidance = self._family.default_guidance
-        if spec.scale is not None and self._family.guidance_used:
-            guidance *= 0.5 + spec.scale
-        return guidance
+        if not self._family.guidance_used:
+            return self._family.default_guidance
+        return self._family.default_guidance * text_weight(spec.scale)
 
     def reference_area_for(self, spec: GenerationSpec) -> int:
-        """Most pixels (width x height) each of the user's references is given to the model.
+        """Most pixels (width x height) each of the user's references is given to the model:
+        the pipelines' 1 MP divided by the square of :func:`text_weight` of ``spec.scale``,
+        capped at 1 MP (scale 1 -> 0.25 MP; scale <= 0.5 or no scale -> 1 MP)."""
+        weight = text_weight(spec.scale)
+        return round(PIPELINE_MAX_REFERENCE_PX / max(1.0, weight * weight))
 
-        Dreamina's ``spec.scale`` (text influence, 0..1) maps onto the one lever that
-        step-distilled klein has (it ignores guidance): how much detail of the user's references
-        the model sees. ``area = clamp(1.75 - 1.5 * scale, 0.25, 1.0)`` megapixels: scale <= 0.5
-        (dreamina's default) keeps the pipeline's own 1 MP (~4096 tokens per reference); scale 1
-        gives 0.25 MP (~1024 tokens), so the references weigh less in joint attention and the
-        text more. This is a heuristic, not a calibrated control. Families where guidance acts
-        (dev, klein base) use guidance instead (:meth:`guidance_for`) and keep 1 MP.
-        """
-        if spec.scale is None or self._family.guidance_used:
-            return PIPELINE_MAX_REFERENCE_PX
-        megapixels = min(1.0, max(0.25, 1.75 - 1.5 * spec.scale))
-        return int(megapixels * PIPELINE_MAX_REFERENCE_PX)
+    def tiled_for(self, spec: GenerationSpec) -> bool:
+        """Whether ``spec``'s images are decoded tile by tile: generated width x height above
+        ``vae_tiling_pixels``."""
+        return spec.width * spec.height > self.vae_tiling_pixels
 
     def _check(self, spec: GenerationSpec) -> None:
         if spec.count < 1:
@@ -388,7 +656,11 @@ class Flux2Engine:
         return out
 
     def generate(
-        self, spec: GenerationSpec, progress: ProgressCallback, should_stop: StopCheck
+        self,
+        spec: GenerationSpec,
+        progress: ProgressCallback,
+        should_stop: StopCheck,
+        on_image: ImageCallback | None = None,
     ) -> list[Image.Image]:
         """Make ``spec.count`` images of ``spec.requested_size`` by reference chaining.
 
@@ -402,12 +674,18 @@ class Flux2Engine:
         Steps: ``spec.num_inference_steps`` or the family default; guidance: :meth:`guidance_for`;
         user references are first downsized to :meth:`reference_area_for`.
 
+        The pipeline returns latents; the engine decodes them one image at a time, tiled when
+        :meth:`tiled_for` (above ``vae_tiling_pixels``), and hands each image to ``on_image``
+        as soon as it is decoded and cropped: image 1 right after pass 1, before pass 2 starts.
+
         Args:
             spec: the planned request (``width``/``height`` multiples of 16, each at most 15 px
                 above ``requested_size``).
             progress: called after each step with the fraction done over the whole series
                 (both passes), non-decreasing, ending at 1.0.
             should_stop: polled before each pass and after each step.
+            on_image: called ``(i, image)`` once per image, in index order, with the object
+                returned at index ``i``; its exceptions propagate (the series stops).
 
         Returns:
             list of ``PIL.Image.Image`` (RGB), ``len == spec.count``, each of
@@ -423,6 +701,13 @@ class Flux2Engine:
         references = self._references(spec)
         passes = 1 if spec.count == 1 else 2
         total = steps * passes
+        images: list[Image.Image] = []
+
+        def emit(image: Image.Image) -> None:
+            images.append(crop_center(image, spec.requested_size))
+            if on_image is not None:
+                on_image(len(images) - 1, images[-1])
+
         with self._lock:
             first = self._call(
                 prompts=spec.prompts[:1],
@@ -435,10 +720,10 @@ class Flux2Engine:
                 total=total,
                 progress=progress,
                 should_stop=should_stop,
+                emit=emit,
             )
-            images = first
             if spec.count > 1:
-                images = first + self._call(
+                self._call(
                     prompts=spec.prompts[1:],
                     references=first + references,
                     seeds=[spec.seed + i for i in range(1, spec.count)],
@@ -449,13 +734,9 @@ class Flux2Engine:
                     total=total,
                     progress=progress,
                     should_stop=should_stop,
+                    emit=emit,
                 )
-        for image in images:
-            if image.size != (spec.width, spec.height):
-                raise EngineError(
-                    f"pipeline made {image.size[0]}x{image.size[1]}, not {spec.width}x{spec.height}"
-                )
-        return [crop_center(image, spec.requested_size) for image in images]
+        return images
 
     def _call(
         self,
@@ -470,7 +751,10 @@ class Flux2Engine:
         total: int,
         progress: ProgressCallback,
         should_stop: StopCheck,
+        emit: Callable[[Image.Image], None],
     ) -> list[Image.Image]:
+        """One pipeline call; each image is decoded and handed to ``emit`` in turn. Returns
+        the uncropped images (for chaining)."""
         import torch
 
         if should_stop():
@@ -485,8 +769,9 @@ class Flux2Engine:
                 raise GenerationStopped(f"stop requested after step {done_before + step + 1}/{total}")
             return {}
 
-        try:
-            result = self.pipe(
+        what = f"{len(prompts)} image(s) of {spec.width}x{spec.height} with {len(references)} reference(s)"
+        with _engine_errors(f"making {what} on {self.device}"):
+            latents = self.pipe(
                 image=references or None,
                 prompt=prompts,
                 height=spec.height,
@@ -496,17 +781,39 @@ class Flux2Engine:
                 generator=generators,
                 callback_on_step_end=on_step_end,
                 text_encoder_out_layers=self._out_layers,
-            )
-        except GenerationStopped:
-            raise
-        except torch.OutOfMemoryError as exc:
-            raise EngineError(
-                f"out of memory making {len(prompts)} image(s) of {spec.width}x{spec.height} "
-                f"with {len(references)} reference(s) on {self.device}"
-            ) from exc
-        except Exception as exc:
-            raise EngineError(f"generation failed ({type(exc).__name__}: {exc})") from exc
-        return list(result.images)
+                output_type="latent",
+            ).images
+        vae = self.pipe.vae
+        if self.tiled_for(spec):
+            vae.enable_tiling()
+        else:
+            vae.disable_tiling()
+        decoded = []
+        for one in latents.split(1):
+            with _engine_errors(f"decoding one of {what} on {self.device}"):
+                image = self._decode(one)
+            if image.size != (spec.width, spec.height):
+                raise EngineError(
+                    f"pipeline made {image.size[0]}x{image.size[1]}, not {spec.width}x{spec.height}"
+                )
+            decoded.append(image)
+            emit(image)
+        if self._offload == "model":
+            self.pipe.maybe_free_model_hooks()  # the VAE back to the CPU, as after a pipeline call
+        return decoded
+
+    def _decode(self, latents: Any) -> Image.Image:
+        """One image's latents (as the pipeline returns for ``output_type="latent"``) to a PIL
+        image: what the pipeline itself does after denoising (``vae.decode`` on the VAE's
+        execution device, then ``image_processor.postprocess``)."""
+        import torch
+        from diffusers.utils.torch_utils import get_module_execution_device
+
+        vae = self.pipe.vae
+        with torch.no_grad():
+            pixels = vae.decode(latents.to(get_module_execution_device(vae)), return_dict=False)[0]
+            (image,) = self.pipe.image_processor.postprocess(pixels, output_type="pil")
+        return image
 
     # -- prompt rewriting ---------------------------------------------------------------------
 

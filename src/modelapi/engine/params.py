@@ -92,16 +92,6 @@ def crop_center(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     return image.crop(crop_box(image.size, size))
 
 
-def guidance_from_scale(scale: float) -> float:
-    """Dreamina ``scale`` (0..1, text influence vs the reference images) -> classifier-free
-    guidance: ``1.0 + 7.0 * scale`` (0 -> 1.0, i.e. no text push; 0.5 -> 4.5; 1 -> 8.0).
-
-    FLUX.2 [klein] (distilled) ignores guidance; for it the engine may use ``spec.scale`` for
-    reference conditioning instead. Which one an engine honours is the engine's choice.
-    """
-    return 1.0 + 7.0 * scale
-
-
 def prepare(
     model: Model,
     inputs: dict[str, Any],
@@ -129,7 +119,9 @@ def prepare(
         ``requested_size`` = the output size (the engine crops centrally to it). ``plan`` holds
         :meth:`SeriesPlan.to_dict` plus ``"optimize_prompt"`` (``"fast"`` | ``"standard"``),
         ``"requested_size"``, ``"generated_size"`` and ``"output_size"`` (``[w, h]`` px;
-        output == requested).
+        output == requested). ``scale`` (dreamina) is passed through as is, with
+        ``guidance_scale`` None: the engine alone maps it
+        (:func:`~modelapi.engine.flux2.text_weight`).
         Counting: the cap is ``inputs[task.max_images_field]`` (15 when the task has none),
         ``sequential_image_generation`` (default ``"auto"``) and ``force_single`` (default
         False) as in :func:`~modelapi.engine.planner.plan_series`.
@@ -158,7 +150,8 @@ def prepare(
     elif seed is None:
         seed = secrets.randbelow(2**31)
 
-    scale = float(inputs["scale"]) if "scale" in inputs else None  # dreamina only
+    # dreamina only; the engine maps it (one mapping: modelapi.engine.flux2.text_weight)
+    scale = float(inputs["scale"]) if "scale" in inputs else None
     return GenerationSpec(
         model_id=model.model_id,
         prompts=list(plan.prompts),
@@ -168,7 +161,7 @@ def prepare(
         seed=seed,
         references=[im if im.mode == "RGB" else im.convert("RGB") for im in references],
         scale=scale,
-        guidance_scale=None if scale is None else guidance_from_scale(scale),
+        guidance_scale=None,
         num_inference_steps=None,
         plan={
             **plan.to_dict(),
