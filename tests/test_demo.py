@@ -10,6 +10,8 @@ import sys
 import pytest
 from PIL import Image
 
+from modelapi.worker.generate import embedded_text
+
 pytestmark = pytest.mark.slow
 
 EXPECTED = {  # folder: (images, size) — the documented examples' planned count and size
@@ -26,17 +28,17 @@ def test_demo_end_to_end(tmp_path):
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "RANDOM WEIGHTS" in proc.stderr
-    printed = [line for line in proc.stdout.splitlines() if line.endswith(".png")]
+    printed = [line for line in proc.stdout.splitlines() if line.endswith(".jpg")]  # --output-format default
     assert len(printed) == 7
     page = (out / "index.html").read_text()
     assert "Random weights" in page
     for folder, (count, size) in EXPECTED.items():
-        files = sorted((out / folder).glob("*.png"))
+        files = sorted((out / folder).glob("*.jpg"))
         assert len(files) == count, folder
         for f in files:
             image = Image.open(f)
             assert image.size == size
-            assert image.text["random_weights"] == "true"
+            assert embedded_text(f.read_bytes())["random_weights"] == "true"
             assert f"{folder}/{f.name}" in page
         assert folder.replace("__", "/") in page
     for name in ("astronaut.png", "chelsea.png", "motorcycle_left.png", "coffee.png"):
