@@ -173,3 +173,17 @@ def test_pages_are_newest_first_and_never_repeat_or_skip_while_requests_arrive(j
     assert seen == [f"req_key_a_{n}" for n in (4, 3, 2, 1, 0)]
     assert [r.request_id for r in jobs.page("key_a", status=Status.IN_QUEUE, limit=1)] == ["req_key_a_15"]
     assert jobs.page("key_a", model_id="bytedance/dreamina-4-0/edit") == []
+
+
+def test_a_watcher_reads_versions_then_positions_of_many_in_one_read_of_the_queue_head(jobs):
+    jobs.order = QueueOrder(jobs.engine, exact=2)
+    reqs = [submit(jobs, n) for n in range(4)]
+    ids = [r.request_id for r in reqs]
+    before = jobs.versions(ids)
+    assert set(before.values()) == {0}
+    assert jobs.queue_positions(ids) == dict(zip(ids, [0, 1, 2, 3]))  # the last two from the snapshot
+    run = jobs.begin(ids[0], live_runner(jobs, "w1"), reqs[0].workflow_id)
+    jobs.set_progress(run, 0.5)
+    assert jobs.versions(ids)[ids[0]] == 2 and jobs.versions(ids)[ids[1]] == 0
+    assert jobs.queue_positions(ids[1:3]) == {ids[1]: 0, ids[2]: 1}
+    assert [r.progress for r in jobs.watch([ids[0]])] == [0.5]

@@ -3,10 +3,11 @@ wait on.
 
 The job may run in any process of the fleet, so changes are read from the database, never
 signalled in memory: every ``interval_s`` (default 50 ms) while anyone waits, ONE query reads the
-rows of every watched request (its ``version`` grows on each status or progress change); queue
-positions are recounted only when some request changed status anywhere (the counts ledger's
-sequence moved), since only then can they move. The cost is per tick, not per waiter, so one
-process holds hundreds of open streams.
+change counters of every watched request (``version`` grows on each status, progress or
+partial-output change), then the full rows of those that changed; queue positions are recounted
+(one read of the queue's head) only when some request changed status anywhere (the counts
+ledger's sequence moved), since only then can they move. The cost is a few reads per tick, not
+per waiter, so one process holds hundreds of open streams.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class Watcher:
         self.interval_s = interval_s
         self._waiters: dict[str, set[_Waiter]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._seq = 0
 
     @property
     def watching(self) -> int:
@@ -105,19 +107,34 @@ class Watcher:
         seq = None
         while self._waiters:
             try:
-                new_seq = await run_in_threadpool(self.jobs.change_seq)
-                rows = await run_in_threadpool(self.jobs.watch, list(self._waiters), new_seq != seq)
-                seq = new_seq
-                for req in rows:
-                    for waiter in list(self._waiters.get(req.request_id, ())):
-                        if req.status is Status.IN_QUEUE and req.queue_position is None:  # not recounted
-                            req = _with_position(req, waiter.latest)
-                        waiter.offer(req)
+                snapshot = {rid: list(ws) for rid, ws in self._waiters.items()}  # on the event loop
+                for waiter, req in await run_in_threadpool(self._tick, snapshot, seq):
+                    waiter.offer(req)  # on the event loop: asyncio.Event is not thread-safe
+                seq = self._seq
             except db.UNAVAILABLE as exc:  # streams stay open; the next tick tries again
                 log.warning("status watch: database unavailable: %s", str(exc).splitlines()[0])
                 await asyncio.sleep(1.0)
             await asyncio.sleep(self.interval_s)
 
-
-def _with_position(req: Request, known: Request) -> Request:
-    return replace(req, queue_position=known.queue_position if known.status is Status.IN_QUEUE else None)
+    def _tick(self, waiters: dict[str, list[_Waiter]], last_seq: int | None) -> list[tuple[_Waiter, Request]]:
+        """One read of every watched request's change counter; full rows only of those that
+        changed; queue positions (one read of the queue's head) only when some request changed
+        status anywhere, or a queued watched one changed. Returns the states to offer."""
+        self._seq = self.jobs.change_seq()
+        versions = self.jobs.versions(list(waiters))
+        changed = [rid for rid, ws in waiters.items() if any(w.latest.version != versions.get(rid) for w in ws)]
+        latest = {req.request_id: req for req in (self.jobs.watch(changed) if changed else [])}
+        for rid, ws in waiters.items():
+            latest.setdefault(rid, ws[0].latest)
+        queued = [rid for rid, req in latest.items() if req.status is Status.IN_QUEUE
+                  and (self._seq != last_seq or rid in changed)]
+        positions = self.jobs.queue_positions(queued) if queued else {}
+        offers = []
+        for rid, ws in waiters.items():
+            req = latest[rid]
+            if rid in positions:
+                req = replace(req, queue_position=positions[rid])
+            elif req.status is Status.IN_QUEUE:
+                req = replace(req, queue_position=ws[0].latest.queue_position)
+            offers += [(waiter, req) for waiter in ws]
+        return offers

@@ -275,13 +275,27 @@ class JobStore:
             partial = json.loads(partial)
         return True, Polled(status, row.progress, position, partial if status is Status.IN_PROGRESS else None)
 
-    def watch(self, request_ids: list[str], positions: bool = True) -> list[Request]:
-        """The rows of ``request_ids`` (any owner), with queue positions when ``positions``: one
-        read for every status stream of a process (ownership was checked when each opened)."""
+    def versions(self, request_ids: list[str]) -> dict[str, int]:
+        """The change counter of each of ``request_ids`` (any owner): the cheap read a status
+        stream's watcher makes every tick."""
         with self._reads.connect() as conn:
-            rows = conn.execute(R.select().where(C.request_id.in_(request_ids))).mappings().all()
-            return [_row(r, self._position(conn, r["request_id"], r["priority"], r["seq"])
-                         if positions and r["status"] == Status.IN_QUEUE else None) for r in rows]
+            return dict(conn.execute(sa.select(C.request_id, C.version).where(C.request_id.in_(request_ids))).all())
+
+    def watch(self, request_ids: list[str]) -> list[Request]:
+        """The rows of ``request_ids`` (any owner; ownership was checked when each stream
+        opened), without queue positions (see :meth:`queue_positions`)."""
+        with self._reads.connect() as conn:
+            return [_row(r) for r in conn.execute(R.select().where(C.request_id.in_(request_ids))).mappings()]
+
+    def queue_positions(self, request_ids: list[str]) -> dict[str, int]:
+        """Queue positions of queued ``request_ids`` in one read of the queue's head (the first
+        ``exact`` entries), however many are asked for; those further back from the snapshot
+        (:class:`QueueOrder`)."""
+        with self._reads.connect() as conn:
+            head = conn.execute(sa.select(C.request_id).where(C.status == Status.IN_QUEUE.value)
+                                .order_by(C.priority, C.seq).limit(self.order.exact)).scalars().all()
+        at = {rid: i for i, rid in enumerate(head)}
+        return {rid: at[rid] if rid in at else self.order.position(rid) for rid in request_ids}
 
     def ranks(self, workflow_ids: list[str]) -> dict[str, tuple[int, int]]:
         """``(priority, seq)`` of the active requests whose current queue entry is one of
