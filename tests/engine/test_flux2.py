@@ -242,6 +242,9 @@ def test_above_the_threshold_the_vae_decodes_tiled_to_the_same_size(
     monkeypatch.setattr(vae, "tiled_decode", lambda z, **kw: tiled.append(tuple(z.shape)) or tiled_decode(z, **kw))
     decoder_inputs: list[tuple[int, ...]] = []
     vae.decoder.register_forward_pre_hook(lambda module, args: decoder_inputs.append(tuple(args[0].shape)))
+    tiled_encodes: list[tuple[int, ...]] = []
+    tiled_encode = vae._tiled_encode
+    monkeypatch.setattr(vae, "_tiled_encode", lambda x: tiled_encodes.append(tuple(x.shape)) or tiled_encode(x))
 
     spec = spec_for(["a", "b"], width=1280, height=1040, requested=(1275, 1030), num_inference_steps=1)
     assert engine.tiled_for(spec)  # 1280 x 1040 > 1024 x 1024
@@ -250,6 +253,9 @@ def test_above_the_threshold_the_vae_decodes_tiled_to_the_same_size(
     assert tiled == [(1, 4, 130, 160)] * 2  # each image's latents (1/8 of its size), one at a time
     # Tiles of 128 latent px (1024 px), a quarter overlapping: rows at 0 and 96, columns at 0 and 96.
     assert decoder_inputs == [(1, 4, 128, 128), (1, 4, 128, 64), (1, 4, 34, 128), (1, 4, 34, 64)] * 2
+    # Only decoding tiles: pass 2 encodes image 1 as its reference (resized by the pipeline to
+    # 1136x912, wider than one tile) in one piece.
+    assert tiled_encodes == [] and vae.use_tiling is False
 
     decoder_inputs.clear()
     (small,) = run(engine, spec_for(["a"], width=1024, height=1024, num_inference_steps=1))

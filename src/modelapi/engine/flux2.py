@@ -783,15 +783,10 @@ class Flux2Engine:
                 text_encoder_out_layers=self._out_layers,
                 output_type="latent",
             ).images
-        vae = self.pipe.vae
-        if self.tiled_for(spec):
-            vae.enable_tiling()
-        else:
-            vae.disable_tiling()
         decoded = []
         for one in latents.split(1):
             with _engine_errors(f"decoding one of {what} on {self.device}"):
-                image = self._decode(one)
+                image = self._decode(one, tiled=self.tiled_for(spec))
             if image.size != (spec.width, spec.height):
                 raise EngineError(
                     f"pipeline made {image.size[0]}x{image.size[1]}, not {spec.width}x{spec.height}"
@@ -802,16 +797,23 @@ class Flux2Engine:
             self.pipe.maybe_free_model_hooks()  # the VAE back to the CPU, as after a pipeline call
         return decoded
 
-    def _decode(self, latents: Any) -> Image.Image:
+    def _decode(self, latents: Any, *, tiled: bool) -> Image.Image:
         """One image's latents (as the pipeline returns for ``output_type="latent"``) to a PIL
         image: what the pipeline itself does after denoising (``vae.decode`` on the VAE's
-        execution device, then ``image_processor.postprocess``)."""
+        execution device, then ``image_processor.postprocess``), tile by tile when ``tiled``.
+        Tiling is on only during this decode: the references' encoding is never tiled."""
         import torch
         from diffusers.utils.torch_utils import get_module_execution_device
 
         vae = self.pipe.vae
+        if tiled:
+            vae.enable_tiling()
+        try:
+            with torch.no_grad():
+                pixels = vae.decode(latents.to(get_module_execution_device(vae)), return_dict=False)[0]
+        finally:
+            vae.disable_tiling()
         with torch.no_grad():
-            pixels = vae.decode(latents.to(get_module_execution_device(vae)), return_dict=False)[0]
             (image,) = self.pipe.image_processor.postprocess(pixels, output_type="pil")
         return image
 
