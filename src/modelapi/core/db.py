@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -172,9 +174,19 @@ def connect(url: str) -> sa.Engine:
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn, _record):  # noqa: ANN001
-            dbapi_conn.execute("PRAGMA journal_mode=WAL")
-            dbapi_conn.execute("PRAGMA synchronous=FULL")
             dbapi_conn.execute("PRAGMA busy_timeout=30000")
+            # WAL is kept in the file; switching to it needs the file to itself, which SQLite
+            # refuses at once (no busy wait) while other processes start on a new file.
+            for attempt in range(100):
+                try:
+                    if dbapi_conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                        dbapi_conn.execute("PRAGMA journal_mode=WAL")
+                    break
+                except sqlite3.OperationalError:
+                    if attempt == 99:
+                        raise
+                    time.sleep(0.05)
+            dbapi_conn.execute("PRAGMA synchronous=FULL")
 
         return engine
     return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, pool_timeout=10,
