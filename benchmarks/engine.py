@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         build_s = time.perf_counter() - started
 
         gpu = torch.cuda.get_device_name(engine.device) if engine.device.type == "cuda" else None
-        print(f"# engine benchmark: {arch} on {engine.info['device']} ({engine.info['dtype']})\n")
+        print(f"# engine benchmark: {arch} on {engine.info.device} ({engine.info.dtype})\n")
         print(f"- torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
               f"{platform.processor() or platform.machine()}" + (f", GPU {gpu}" if gpu else ""))
         print(f"- build + load + warm-up: {build_s:.1f} s; steps per pass: {args.steps}; series: {args.series}; "

@@ -13,6 +13,7 @@ import time
 
 from PIL import Image, ImageDraw
 
+from modelapi.engine.base import EngineInfo
 from modelapi.engine.params import crop_center
 from modelapi.errors import GenerationStopped
 
@@ -20,7 +21,7 @@ from modelapi.errors import GenerationStopped
 class DrawingEngine:
     def __init__(self, step_s: float, steps: int) -> None:
         self.step_s, self.steps = step_s, steps
-        self.info = {"engine": "drawing (test)", "weights": "none", "random_weights": False, "device": "cpu"}
+        self.info = EngineInfo(engine="drawing (test)", weights="none", random_weights=False, device="cpu")
 
     def generate(self, spec, progress, should_stop, on_image=None):  # noqa: ANN001, ANN201
         """Image ``i`` of the series is drawn (and handed to ``on_image``) once its share of the

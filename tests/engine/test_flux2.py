@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from modelapi.catalog import models
-from modelapi.engine.base import GenerationSpec
+from modelapi.engine.base import EngineInfo, GenerationSpec
 from modelapi.engine.flux2 import DEFAULT_MODEL_ID, Flux2Engine, resolve_default_model
 from modelapi.engine.params import prepare
 from modelapi.engine.tiny import RANDOM_WEIGHTS_MARKER, build_tiny_pipeline, make_tiny
@@ -94,15 +94,8 @@ def test_make_tiny_is_reproducible(tiny_path: Path, tmp_path: Path) -> None:
 
 
 def test_loads_with_from_pretrained_and_reports_random_weights(engine: Flux2Engine, tiny_path: Path) -> None:
-    assert engine.info == {
-        "engine": "flux2-klein",
-        "weights": str(tiny_path),
-        "random_weights": True,
-        "device": "cpu",
-        "dtype": "float32",
-        "default_steps": 4,
-        "default_guidance": 1.0,
-    }
+    assert engine.info == EngineInfo(engine="flux2-klein", weights=str(tiny_path), random_weights=True, device="cpu",
+                                     dtype="float32", default_steps=4, default_guidance=1.0)
 
 
 def test_series_has_count_images_of_the_exact_size(engine: Flux2Engine) -> None:
@@ -225,7 +218,7 @@ def test_scale_multiplies_guidance_where_the_family_uses_it() -> None:
     pipe = build_tiny_pipeline()
     pipe.register_to_config(is_distilled=False)  # klein "base": real classifier-free guidance
     base = Flux2Engine.from_pipeline(pipe, weights="tiny klein base", random_weights=True, warmup=False)
-    assert base.info["default_guidance"] == 4.0
+    assert base.info.default_guidance == 4.0
     assert [base.guidance_for(spec_for(["x"], scale=s)) for s in (0.0, 0.5, 1.0)] == [2.0, 4.0, 8.0]
     assert base.guidance_for(spec_for(["x"])) == 4.0  # seedream: no scale
     assert base.guidance_for(spec_for(["x"], scale=1.0, guidance_scale=3.0)) == 3.0  # explicit wins
@@ -328,7 +321,7 @@ def test_hub_id_in_the_local_cache_loads_offline(hub_cache: Path, tiny_path: Pat
     put_in_hub_cache(hub_cache, DEFAULT_MODEL_ID, tiny_path)
     assert resolve_default_model(tmp_path / "data") == (DEFAULT_MODEL_ID, True)  # marker seen
     engine = Flux2Engine(DEFAULT_MODEL_ID, device="cpu")
-    assert engine.info["weights"] == DEFAULT_MODEL_ID and engine.info["random_weights"] is True
+    assert engine.info.weights == DEFAULT_MODEL_ID and engine.info.random_weights is True
     assert len(run(engine, spec_for(["a"]))) == 1
     assert not (tmp_path / "data").exists()  # no tiny pipeline was built
 

@@ -3,10 +3,12 @@ steps slow enough that a test sees a request queued and in progress. Never part 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from drawing_engine import make as make_drawing
 
 
 def make(settings):  # noqa: ANN001, ANN201
     engine = make_drawing(settings)
-    engine.info = {**engine.info, "weights": "random (test)", "random_weights": True}
+    engine.info = replace(engine.info, weights="random (test)", random_weights=True)
     return engine

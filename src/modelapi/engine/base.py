@@ -6,7 +6,7 @@ The engine never sees HTTP, keys or the database. The worker turns a validated r
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Protocol
 
 from PIL import Image
@@ -64,14 +64,37 @@ class GenerationSpec:
         return len(self.prompts)
 
 
-class Engine(Protocol):
-    """A loaded generation engine, kept warm for the life of a worker.
+@dataclass(frozen=True)
+class EngineInfo:
+    """What a loaded engine reports: in /v1/models and /healthz, the workers table, and each
+    result's metadata (:meth:`as_dict`).
 
-    ``info`` is put in /v1/models and in each result's metadata; it must hold at least
-    ``{"engine": str, "weights": str, "random_weights": bool, "device": str}``.
+    Attributes:
+        engine (`str`): e.g. ``"flux2-klein"``.
+        weights (`str`): the hub id or folder the weights came from.
+        random_weights (`bool`): the weights are random (outputs are noise).
+        device (`str`): e.g. ``"cuda:0"``, ``"cpu"``.
+        dtype (`str | None`): e.g. ``"bfloat16"``.
+        default_steps (`int | None`): inference steps when a request sets none.
+        default_guidance (`float | None`): guidance scale when a request sets none.
     """
 
-    info: dict[str, Any]
+    engine: str
+    weights: str
+    random_weights: bool
+    device: str
+    dtype: str | None = None
+    default_steps: int | None = None
+    default_guidance: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Engine(Protocol):
+    """A loaded generation engine, kept warm for the life of a worker; ``info`` says which."""
+
+    info: EngineInfo
 
     def generate(
         self,

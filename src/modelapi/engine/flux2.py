@@ -51,7 +51,7 @@ from typing import Any, Literal
 
 from PIL import Image
 
-from modelapi.engine.base import GenerationSpec, ImageCallback, ProgressCallback, StopCheck
+from modelapi.engine.base import EngineInfo, GenerationSpec, ImageCallback, ProgressCallback, StopCheck
 from modelapi.engine.params import crop_center
 from modelapi.engine.tiny import is_random_weights, make_tiny
 from modelapi.errors import EngineError, GenerationStopped
@@ -460,7 +460,7 @@ class Flux2Engine:
         warmup: bool = True,
     ) -> Flux2Engine:
         """Wrap an already built pipeline (on its device), e.g. a random-weight full-size
-        architecture for benchmarks. ``weights`` is what ``info["weights"]`` reports; the other
+        architecture for benchmarks. ``weights`` is what ``info.weights`` reports; the other
         options are :class:`Flux2Engine`'s."""
         family = _FAMILY_BY_CLASS.get(type(pipe).__name__)
         if family is None:
@@ -524,15 +524,11 @@ class Flux2Engine:
             self.compiled = compile_transformer(pipe.transformer, fullgraph=True, dynamic=True)
         elif compile:
             logger.info("--compile does nothing on %s: the transformer runs eagerly", device)
-        self.info: dict[str, Any] = {
-            "engine": family.engine,
-            "weights": weights,
-            "random_weights": random_weights,
-            "device": str(device),
-            "dtype": str(pipe.transformer.dtype).removeprefix("torch."),
-            "default_steps": family.default_steps,
-            "default_guidance": family.default_guidance,
-        }
+        self.info = EngineInfo(
+            engine=family.engine, weights=weights, random_weights=random_weights, device=str(device),
+            dtype=str(pipe.transformer.dtype).removeprefix("torch."), default_steps=family.default_steps,
+            default_guidance=family.default_guidance,
+        )
         if random_weights:
             logger.warning(
                 "engine %s runs RANDOM WEIGHTS from %s: every image will be noise",
@@ -841,7 +837,7 @@ class Flux2Engine:
             return []
         with self._lock:
             try:
-                if self.info["random_weights"]:
+                if self.info.random_weights:
                     self._chat(instruction, prompts[0])
                     return list(prompts)
                 return [self._chat(instruction, p) or p for p in prompts]

@@ -125,7 +125,7 @@ def generate(req: Request, attempt: int, engine: Engine, storage: Storage, progr
     info = engine.info
     try:
         spec = prepare(model, req.inputs, refs, rewrite=getattr(engine, "rewrite_prompts", None), seed=req.seed)
-        outputs = Outputs(pool, storage, req, attempt, spec, output_format, bool(info.get("random_weights")), on_stored)
+        outputs = Outputs(pool, storage, req, attempt, spec, output_format, info.random_weights, on_stored)
         with inference:
             t_started = time.monotonic()
             images = engine.generate(spec, progress, should_stop, on_image=outputs.add)
@@ -148,7 +148,7 @@ def generate(req: Request, attempt: int, engine: Engine, storage: Storage, progr
         "width": images[0].width, "height": images[0].height,
         "seed": spec.seed,
         "output_format": output_format,
-        **info,
+        **info.as_dict(),
         "timings": {"queue_s": round(queue_s, 4), "fetch_s": round(t_fetched - t0, 4),
                     "inference_s": round(t_inferred - t_started, 4), "postprocess_s": round(t_stored - t_inferred, 4),
                     "total_s": round(queue_s + t_stored - t0, 4)},

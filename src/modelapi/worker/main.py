@@ -33,13 +33,13 @@ def start_worker(settings: Settings, core: Core) -> tuple[WorkerRuntime, tuple[A
         WorkerIdInUse: another live worker has this worker id.
     """
     engine = load_engine(settings)
-    if engine.info.get("random_weights"):
+    if engine.info.random_weights:
         log.warning("RANDOM WEIGHTS: engine %s at %s produces noise images, not real generations",
-                    engine.info.get("engine"), engine.info.get("weights"))
+                    engine.info.engine, engine.info.weights)
     runtime = WorkerRuntime(settings, core.jobs, core.storage, engine)
     runtime.launch()
     collectors: list[Any] = [JOB_SECONDS, BUSY]
-    device = str(engine.info.get("device", ""))
+    device = engine.info.device
     if device.startswith("cuda"):
         import torch
 
@@ -60,7 +60,7 @@ def health_app(runtime: WorkerRuntime, collectors: tuple[Any, ...], on_shutdown:
     def healthz(_: Request) -> JSONResponse:
         return JSONResponse({
             "status": "draining" if runtime.draining.is_set() else "ok",
-            "worker_id": runtime.worker_id, "running": sorted(runtime.running), "engine": runtime.engine.info,
+            "worker_id": runtime.worker_id, "running": sorted(runtime.running), "engine": runtime.engine.info.as_dict(),
         })
 
     def metrics(_: Request) -> Response:

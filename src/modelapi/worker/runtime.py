@@ -150,7 +150,7 @@ class WorkerRuntime:
         self.jobs = jobs
         self.storage = storage
         self.engine = engine
-        self.worker_id = settings.default_worker_id(str(engine.info.get("device", "cpu")))
+        self.worker_id = settings.default_worker_id(engine.info.device)
         self.instance = secrets.token_hex(8)
         self.runner = runner_id(self.worker_id, self.instance)
         self.draining = threading.Event()
@@ -177,7 +177,7 @@ class WorkerRuntime:
         global _runtime
         _runtime = self
         self._id_lock.acquire()
-        self.registry.register(self.worker_id, self.instance, self.engine.info)
+        self.registry.register(self.worker_id, self.instance, self.engine.info.as_dict())
         DBOS(config={
             "name": APP_NAME,
             "system_database_url": self.settings.db_url,
@@ -214,7 +214,7 @@ class WorkerRuntime:
                 current = next(iter(self.running), None)
                 if not self.registry.heartbeat(self.worker_id, self.instance, current, self.draining.is_set()):
                     log.error("this worker was declared dead (no heartbeat for %.0f s); registering again", timeout)
-                    self.registry.register(self.worker_id, self.instance, self.engine.info)
+                    self.registry.register(self.worker_id, self.instance, self.engine.info.as_dict())
                 if not self.draining.is_set() and time.monotonic() - healthy_since >= timeout:
                     self.jobs.reap(self.worker_id)
             except Exception as exc:  # noqa: BLE001 - the database may be down; keep beating
