@@ -46,7 +46,7 @@ requests = sa.Table(
     metadata,
     sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("request_id", sa.String(40), nullable=False, unique=True),
-    sa.Column("owner_key_id", sa.String(32), nullable=False, index=True),
+    sa.Column("owner_key_id", sa.String(32), nullable=False),
     sa.Column("model_id", sa.String(200), nullable=False),
     sa.Column("status", sa.String(16), nullable=False, index=True),
     sa.Column("inputs", sa.JSON, nullable=False),

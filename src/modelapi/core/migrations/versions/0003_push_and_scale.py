@@ -58,6 +58,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("partial_outputs", sa.JSON))
     with op.batch_alter_table("api_keys") as batch:
         batch.add_column(sa.Column("webhook_secret", sa.String(64)))
+    op.drop_index("ix_requests_owner_key_id", table_name="requests")  # (owner_key_id, seq) covers it
     op.create_index("ix_requests_owner_seq", "requests", ["owner_key_id", "seq"])
     op.create_index("ix_requests_owner_status_seq", "requests", ["owner_key_id", "status", "seq"])
     op.create_index("ix_requests_owner_model_seq", "requests", ["owner_key_id", "model_id", "seq"])
@@ -84,6 +85,7 @@ def downgrade() -> None:
     op.drop_table("request_counts")
     for name in ("ix_requests_owner_model_seq", "ix_requests_owner_status_seq", "ix_requests_owner_seq"):
         op.drop_index(name, "requests")
+    op.create_index("ix_requests_owner_key_id", "requests", ["owner_key_id"])
     with op.batch_alter_table("api_keys") as batch:
         batch.drop_column("webhook_secret")
     with op.batch_alter_table("requests") as batch:
