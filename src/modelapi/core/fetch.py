@@ -254,6 +254,14 @@ def _caused_by(exc: BaseException | None, kind: type[BaseException]) -> bool:
     return exc is not None
 
 
+def pinned(target: httpx.URL, addr: IPAddress) -> tuple[httpx.URL, dict[str, str], dict[str, str]]:
+    """What connects to ``target`` at the checked address ``addr`` only: the URL with the IP in
+    it, the ``Host`` header, and the TLS SNI extension (the name stays in Host, SNI and
+    certificate verification). For every request made behind :func:`check_url`."""
+    ext = {"sni_hostname": target.raw_host.decode("ascii")} if target.scheme == "https" else {}
+    return target.copy_with(host=str(addr)), {"Host": target.netloc.decode("ascii")}, ext
+
+
 def _get_pinned(
     client: httpx.Client,
     target: httpx.URL,
@@ -263,13 +271,10 @@ def _get_pinned(
     loc: list,
 ) -> bytes | httpx.URL:
     """One hop: the body, or the next URL on a redirect. Tries each checked address in turn."""
-    # The checked IP goes in the URL; the name stays in Host and in TLS SNI / verification.
     headers = {
-        "Host": target.netloc.decode("ascii"),
         "Accept": "image/png, image/jpeg, */*;q=0.5",
         "Accept-Encoding": "identity",  # no transfer compression: the cap counts real bytes
     }
-    ext = {"sni_hostname": target.raw_host.decode("ascii")} if target.scheme == "https" else {}
     for addr in addrs:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -277,10 +282,10 @@ def _get_pinned(
         connect_s = min(policy.connect_timeout_s, remaining)
         read_s = min(policy.read_timeout_s, remaining)
         timeout = httpx.Timeout(connect=connect_s, read=read_s, write=read_s, pool=connect_s)
-        pinned = target.copy_with(host=str(addr))
+        url, host, ext = pinned(target, addr)
         try:
             with client.stream(
-                "GET", pinned, headers=headers, extensions=ext, timeout=timeout
+                "GET", url, headers={**headers, **host}, extensions=ext, timeout=timeout
             ) as resp:
                 return _read_response(resp, target, policy, deadline, loc)
         except httpx.ConnectError as exc:

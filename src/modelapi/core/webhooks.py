@@ -28,7 +28,7 @@ from standardwebhooks import Webhook
 
 from ..errors import InputError
 from . import db
-from .fetch import FetchPolicy, check_url
+from .fetch import FetchPolicy, check_url, pinned
 
 log = logging.getLogger("modelapi.webhooks")
 MAX_BACKOFF_S = 3600.0
@@ -76,13 +76,11 @@ def post(url: str, body: str, headers: dict[str, str], policy: FetchPolicy, time
     except InputError as exc:
         log.warning("webhook refused: %s", exc.msg, extra={"url": url})
         return None
-    host = target.raw_host.decode("ascii")
-    ext = {"sni_hostname": host} if target.scheme == "https" else {}
     with httpx.Client(trust_env=False, follow_redirects=False, timeout=timeout_s) as client:
-        for addr in addrs:  # the checked address in the URL; the name in Host and TLS SNI
+        for addr in addrs:
+            pinned_url, host, ext = pinned(target, addr)
             try:
-                resp = client.post(target.copy_with(host=str(addr)), content=body.encode(), extensions=ext,
-                                   headers={**headers, "Host": target.netloc.decode("ascii")})
+                resp = client.post(pinned_url, content=body.encode(), extensions=ext, headers={**headers, **host})
                 return resp.status_code
             except httpx.ConnectError:
                 continue
