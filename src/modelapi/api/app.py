@@ -247,9 +247,7 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
                      authorization: str | None = Auth) -> JSONResponse:
         req = await run_in_threadpool(lambda: service.get(request_id, require_key(authorization)))
         if wait and not req.status.is_terminal:
-            req = await watcher.until_terminal(req, wait)
-            if req.status.is_terminal:  # the full row: outputs, metadata, error
-                req = await run_in_threadpool(service.get_any, request_id)
+            req = await watcher.until_terminal(req, wait)  # full rows: outputs, metadata, error
         return JSONResponse(await run_in_threadpool(service.result_body, req, include_cost))
 
     @app.get("/v1/requests", response_model=schemas.RequestPage, tags=["requests"], responses=schemas.errors(401, 422))

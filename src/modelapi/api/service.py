@@ -214,13 +214,6 @@ class Service:
             raise NotFoundError(404, 404001, f"request {request_id} not found", request_id=request_id)
         return req
 
-    def get_any(self, request_id: str) -> Request:
-        """The request whoever owns it (the caller checked ownership)."""
-        req = self.jobs.get(request_id)
-        if req is None:
-            raise NotFoundError(404, 404001, f"request {request_id} not found", request_id=request_id)
-        return req
-
     def urls(self, request_id: str) -> dict[str, str]:
         return bodies.urls(self.base_url, request_id)
 
