@@ -308,3 +308,24 @@ def started_in_background(server: ServerProcess) -> Iterator["Future[ServerProce
         finally:
             wait([started])
             server.stop()
+
+
+@pytest.fixture
+def jobs(tmp_path):
+    """The request state machine on a temporary SQLite database with the real queue tables
+    (no server, no DBOS runtime): max 2 attempts, 0.03 USD per sequential image."""
+    from modelapi.core import db
+    from modelapi.core.jobs import JobStore
+    from modelapi.core.queue import TaskQueue
+    from modelapi.core.workers import WorkerRegistry
+
+    url = f"sqlite:///{tmp_path / 'jobs.sqlite3'}"
+    engine = db.connect(url)
+    db.migrate(engine, url)
+    queue = TaskQueue(url)
+    queue.ensure(0.05)
+    yield JobStore(engine, queue, WorkerRegistry(engine, timeout_s=60), max_attempts=2,
+                   prices_usd={"bytedance/seedream-4-0/sequential": 0.03})
+    queue.destroy()
+    engine.dispose()
+

@@ -8,24 +8,10 @@ import sqlalchemy as sa
 
 from modelapi.core import db
 from modelapi.core.jobs import Done, Failed, JobStore, QueueOrder, Stopped
-from modelapi.core.queue import TaskQueue
-from modelapi.core.workers import WorkerRegistry, runner_id
+from modelapi.core.workers import runner_id
 from modelapi.types import Status
 
 SEQ = "bytedance/seedream-4-0/sequential"
-
-
-@pytest.fixture
-def jobs(tmp_path):
-    url = f"sqlite:///{tmp_path / 'jobs.sqlite3'}"
-    engine = db.connect(url)
-    db.migrate(engine, url)
-    queue = TaskQueue(url)
-    queue.ensure(0.05)
-    store = JobStore(engine, queue, WorkerRegistry(engine, timeout_s=60), max_attempts=2, prices_usd={SEQ: 0.03})
-    yield store
-    queue.destroy()
-    engine.dispose()
 
 
 def submit(jobs: JobStore, n: int = 0, owner: str = "key_a"):  # noqa: ANN201

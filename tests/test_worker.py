@@ -12,12 +12,8 @@ from PIL import Image, PngImagePlugin
 
 from drawing_engine import DrawingEngine
 from modelapi import catalog
-from modelapi.core import db
 from modelapi.core.config import Settings
-from modelapi.core.jobs import JobStore
-from modelapi.core.queue import TaskQueue
 from modelapi.core.storage import FileStorage
-from modelapi.core.workers import WorkerRegistry
 from modelapi.types import Status
 from modelapi.validation import check_input
 from modelapi.worker.generate import FORMATS, embedded_text, encode
@@ -67,21 +63,7 @@ class SignallingEngine(DrawingEngine):
         return super().generate(spec, progress, should_stop, on_image)
 
 
-@pytest.fixture
-def stack(tmp_path):
-    url = f"sqlite:///{tmp_path / 'w.sqlite3'}"
-    engine = db.connect(url)
-    db.migrate(engine, url)
-    queue = TaskQueue(url)
-    queue.ensure(0.05)
-    jobs = JobStore(engine, queue, WorkerRegistry(engine, timeout_s=60))
-    yield jobs
-    queue.destroy()
-    engine.dispose()
-
-
-def test_the_next_job_s_inference_starts_before_the_last_job_s_outputs_are_stored(stack, tmp_path):
-    jobs = stack
+def test_the_next_job_s_inference_starts_before_the_last_job_s_outputs_are_stored(jobs, tmp_path):
     reqs = [jobs.create(request_id=f"req_{name}", owner_key_id="key_a", model_id=SEQ,
                         inputs=check_input(catalog.get(SEQ).input_schema, {"text": name, "image_size": "1024:1024 (1:1)"})[0],
                         input_files=[], seed=1, idempotency_key=None, body_hash=None) for name in ("first", "second")]
