@@ -104,6 +104,17 @@ def test_fair_share_keys_take_turns_and_keep_their_own_order(jobs):
     assert [jobs.get(rid).queue_position for rid in order] == list(range(7))
 
 
+def test_fair_share_ranks_after_the_running_requests(jobs):
+    a = [submit(jobs, i, "key_a") for i in range(3)]  # priorities 2, 3, 4
+    runner = live_runner(jobs, "w1")
+    for r in a:
+        assert jobs.begin(r.request_id, runner, r.workflow_id) is not None
+    b0 = submit(jobs, 0, "key_b")  # nothing queued: the head is the largest running priority
+    a3 = submit(jobs, 3, "key_a")  # after key_a's newest running request
+    b1 = submit(jobs, 1, "key_b")  # after key_b's newest queued one
+    assert [r.priority for r in (b0, a3, b1)] == [4, 5, 5]
+
+
 def test_reap_gives_a_dead_workers_claims_back_once(jobs):
     jobs.workers.register("dead", "i0", {})
     with jobs.engine.begin() as conn:

@@ -48,7 +48,7 @@ requests = sa.Table(
     sa.Column("request_id", sa.String(40), nullable=False, unique=True),
     sa.Column("owner_key_id", sa.String(32), nullable=False),
     sa.Column("model_id", sa.String(200), nullable=False),
-    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("status", sa.String(16), nullable=False),
     sa.Column("inputs", sa.JSON, nullable=False),
     sa.Column("input_files", sa.JSON, nullable=False),
     sa.Column("seed", sa.BigInteger, nullable=False),

@@ -177,6 +177,21 @@ def retry_db(fn: Callable[[], T], what: str, patience_s: float = 600.0) -> T:
             delay = min(delay * 2, 5.0)
 
 
+def _newest_priority(status: Status) -> sa.ScalarSelect[int]:
+    """The priority of a key's newest ranked request in ``status``. The newest active one has the
+    key's largest priority (each was given more than those active before it), so this reads a few
+    index entries however many requests the key has queued."""
+    return (sa.select(C.priority).where(C.owner_key_id == sa.bindparam("owner"), C.status == status.value, C.priority >= NEW)
+            .order_by(C.seq.desc()).limit(1).scalar_subquery())
+
+
+_FAIR_SHARE = sa.select(  # (head of the queue, largest running, key's newest queued, key's newest running)
+    sa.select(sa.func.min(C.priority)).where(C.priority >= NEW, C.status == Status.IN_QUEUE.value).scalar_subquery(),
+    sa.select(sa.func.max(C.priority)).where(C.priority >= NEW, C.status == Status.IN_PROGRESS.value).scalar_subquery(),
+    _newest_priority(Status.IN_QUEUE), _newest_priority(Status.IN_PROGRESS),
+)
+
+
 class QueueOrder:
     """Queue positions beyond ``exact`` (default :data:`EXACT_POSITIONS`): the order of the whole queue, read at
     most every ``max(1 s, 20 x the time one read takes)`` (so keeping it costs at most ~5% of
@@ -233,7 +248,7 @@ class JobStore:
         sa.select(sa.literal(1)).where(
             C.status == Status.IN_QUEUE.value,
             sa.tuple_(C.priority, C.seq) < sa.tuple_(sa.bindparam("priority"), sa.bindparam("seq")),
-        ).limit(sa.bindparam("cap")).subquery()
+        ).order_by(C.priority, C.seq).limit(sa.bindparam("cap")).subquery()  # ordered: Postgres walks the index
     )
 
     def _position(self, conn: sa.Connection, request_id: str, priority: int, seq: int) -> int:
@@ -303,8 +318,9 @@ class JobStore:
         if not workflow_ids:
             return {}
         with self._reads.connect() as conn:
-            rows = conn.execute(sa.select(C.workflow_id, C.priority, C.seq).where(
-                C.workflow_id.in_(workflow_ids), self._ACTIVE)).all()
+            rows = conn.execute(sa.select(C.workflow_id, C.priority, C.seq).where(  # by request id: indexed
+                C.request_id.in_({w.split(".", 1)[0] for w in workflow_ids}), C.workflow_id.in_(workflow_ids),
+                self._ACTIVE)).all()
         return {r.workflow_id: (r.priority, r.seq) for r in rows}
 
     def change_seq(self) -> int:
@@ -378,12 +394,9 @@ class JobStore:
     _ACTIVE = C.status.in_([Status.IN_QUEUE.value, Status.IN_PROGRESS.value])
 
     def _fair_priority(self, conn: sa.Connection, owner_key_id: str) -> int:
-        ranked = C.priority >= NEW
-        head = conn.execute(sa.select(sa.func.min(C.priority)).where(ranked, C.status == Status.IN_QUEUE.value)).scalar()
-        if head is None:
-            head = conn.execute(sa.select(sa.func.max(C.priority)).where(ranked, C.status == Status.IN_PROGRESS.value)).scalar()
-        own = conn.execute(sa.select(sa.func.max(C.priority)).where(ranked, self._ACTIVE, C.owner_key_id == owner_key_id)).scalar()
-        return max(head or NEW, own + 1 if own is not None else NEW)
+        queued_head, running_max, *own = conn.execute(_FAIR_SHARE, {"owner": owner_key_id}).one()
+        own = [p for p in own if p is not None]
+        return max(queued_head or running_max or NEW, max(own) + 1 if own else NEW)
 
     def create(
         self, *, request_id: str, owner_key_id: str, model_id: str, inputs: dict[str, Any],
