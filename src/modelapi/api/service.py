@@ -233,9 +233,7 @@ class Service:
                                   bodies.partial_urls(self.storage, found.partial_outputs, self.settings.url_ttl_s))
 
     def status_body(self, req: Request) -> dict[str, Any]:
-        partial = req.partial_outputs if req.status is Status.IN_PROGRESS else None
-        return bodies.status_body(self.base_url, req.request_id, req.status, req.progress, req.queue_position,
-                                  bodies.partial_urls(self.storage, partial, self.settings.url_ttl_s))
+        return bodies.request_status_body(req, base_url=self.base_url, storage=self.storage, url_ttl_s=self.settings.url_ttl_s)
 
     def result_body(self, req: Request, include_cost: bool) -> dict[str, Any]:
         return bodies.result_body(req, base_url=self.base_url, storage=self.storage, url_ttl_s=self.settings.url_ttl_s,

@@ -45,14 +45,19 @@ def partial_urls(storage: Storage, keys: list[str] | None, url_ttl_s: float) -> 
     return [storage.url(k, time.time() + url_ttl_s) for k in keys] if keys else None
 
 
+def request_status_body(req: Request, *, base_url: str, storage: Storage, url_ttl_s: float) -> dict[str, Any]:
+    """:func:`status_body` of ``req``, with the URLs of its stored images while in_progress."""
+    partial = partial_urls(storage, req.partial_outputs, url_ttl_s) if req.status is Status.IN_PROGRESS else None
+    return status_body(base_url, req.request_id, req.status, req.progress, req.queue_position, partial)
+
+
 def result_body(req: Request, *, base_url: str, storage: Storage, url_ttl_s: float, include_cost: bool,
                 include_webhook: bool = True) -> dict[str, Any]:
     """The result of a terminal request (output images under URLs valid ``url_ttl_s`` seconds
     after it finished, seed, metadata or error, times, cost in USD when ``include_cost``, and
     the webhook's delivery state when one was given); the status body otherwise."""
     if not req.status.is_terminal:
-        return status_body(base_url, req.request_id, req.status, req.progress, req.queue_position,
-                           partial_urls(storage, req.partial_outputs, url_ttl_s) if req.status is Status.IN_PROGRESS else None)
+        return request_status_body(req, base_url=base_url, storage=storage, url_ttl_s=url_ttl_s)
     body: dict[str, Any] = {"request_id": req.request_id, "status": req.status.value}
     if req.status is Status.COMPLETED:
         assert req.finished_at is not None

@@ -434,7 +434,7 @@ class JobStore:
             ok = conn.execute(R.update().where(C.request_id == req.request_id, C.status == Status.IN_QUEUE.value)
                               .values(status=Status.CANCELLED.value, finished_at=db.utcnow(), **_SEEN)).rowcount == 1
             if ok:
-                self._ended(conn, req.request_id)
+                self._ended(conn, req)
         if ok:
             _log("request.cancelled", req.request_id)
             try:  # tidy only: a worker that still takes the entry finds the request cancelled
@@ -462,7 +462,7 @@ class JobStore:
                 _log("request.running_elsewhere", request_id, worker=req.run_by)
                 return None
             if req.attempts >= self.max_attempts:
-                self._fail(request_id, "interrupted", f"the worker stopped {req.attempts} times while running this request",
+                self._fail(req, "interrupted", f"the worker stopped {req.attempts} times while running this request",
                            C.attempts == req.attempts)
                 return None
             frm = sa.and_(C.status == Status.IN_PROGRESS.value, C.attempts == req.attempts)
@@ -518,7 +518,7 @@ class JobStore:
                 )).rowcount == 1
                 if ok:
                     usage.record(conn, req.request_id, req.owner_key_id, req.model_id, units, cost)
-                    self._ended(conn, req.request_id)
+                    self._ended(conn, req)
                 event, fields = "request.completed", {"images": len(outcome.outputs), "worker": run.worker_id}
             elif isinstance(outcome, Failed):
                 ok = conn.execute(update.values(
@@ -526,7 +526,7 @@ class JobStore:
                     finished_at=db.utcnow(), **_SEEN,
                 )).rowcount == 1
                 if ok:
-                    self._ended(conn, req.request_id)
+                    self._ended(conn, req)
                 event, fields = "request.failed", {"error_code": outcome.code, "error_message": outcome.message}
             else:
                 current = conn.execute(sa.select(C.workflow_id).where(C.request_id == req.request_id)).scalar_one()
@@ -545,20 +545,21 @@ class JobStore:
             _log("request.outdated_run", req.request_id, worker=run.worker_id, attempt=run.attempt)
         return ok
 
-    def _ended(self, conn: sa.Connection, request_id: str) -> None:
-        """In the transaction that made ``request_id`` terminal: its webhook's first attempt."""
-        if conn.execute(sa.select(C.webhook).where(C.request_id == request_id)).scalar() is not None:
-            self.queue.enqueue_webhook(conn, request_id=request_id, attempt=1)
+    def _ended(self, conn: sa.Connection, req: Request) -> None:
+        """In the transaction that made ``req`` terminal: its webhook's first attempt (whether a
+        request has a webhook is set at submit and never changes)."""
+        if req.webhook is not None:
+            self.queue.enqueue_webhook(conn, request_id=req.request_id, attempt=1)
 
-    def _fail(self, request_id: str, code: str, message: str, *where: sa.ColumnElement[bool]) -> bool:
+    def _fail(self, req: Request, code: str, message: str, *where: sa.ColumnElement[bool]) -> bool:
         with self.engine.begin() as conn:
-            ok = conn.execute(R.update().where(C.request_id == request_id, self._ACTIVE, *where).values(
+            ok = conn.execute(R.update().where(C.request_id == req.request_id, self._ACTIVE, *where).values(
                 status=Status.FAILED.value, error={"code": code, "message": message}, finished_at=db.utcnow(), **_SEEN,
             )).rowcount == 1
             if ok:
-                self._ended(conn, request_id)
+                self._ended(conn, req)
         if ok:
-            _log("request.failed", request_id, error_code=code, error_message=message)
+            _log("request.failed", req.request_id, error_code=code, error_message=message)
         return ok
 
     def requeue(self, req: Request) -> bool:
@@ -594,7 +595,7 @@ class JobStore:
                     except Exception:  # noqa: BLE001 - the old entry may not exist at all
                         pass
             elif req.run_by is None or not self.workers.is_live(req.run_by):
-                self._fail(req.request_id, "interrupted", "the worker stopped while running this request",
+                self._fail(req, "interrupted", "the worker stopped while running this request",
                            C.workflow_id == req.workflow_id)
 
     def reap(self, me: str) -> list[str]:

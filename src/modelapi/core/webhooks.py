@@ -28,6 +28,7 @@ from standardwebhooks import Webhook
 
 from ..errors import InputError
 from . import db
+from .bodies import iso
 from .fetch import FetchPolicy, check_url, pinned
 
 log = logging.getLogger("modelapi.webhooks")
@@ -99,6 +100,6 @@ def record_attempt(engine: sa.Engine, request_id: str, status_code: int | None) 
         record["attempts"] = int(record.get("attempts") or 0) + 1
         record["last_status_code"] = status_code
         if status_code is not None and 200 <= status_code < 300:
-            record["delivered_at"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            record["delivered_at"] = iso(datetime.now(timezone.utc))
         conn.execute(db.requests.update().where(C.request_id == request_id).values(webhook=record))
     return record
