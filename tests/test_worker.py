@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from PIL import Image, PngImagePlugin
@@ -14,9 +15,10 @@ from drawing_engine import DrawingEngine
 from modelapi import catalog
 from modelapi.core.config import Settings
 from modelapi.core.storage import FileStorage
+from modelapi.engine.params import prepare
 from modelapi.types import Status
 from modelapi.validation import check_input
-from modelapi.worker.generate import FORMATS, embedded_text, encode
+from modelapi.worker.generate import FORMATS, Outputs, embedded_text, encode
 from modelapi.worker.runtime import WorkerRuntime
 
 SEQ = "bytedance/seedream-4-0/sequential"
@@ -35,6 +37,23 @@ def test_each_output_format_decodes_at_its_size_with_the_metadata_inside(fmt):
         assert isinstance(decoded, PngImagePlugin.PngImageFile) and decoded.text["prompt"] == TEXT["prompt"]
     with pytest.raises(ValueError, match="unknown output format"):
         encode(image, "gif", TEXT)
+
+
+def test_images_stored_so_far_are_published_in_index_order_all_but_the_last(jobs, tmp_path):
+    inputs = check_input(catalog.get(SEQ).input_schema, {"text": "Generate 3 images of a fox", "sequential_image_generation_options": 3})[0]
+    req = jobs.create(request_id="req_series", owner_key_id="key_a", model_id=SEQ, inputs=inputs, input_files=[],
+                      seed=1, idempotency_key=None, body_hash=None)
+    spec = prepare(catalog.get(SEQ), inputs, [], seed=1)
+    assert spec.count == 3
+    published: list[list[str]] = []
+    storage = FileStorage(tmp_path / "files", "http://127.0.0.1:1", b"k" * 32)
+    with ThreadPoolExecutor(1) as pool:  # one thread: images are stored in the order they are added
+        outputs = Outputs(pool, storage, req, 1, spec, "png", True, published.append)
+        for index in (2, 0, 1):
+            outputs.add(index, Image.new("RGB", (8, 8)))
+        keys = outputs.wait()
+    assert keys == [f"outputs/req_series/1/{i}.png" for i in range(3)]
+    assert published == [[keys[2]], [keys[0], keys[2]]], "the last is published by completing the request"
 
 
 class GatedStorage(FileStorage):

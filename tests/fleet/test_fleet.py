@@ -95,6 +95,7 @@ def test_two_apis_three_workers_run_each_job_exactly_once(tmp_path, fleet_env, s
     assert "modelapi_workers_live 3.0" in metrics
     worker_metrics = httpx.get(workers[0].base_url + "/metrics").text
     assert "modelapi_job_duration_seconds_count" in worker_metrics and "modelapi_worker_busy" in worker_metrics
+    assert 'modelapi_stage_seconds_count{stage="inference"}' in worker_metrics
     for c in clients:
         c.close()
 

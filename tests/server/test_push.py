@@ -126,6 +126,7 @@ def test_a_series_of_four_publishes_its_first_image_before_it_completes(split):
         assert bodies[-1]["status"] == "completed" and "partial_output" not in bodies[-1]
         assert partial and len(partial[0]) == 1 and all(b["status"] == "in_progress" for b in bodies if "partial_output" in b)
         assert [len(p) for p in partial] == sorted(len(p) for p in partial), "images are only added"
+        assert len(partial[-1]) < 4, "the last image is published by completing the request"
         first = httpx.get(partial[0][0])
         assert first.status_code == 200 and first.headers["content-type"] == "image/jpeg"
         result = c.get(f"/v1/requests/{rid}/result").json()

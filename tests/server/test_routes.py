@@ -90,8 +90,8 @@ def test_status_shows_queue_position_then_progress(make_server):
             first = c.get(f"/v1/requests/{ids[0]}/status").json()
             last = c.get(f"/v1/requests/{ids[2]}/status").json()
             if first["status"] == "in_progress":
-                # partial_output appears once the (only) image is stored, just before completion
-                assert set(first) - {"partial_output"} == {"request_id", "status", "progress", "status_url", "result_url"}
+                # no partial_output: the only image is published by completing the request
+                assert set(first) == {"request_id", "status", "progress", "status_url", "result_url"}
                 seen_progress.add(first["progress"])
             if last["status"] == "in_queue":
                 assert set(last) == {"request_id", "status", "queue_position", "status_url", "result_url"}
@@ -186,6 +186,8 @@ def test_catalogue_schema_healthz_metrics_docs(server):
         assert re.search(r'modelapi_requests\{model="bytedance/seedream-4-0/sequential",status="completed"\} [1-9]', metrics)
         assert "modelapi_queue_depth" in metrics
         assert re.search(r'modelapi_job_duration_seconds_count\{model="bytedance/seedream-4-0/sequential"\} [1-9]', metrics)
+        for stage in ("queue", "fetch", "inference", "postprocess", "total"):
+            assert re.search(rf'modelapi_stage_seconds_count\{{stage="{stage}"\}} [1-9]', metrics), stage
         spec = httpx.get(server.base_url + "/openapi.json").json()
         assert spec["openapi"].startswith("3.1")
         for model_id, model in catalog.models().items():

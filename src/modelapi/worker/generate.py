@@ -66,7 +66,7 @@ def embedded_text(data: bytes) -> dict[str, str]:
 class Outputs:
     """One run's images, encoded and stored on ``pool`` as the engine hands them over (any
     order, each index once); ``on_stored(keys)`` publishes the keys stored so far, in index
-    order, each time one lands."""
+    order, each time one lands but the last (completing the request publishes them all)."""
 
     def __init__(self, pool: Executor, storage: Storage, req: Request, attempt: int, spec: GenerationSpec,
                  fmt: str, random_weights: bool, on_stored: Callable[[list[str]], None]) -> None:
@@ -87,13 +87,13 @@ class Outputs:
         text = {"prompt": self.spec.prompts[index], "seed": str(self.spec.seed + index), "model_id": self.req.model_id,
                 "random_weights": self.random_weights}
         self.storage.put(key, encode(image, self.fmt, text), content_type)
-        with self._lock:
+        with self._lock:  # held while publishing, so a shorter list is never published after a longer one
             self._stored[index] = key
-            done = [self._stored[i] for i in sorted(self._stored)]
-        try:
-            self.on_stored(done)
-        except Exception as exc:  # noqa: BLE001 - publishing early is best effort
-            log.warning("partial outputs not published: %s", exc)
+            if len(self._stored) < self.spec.count:
+                try:
+                    self.on_stored([self._stored[i] for i in sorted(self._stored)])
+                except Exception as exc:  # noqa: BLE001 - publishing early is best effort
+                    log.warning("partial outputs not published: %s", exc)
         return key
 
     def wait(self) -> list[str]:

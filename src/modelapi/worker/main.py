@@ -19,14 +19,14 @@ from starlette.routing import Route
 from ..core.config import Settings
 from ..core.context import Core, open_core
 from ..engine import load_engine
-from .runtime import BUSY, JOB_SECONDS, WorkerRuntime
+from .runtime import BUSY, JOB_SECONDS, STAGE_SECONDS, WorkerRuntime
 
 log = logging.getLogger("modelapi.worker")
 
 
 def start_worker(settings: Settings, core: Core) -> tuple[WorkerRuntime, tuple[Any, ...]]:
     """Load the engine and start a worker on ``core``. Returns the runtime and its metrics
-    collectors (job durations, busy, and GPU memory on cuda).
+    collectors (job durations, stage durations, busy, and GPU memory on cuda).
 
     Raises:
         EngineError: the weights could not be loaded.
@@ -38,7 +38,7 @@ def start_worker(settings: Settings, core: Core) -> tuple[WorkerRuntime, tuple[A
                     engine.info.engine, engine.info.weights)
     runtime = WorkerRuntime(settings, core.jobs, core.storage, engine)
     runtime.launch()
-    collectors: list[Any] = [JOB_SECONDS, BUSY]
+    collectors: list[Any] = [JOB_SECONDS, STAGE_SECONDS, BUSY]
     device = engine.info.device
     if device.startswith("cuda"):
         import torch
