@@ -27,7 +27,7 @@ class StatusBody(BaseModel):
     status: StatusName
     queue_position: int | None = Field(None, description="Only while in_queue; 0 = next")
     progress: float | None = Field(None, description="0.0-1.0, only while in_progress")
-    partial_output: Output | None = Field(None, description="While in_progress: the images of the series stored so far")
+    partial_output: Output | None = Field(None, description="While in_progress: the images of the series stored so far (all but the last, which comes with completion)")
     status_url: str
     result_url: str
 
