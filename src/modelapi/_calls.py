@@ -21,8 +21,8 @@ import httpx
 from httpx_sse import ServerSentEvent
 
 from modelapi import errors
-from modelapi._models import Completed, Failed, StatusUpdate, parse_status
-from modelapi.types import default_data_dir
+from modelapi._models import Completed, Failed, RequestSummary, StatusUpdate, parse_status, parse_summary
+from modelapi.types import Status, default_data_dir
 
 DEFAULT_BASE_URL = "https://model-api.runcomfy.net"
 """The hosted service."""
@@ -275,20 +275,46 @@ def _webhook_secret_call() -> _Call:
     return _Call("GET", "/v1/webhooks/default/secret")
 
 
-def _list_call(status: str | None, model: str | None, limit: int, cursor: str | None) -> _Call:
-    params = {"limit": str(limit)}
-    for name, value in (("status", status), ("model", model), ("cursor", cursor)):
-        if value:
-            params[name] = value
-    return _Call("GET", "/v1/requests", params=params)
+_MAX_PAGE_SIZE = 100
 
 
-def _page_of(body: Any) -> tuple[list[dict[str, Any]], str | None]:
-    """A listing answer -> (items, next_cursor)."""
-    if not isinstance(body, dict) or not isinstance(body.get("requests"), list):
-        raise errors.ModelAPIError(f"the listing answer has no requests list: {body!r:.200}")
-    cursor = body.get("next_cursor")
-    return [item for item in body["requests"] if isinstance(item, dict)], str(cursor) if cursor else None
+class _Listing:
+    """Paging through ``GET /v1/requests`` (no IO): :meth:`next_call` is the next page's call,
+    or None when done; :meth:`page` turns its answer into summaries and moves the cursor.
+    ``limit``: at most this many in all (None: all). Raises ValueError for a ``page_size``
+    outside 1-100 (the route's ``limit`` bounds)."""
+
+    def __init__(self, status: Status | str | None, model: str | None, limit: int | None, page_size: int,
+                 cursor: str | None) -> None:
+        if not 1 <= page_size <= _MAX_PAGE_SIZE:
+            raise ValueError(f"page_size must be 1..{_MAX_PAGE_SIZE}, not {page_size}")
+        self.status = status.value if isinstance(status, Status) else status
+        self.model, self.remaining, self.page_size, self.cursor = model, limit, page_size, cursor
+        self.done = False
+
+    def _size(self) -> int:
+        return self.page_size if self.remaining is None else min(self.page_size, self.remaining)
+
+    def next_call(self) -> _Call | None:
+        if self.done or (self.remaining is not None and self.remaining <= 0):
+            return None
+        params = {"limit": str(self._size())}
+        for name, value in (("status", self.status), ("model", self.model), ("cursor", self.cursor)):
+            if value:
+                params[name] = value
+        return _Call("GET", "/v1/requests", params=params)
+
+    def page(self, body: Any) -> list[RequestSummary]:
+        """One listing answer (``{"requests": [...], "next_cursor"}``) -> its summaries."""
+        if not isinstance(body, dict) or not isinstance(body.get("requests"), list):
+            raise errors.ModelAPIError(f"the listing answer has no requests list: {body!r:.200}")
+        items = [item for item in body["requests"] if isinstance(item, dict)][:self._size()]
+        cursor = body.get("next_cursor")
+        self.cursor = str(cursor) if cursor else None
+        if self.remaining is not None:
+            self.remaining -= len(items)
+        self.done = not self.cursor or not items
+        return [parse_summary(item) for item in items]
 
 
 def _download_call(url: str, base_url: str) -> _Call:

@@ -69,11 +69,11 @@ from modelapi._calls import (
     _download_call,
     _error_from_response,
     _features_of,
-    _list_call,
+    _Listing,
+    _MAX_PAGE_SIZE,
     _models_call,
     _needs_features,
     _needs_result,
-    _page_of,
     _Poll,
     _resolve_api_key,
     _resolve_base_url,
@@ -137,15 +137,6 @@ __all__ = [
     "parse_status",
     "parse_summary",
 ]
-
-_MAX_PAGE_SIZE = 100
-
-
-def _list_params(status: Status | str | None, page_size: int) -> str | None:
-    if not 1 <= page_size <= _MAX_PAGE_SIZE:
-        raise ValueError(f"page_size must be 1..{_MAX_PAGE_SIZE}, not {page_size}")
-    return status.value if isinstance(status, Status) else status
-
 
 class _BaseClient:
     _http: httpx.Client | httpx.AsyncClient
@@ -347,17 +338,9 @@ class Client(_BaseClient):
             for item in client.list_requests(status="completed", limit=10):
                 print(item.request_id, item.model_id, item.finished_at)
         """
-        status_value = _list_params(status, page_size)
-        remaining = limit
-        while remaining is None or remaining > 0:
-            size = page_size if remaining is None else min(page_size, remaining)
-            items, cursor = _page_of(self._json(_list_call(status_value, model, size, cursor)))
-            for item in items[:size]:
-                yield parse_summary(item)
-            if remaining is not None:
-                remaining -= min(len(items), size)
-            if not cursor or not items:
-                return
+        listing = _Listing(status, model, limit, page_size, cursor)
+        while (call := listing.next_call()) is not None:
+            yield from listing.page(self._json(call))
 
     def _upload_image(self, img: _LocalImage) -> str:
         return self._json(_upload_call(img.path.name, img.content, img.content_type))["url"]
@@ -645,17 +628,10 @@ class AsyncClient(_BaseClient):
                             limit: int | None = None, page_size: int = _MAX_PAGE_SIZE,
                             cursor: str | None = None) -> AsyncIterator[RequestSummary]:
         """See :meth:`Client.list_requests`; use with ``async for``."""
-        status_value = _list_params(status, page_size)
-        remaining = limit
-        while remaining is None or remaining > 0:
-            size = page_size if remaining is None else min(page_size, remaining)
-            items, cursor = _page_of(await self._json(_list_call(status_value, model, size, cursor)))
-            for item in items[:size]:
-                yield parse_summary(item)
-            if remaining is not None:
-                remaining -= min(len(items), size)
-            if not cursor or not items:
-                return
+        listing = _Listing(status, model, limit, page_size, cursor)
+        while (call := listing.next_call()) is not None:
+            for summary in listing.page(await self._json(call)):
+                yield summary
 
     async def _upload_image(self, img: _LocalImage) -> str:
         return (await self._json(_upload_call(img.path.name, img.content, img.content_type)))["url"]
