@@ -193,7 +193,7 @@ def _backoff(attempt: int) -> float:
 
 def _may_retry(call: _Call, features: frozenset[str] | None) -> bool:
     if call.retry == "if_server_dedupes":
-        return "Idempotency-Key" in call.headers and features is not None and FEATURE_IDEMPOTENCY in features
+        return features is not None and FEATURE_IDEMPOTENCY in features
     return call.retry == "always"
 
 
@@ -216,7 +216,7 @@ def _retry_delay(call: _Call, attempt: int, max_retries: int, response: httpx.Re
 def _needs_features(call: _Call, features: frozenset[str] | None) -> bool:
     """True when a transport error on ``call`` can be retried only once the server's features
     are known (a submit with an Idempotency-Key, to a server not heard from yet)."""
-    return call.retry == "if_server_dedupes" and features is None and "Idempotency-Key" in call.headers
+    return call.retry == "if_server_dedupes" and features is None
 
 
 # --------------------------------------------------------------------------- one call per route
@@ -230,9 +230,9 @@ def _submit_call(model_id: str, input: dict[str, Any], idempotency_key: str | No
                  webhook: str | None = None) -> _Call:
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
     params = {"webhook": webhook} if webhook else None
-    # Never pay twice: a submit is retried only when the server can deduplicate it.
+    # Never pay twice: a submit is retried only when it has a key and the server deduplicates by it.
     return _Call("POST", f"/v1/models/{quote(model_id, safe='/')}", json=input, headers=headers, params=params,
-                 retry="if_server_dedupes")
+                 retry="if_server_dedupes" if idempotency_key else "never")
 
 
 def _auto_idempotency_key(given: str | None, features: frozenset[str] | None) -> str | None:

@@ -37,6 +37,11 @@ def _output_urls(result: dict[str, Any]) -> list[str]:
     if not isinstance(output, dict):
         raise ValueError(f"result of request {result.get('request_id')} has no output "
                          f"(status {result.get('status')!r})")
+    return image_urls(output)
+
+
+def image_urls(output: dict[str, Any]) -> list[str]:
+    """The image URLs of a result's ``output`` (``images``, else the single ``image``)."""
     if output.get("images"):
         return list(output["images"])
     return [output["image"]] if output.get("image") else []

@@ -359,6 +359,7 @@ def watch(
     """Follow a request live (queue position while queued, progress while running; from the
     status stream, else by polling) until it ends, then print its output URLs, one per line.
     Exits 1 when it failed or was cancelled."""
+    from ._files import image_urls
     from .client import Cancelled, Completed, Failed
 
     try:
@@ -372,8 +373,7 @@ def watch(
     except ModelAPIError as exc:
         _fail(exc)
     if isinstance(last, Completed):
-        output = last.output
-        for url in output.get("images") or ([output["image"]] if output.get("image") else []):
+        for url in image_urls(last.output):
             typer.echo(url)
     elif isinstance(last, Failed):
         console.print(f"[bold red]failed:[/] {escape(str(last.error.get('message') or last.error))}")
