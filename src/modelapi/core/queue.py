@@ -99,10 +99,10 @@ class TaskQueue:
         )
         return {w.workflow_id for w in found if w.app_version in (None, APP_VERSION)}
 
-    def claimed_by(self, executor_id: str) -> list[str]:
-        """The entries (requests and webhook attempts) a worker has claimed and not finished
-        (``PENDING`` under its executor id)."""
-        return [w.workflow_id for queue in (QUEUE_NAME, WEBHOOK_QUEUE) for w in self.client.list_workflows(
+    def claimed_by(self, executor_id: str, queues: tuple[str, ...] = (QUEUE_NAME, WEBHOOK_QUEUE)) -> list[str]:
+        """The entries of ``queues`` (default: requests and webhook attempts) a worker has
+        claimed and not finished (``PENDING`` under its executor id)."""
+        return [w.workflow_id for queue in queues for w in self.client.list_workflows(
             status="PENDING", executor_id=executor_id, queue_name=queue, load_input=False, load_output=False,
         )]
 

@@ -252,7 +252,8 @@ class WorkerRuntime:
         if queued is None or queued.status.is_terminal:
             return
         rank = (queued.priority, queued.seq)
-        held = retry_db(lambda: self.jobs.ranks(self.jobs.queue.claimed_by(self.worker_id)), "reading held entries")
+        held = retry_db(lambda: self.jobs.ranks(self.jobs.queue.claimed_by(self.worker_id, (QUEUE_NAME,))),
+                        "reading held entries")
         slot = self._inference.take(rank, {r for r in held.values() if r < rank})
         try:
             if self.draining.is_set():
