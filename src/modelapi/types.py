@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import os
 from pathlib import Path
+from typing import Literal
 
 import platformdirs
 
@@ -21,6 +22,15 @@ class Status(str, enum.Enum):
     @property
     def is_terminal(self) -> bool:
         return self in (Status.COMPLETED, Status.CANCELLED, Status.FAILED)
+
+
+OffloadMode = Literal["none", "model", "sequential"]
+"""``--offload`` values (see :class:`modelapi.engine.flux2.Flux2Engine`)."""
+
+DEFAULT_VAE_TILING_PIXELS = 2048 * 2048
+"""Generated images larger than this (width x height, px) are decoded tile by tile
+(``--vae-tiling-pixels``'s default): every 2K size decodes in one piece, the ~16 MP dreamina
+sizes in tiles."""
 
 
 def default_data_dir() -> Path:

@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ..types import default_data_dir
+from ..types import DEFAULT_VAE_TILING_PIXELS, OffloadMode, default_data_dir
 
 DEFAULT_PRICES_USD: dict[str, float] = {
     "bytedance/seedream-4-0/sequential": 0.03,
@@ -55,9 +55,9 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="'auto' (cuda, then mps, then cpu), or a torch device.")
     output_format: Literal["jpeg", "png", "webp"] = Field("jpeg", description="Format of output images (quality 95 for jpeg and webp); prompt, seed and model are in each file's metadata.")
     compile: bool = Field(False, description="GPU: torch.compile the transformer at start (regional where diffusers supports it) and warm it up; slower start, faster images. Off on CPU.")
-    offload: Literal["none", "model", "sequential"] = Field("none", description="GPU with less memory than the pipeline: 'model' keeps one component on the GPU at a time (small slowdown), 'sequential' streams weights layer by layer (smallest memory, much slower).")
+    offload: OffloadMode = Field("none", description="GPU with less memory than the pipeline: 'model' keeps one component on the GPU at a time (small slowdown), 'sequential' streams weights layer by layer (smallest memory, much slower).")
     attention_backend: str | None = Field(None, description="diffusers attention backend (e.g. 'flash', '_flash_3', 'sage', 'native'); default: the pipeline's own (PyTorch SDPA).")
-    vae_tiling_pixels: int = Field(4_194_304, description="Images larger than this (width*height) are decoded tile by tile, so VAE memory stays bounded.")
+    vae_tiling_pixels: int = Field(DEFAULT_VAE_TILING_PIXELS, description="Images larger than this (width*height) are decoded tile by tile, so VAE memory stays bounded.")
     shutdown_grace_s: float = Field(30.0, description="On SIGTERM, how long the running job may finish before it is handed back to the queue, seconds.")
     max_attempts: int = Field(2, description="Runs of one request before a request whose worker died (or was killed) is marked failed.")
     fetch_timeout_s: float = Field(30.0, description="Total time to fetch one input URL, seconds.")

@@ -47,7 +47,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Callable, Iterator
-from typing import Any, Literal
+from typing import Any, get_args
 
 from PIL import Image
 
@@ -55,6 +55,7 @@ from modelapi.engine.base import EngineInfo, GenerationSpec, ImageCallback, Prog
 from modelapi.engine.params import crop_center
 from modelapi.engine.tiny import is_random_weights, make_tiny
 from modelapi.errors import EngineError, GenerationStopped
+from modelapi.types import DEFAULT_VAE_TILING_PIXELS, OffloadMode
 
 logger = logging.getLogger("modelapi.engine")
 
@@ -80,16 +81,11 @@ REWRITE_MAX_TIME_S = 20.0
 PIPELINE_MAX_REFERENCE_PX = 1024 * 1024
 """The pipelines resize each reference to at most this area (pixels) before encoding it."""
 
-DEFAULT_VAE_TILING_PIXELS = 2048 * 2048
-"""Generated images larger than this (width x height, px) are decoded tile by tile
-(``--vae-tiling-pixels``'s default): every 2K size decodes in one piece, the ~16 MP dreamina
-sizes in tiles."""
-
 VAE_TILE_PX = 1024
 """Side of the square tiles of tiled VAE decoding, px (the FLUX.2 VAE's own ``sample_size``; 128
 latent px). Neighbouring tiles overlap by a quarter and are blended (diffusers' tiling)."""
 
-OFFLOAD_MODES = ("none", "model", "sequential")
+OFFLOAD_MODES: tuple[str, ...] = get_args(OffloadMode)
 """``--offload`` values (see :class:`Flux2Engine`)."""
 
 WARMUP_PX = {"cpu": 64}
@@ -371,7 +367,7 @@ class Flux2Engine:
             pipeline folder (holding ``model_index.json``).
         device (`str`, default ``"auto"``): ``"auto"`` = cuda, then mps, then cpu; or a torch
             device string. bfloat16 on cuda/mps, float32 on cpu.
-        vae_tiling_pixels (`int`, default :data:`DEFAULT_VAE_TILING_PIXELS`): generated images
+        vae_tiling_pixels (`int`, default :data:`~modelapi.types.DEFAULT_VAE_TILING_PIXELS`): generated images
             larger than this (width x height, px) are decoded tile by tile (tiles of
             :data:`VAE_TILE_PX`, overlapping and blended: diffusers' VAE tiling), so the VAE's
             memory stays that of one tile whatever the size; smaller ones in one piece (exact,
@@ -400,9 +396,9 @@ class Flux2Engine:
             that the first request does not pay compilation or lazy initialisation.
 
     Attributes:
-        info (`dict`): ``{"engine": "flux2-klein" | "flux2-dev", "weights": model,
-            "random_weights": bool, "device": str, "dtype": str, "default_steps": int,
-            "default_guidance": float}``.
+        info (:class:`~modelapi.engine.base.EngineInfo`): engine ``"flux2-klein"`` or
+            ``"flux2-dev"``, weights, random_weights, device, dtype, default inference steps and
+            guidance scale.
 
     Raises:
         EngineError: weights missing (with what to do), unreadable, the device unusable, an
@@ -418,7 +414,7 @@ class Flux2Engine:
         device: str = "auto",
         vae_tiling_pixels: int = DEFAULT_VAE_TILING_PIXELS,
         compile: bool = False,
-        offload: Literal["none", "model", "sequential"] = "none",
+        offload: OffloadMode = "none",
         attention_backend: str | None = None,
         warmup: bool = True,
     ) -> None:
@@ -455,7 +451,7 @@ class Flux2Engine:
         random_weights: bool,
         vae_tiling_pixels: int = DEFAULT_VAE_TILING_PIXELS,
         compile: bool = False,
-        offload: Literal["none", "model", "sequential"] = "none",
+        offload: OffloadMode = "none",
         attention_backend: str | None = None,
         warmup: bool = True,
     ) -> Flux2Engine:
