@@ -93,6 +93,15 @@ class FleetServices:
 
 
 @pytest.fixture(scope="session")
+def tiny_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-weight FLUX.2 [klein] pipeline folder (save_pretrained layout), made once per
+    test process; tests only read it."""
+    from modelapi.engine.tiny import make_tiny
+
+    return make_tiny(tmp_path_factory.mktemp("weights") / "tiny-flux2-klein")
+
+
+@pytest.fixture(scope="session")
 def fleet_services():
     services = FleetServices()
     yield services

@@ -12,17 +12,15 @@ import pytest
 from PIL import Image
 
 from conftest import SKIMAGE_DATA, ServerProcess, wait_terminal
-from modelapi.engine.tiny import make_tiny
 from modelapi.worker.generate import embedded_text
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def flux_server(tmp_path_factory):
+def flux_server(tmp_path_factory, tiny_path):
     root = tmp_path_factory.mktemp("flux")
-    model = make_tiny(root / "tiny-klein")
-    srv = ServerProcess(root / "data", args=["--model", str(model)], env={"MODELAPI_ENGINE": "flux2"}).start(timeout_s=180)
+    srv = ServerProcess(root / "data", args=["--model", str(tiny_path)], env={"MODELAPI_ENGINE": "flux2"}).start(timeout_s=180)
     yield srv
     srv.stop()
 

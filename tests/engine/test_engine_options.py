@@ -19,15 +19,10 @@ from modelapi.core.config import Settings
 from modelapi.engine import load_engine
 from modelapi.engine.base import GenerationSpec
 from modelapi.engine.flux2 import Flux2Engine, compile_transformer
-from modelapi.engine.tiny import build_tiny_pipeline, make_tiny
+from modelapi.engine.tiny import build_tiny_pipeline
 from modelapi.errors import EngineError
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def tiny_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny(tmp_path_factory.mktemp("weights") / "tiny")
 
 
 @pytest.fixture(autouse=True)

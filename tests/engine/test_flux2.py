@@ -27,11 +27,6 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="session")
-def tiny_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny(tmp_path_factory.mktemp("weights") / "tiny-flux2-klein")
-
-
-@pytest.fixture(scope="session")
 def engine(tiny_path: Path) -> Flux2Engine:
     return Flux2Engine(str(tiny_path), device="cpu")
 

@@ -10,6 +10,7 @@ engine's default ``vae_tiling_pixels`` and decode tile by tile, the others in on
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -17,7 +18,6 @@ from PIL import Image
 from modelapi.catalog import models
 from modelapi.engine.flux2 import DEFAULT_VAE_TILING_PIXELS, Flux2Engine
 from modelapi.engine.params import SIZE_MULTIPLE, parse_size, prepare
-from modelapi.engine.tiny import make_tiny
 
 DREAMINA = "bytedance/dreamina-4-0/edit"
 SEQ = "bytedance/seedream-4-0/sequential"
@@ -25,8 +25,8 @@ LARGE_PX = 2048 * 2048
 
 
 @pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Flux2Engine:
-    return Flux2Engine(str(make_tiny(tmp_path_factory.mktemp("weights") / "tiny")), device="cpu")
+def engine(tiny_path: Path) -> Flux2Engine:
+    return Flux2Engine(str(tiny_path), device="cpu")
 
 
 def _sizes(model_id: str) -> list[str]:
