@@ -38,12 +38,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from drawing_engine import DrawingEngine  # noqa: E402
 from modelapi import catalog  # noqa: E402
-from modelapi.core import db  # noqa: E402
 from modelapi.core.config import Settings  # noqa: E402
-from modelapi.core.jobs import JobStore  # noqa: E402
-from modelapi.core.queue import TaskQueue  # noqa: E402
-from modelapi.core.storage import FileStorage  # noqa: E402
-from modelapi.core.workers import WorkerRegistry  # noqa: E402
+from modelapi.core.context import open_core  # noqa: E402
 from modelapi.validation import check_input  # noqa: E402
 from modelapi.worker.runtime import WorkerRuntime  # noqa: E402
 
@@ -78,20 +74,16 @@ class SleepingEngine(DrawingEngine):
 
 def run(fmt: str, jobs_n: int, images: int, inference_s: float) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="modelapi-worker-bench-"))
-    url = f"sqlite:///{tmp / 'w.sqlite3'}"
-    engine = db.connect(url)
-    db.migrate(engine, url)
-    queue = TaskQueue(url)
-    queue.ensure(0.05)
-    jobs = JobStore(engine, queue, WorkerRegistry(engine, timeout_s=60))
+    settings = Settings(data_dir=tmp, worker_concurrency=1, output_format=fmt)
+    core = open_core(settings, create_initial_key=False)
+    jobs = core.jobs
     inputs = check_input(catalog.models()[SEQ].input_schema, {
         "text": f"Generate {images} images of a lighthouse", "sequential_image_generation_options": images,
         "image_size": "2560:1440 (16:9)"})[0]
     reqs = [jobs.create(request_id=f"req_{i}", owner_key_id="key_a", model_id=SEQ, inputs=inputs, input_files=[], seed=i,
                         idempotency_key=None, body_hash=None) for i in range(jobs_n)]
     sleeper = SleepingEngine(inference_s)
-    runtime = WorkerRuntime(Settings(data_dir=tmp, worker_concurrency=1, output_format=fmt), jobs,
-                            FileStorage(tmp / "files", "http://127.0.0.1:1", b"k" * 32), sleeper)
+    runtime = WorkerRuntime(settings, jobs, core.storage, sleeper)
     # As the queue hands them over: one job ahead of the one inferring.
     threads = []
     for req in reqs:
@@ -107,8 +99,7 @@ def run(fmt: str, jobs_n: int, images: int, inference_s: float) -> dict:
     spans = sorted(sleeper.spans)
     gaps = [b[0] - a[1] for a, b in zip(spans, spans[1:])]
     runtime._post.shutdown()
-    queue.destroy()
-    engine.dispose()
+    core.close()
     return {"handover_ms": statistics.median(sleeper.handovers) * 1000, "handover_max_ms": max(sleeper.handovers) * 1000,
             "tail_ms": statistics.median(r.metadata["timings"]["postprocess_s"] for r in done) * 1000,
             "gap_ms": statistics.median(gaps) * 1000, "gap_max_ms": max(gaps) * 1000}

@@ -29,19 +29,20 @@ class DrawingEngine:
         if any("[out of memory]" in prompt for prompt in spec.prompts):  # what a GPU does when it runs out
             raise MemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
         images = []
+
+        def draw_until(n: int) -> None:
+            while len(images) < n:
+                images.append(self._draw(spec, len(images)))
+                if on_image is not None:
+                    on_image(len(images) - 1, images[-1])
+
         for step in range(self.steps):
             if should_stop():
                 raise GenerationStopped("stop requested")
             time.sleep(self.step_s)
             progress((step + 1) / self.steps)
-            while len(images) < spec.count and (step + 1) * spec.count >= (len(images) + 1) * self.steps:
-                images.append(self._draw(spec, len(images)))
-                if on_image is not None:
-                    on_image(len(images) - 1, images[-1])
-        while len(images) < spec.count:  # fewer steps than images
-            images.append(self._draw(spec, len(images)))
-            if on_image is not None:
-                on_image(len(images) - 1, images[-1])
+            draw_until((step + 1) * spec.count // self.steps)
+        draw_until(spec.count)  # with no steps at all
         return images
 
     @staticmethod

@@ -43,6 +43,8 @@ def encode(image: Image.Image, fmt: str, text: dict[str, str]) -> bytes:
     """``image`` as ``fmt`` (jpeg or webp at quality 95, png lossless) with ``text`` (prompt,
     seed, model, ...) inside the file: as JSON in the EXIF ImageDescription for every format,
     and for PNG also as one iTXt chunk per key."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown output format {fmt!r}; expected one of {sorted(FORMATS)}")
     exif = Image.Exif()
     exif[_DESCRIPTION] = json.dumps(text, ensure_ascii=True)
     buf = io.BytesIO()
@@ -51,10 +53,8 @@ def encode(image: Image.Image, fmt: str, text: dict[str, str]) -> bytes:
         for k, v in text.items():
             info.add_itxt(k, v)
         image.save(buf, format="PNG", pnginfo=info, exif=exif)
-    elif fmt in ("jpeg", "webp"):
-        image.save(buf, format=fmt.upper(), quality=QUALITY, exif=exif)
     else:
-        raise ValueError(f"unknown output format {fmt!r}; expected one of {sorted(FORMATS)}")
+        image.save(buf, format=fmt.upper(), quality=QUALITY, exif=exif)
     return buf.getvalue()
 
 
