@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import binascii
 import json
+import re
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,6 +39,10 @@ from modelapi.errors import WebhookVerificationError
 __all__ = ["WebhookVerificationError", "verify"]
 
 _HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
+TOLERANCE_S = 300
+"""How far a delivery's ``webhook-timestamp`` may be from now (Standard Webhooks: 5 minutes)."""
+_SIGNATURE = re.compile(r"v[0-9]+[a-z]*,[A-Za-z0-9+/]+={0,2}")
+"""One entry of the ``webhook-signature`` header: ``<version>,<base64>``."""
 
 
 def verify(body: bytes | str, headers: Mapping[str, str], secret: str | bytes) -> Any:
@@ -67,12 +73,22 @@ def verify(body: bytes | str, headers: Mapping[str, str], secret: str | bytes) -
         webhook = standardwebhooks.Webhook(secret)
     except (EmptyWebhookSecretError, binascii.Error, ValueError, RuntimeError) as exc:
         raise WebhookVerificationError(f"the secret is not a whsec_<base64> key ({exc})") from exc
+    # The headers' form and the timestamp's age are checked here, so the reason is ours whatever
+    # the library's messages say; the library then only compares signatures.
+    timestamp = lowered["webhook-timestamp"]
+    if not timestamp.isascii() or not timestamp.isdigit():
+        raise WebhookVerificationError("malformed webhook-timestamp header (not Unix seconds)")
+    age_s = time.time() - int(timestamp)
+    if age_s > TOLERANCE_S:
+        raise WebhookVerificationError(f"webhook-timestamp too old ({age_s:.0f} s; a replay?)")
+    if age_s < -TOLERANCE_S:
+        raise WebhookVerificationError(f"webhook-timestamp too new ({-age_s:.0f} s ahead)")
+    if not all(_SIGNATURE.fullmatch(entry) for entry in lowered["webhook-signature"].split(" ")):
+        raise WebhookVerificationError("malformed webhook-signature header (expected space-separated v1,<base64>)")
     try:
         webhook.verify(text, {name: lowered[name] for name in _HEADERS}, json_parse=False)
     except standardwebhooks.WebhookVerificationError as exc:
-        raise WebhookVerificationError(str(exc) or "bad signature") from exc
-    except (binascii.Error, ValueError) as exc:  # a signature header that is not "v1,<base64>"
-        raise WebhookVerificationError(f"malformed webhook-signature header ({exc})") from exc
+        raise WebhookVerificationError("no matching signature (another secret, or the body or headers were changed)") from exc
     try:
         return json.loads(text)
     except ValueError as exc:

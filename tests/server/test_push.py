@@ -5,6 +5,7 @@ long-polls of the result, and listing a key's requests — with the jobs run by 
 from __future__ import annotations
 
 import json
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -124,10 +125,16 @@ def test_a_series_of_four_publishes_its_first_image_before_it_completes(split):
         bodies = [b for _, b in stream(c, rid)]
         partial = [b["partial_output"]["images"] for b in bodies if "partial_output" in b]
         assert bodies[-1]["status"] == "completed" and "partial_output" not in bodies[-1]
-        assert partial and len(partial[0]) == 1 and all(b["status"] == "in_progress" for b in bodies if "partial_output" in b)
+        assert partial and all(b["status"] == "in_progress" for b in bodies if "partial_output" in b)
+        # How many images the first event seen holds depends on when the stream looked (a loaded
+        # machine may store two before the next tick); what must hold: images are only added, in
+        # order, each one the request's own output, and the last comes with completed.
+        result = c.get(f"/v1/requests/{rid}/result").json()
+        final = [urlsplit(u).path for u in result["output"]["images"]]
+        for images in partial:
+            assert 1 <= len(images) < 4, "the last image is published by completing the request"
+            assert [urlsplit(u).path for u in images] == final[:len(images)], "a prefix of the outputs, in order"
         assert [len(p) for p in partial] == sorted(len(p) for p in partial), "images are only added"
-        assert len(partial[-1]) < 4, "the last image is published by completing the request"
         first = httpx.get(partial[0][0])
         assert first.status_code == 200 and first.headers["content-type"] == "image/jpeg"
-        result = c.get(f"/v1/requests/{rid}/result").json()
         assert len(result["output"]["images"]) == 4 and "partial_output" not in result
