@@ -33,9 +33,10 @@ import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "tests"))  # localfleet: the tests' throwaway Postgres
 
+from localfleet import free_port, start_postgres  # noqa: E402
 from modelapi.core import db  # noqa: E402
-from modelapi.localfleet import free_port, start_postgres  # noqa: E402
 
 SEQ = "bytedance/seedream-4-0/sequential"
 BASELINE_ROWS = 1000

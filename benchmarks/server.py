@@ -4,7 +4,7 @@ configuration of ``--configs``, side by side in one run:
 
 - ``sqlite``: SQLite + a local folder (the one-machine default; a fresh data dir per server);
 - ``postgres``: Postgres + S3 — a throwaway Postgres cluster and a SeaweedFS S3 store started by
-  this script (:mod:`modelapi.localfleet`, both on 127.0.0.1; Postgres runs with ``fsync=off``),
+  this script (``tests/localfleet.py``, both on 127.0.0.1; Postgres runs with ``fsync=off``),
   one database and one S3 prefix per server (``MODELAPI_DATABASE_URL``, ``MODELAPI_STORAGE_URL``
   and the ``AWS_*`` variables of the store).
 
@@ -69,10 +69,12 @@ from typing import Callable
 
 import httpx
 
-from modelapi.localfleet import free_port
-
 REPO = Path(__file__).resolve().parent.parent
 TESTS = REPO / "tests"
+sys.path.insert(0, str(TESTS))  # localfleet: the tests' throwaway Postgres and SeaweedFS
+
+from localfleet import free_port  # noqa: E402
+
 MODEL_PATH = "/v1/models/bytedance/seedream-4-0/sequential"
 BODY = {"text": "one image", "image_size": "2048:2048 (1:1)"}
 TERMINAL = ("completed", "failed", "cancelled")
@@ -199,7 +201,7 @@ def sqlite_config() -> Config:
 
 def postgres_config(stack: contextlib.ExitStack, root: Path, keep: bool) -> Config:
     """Start a Postgres cluster and a SeaweedFS S3 store (each stopped and removed by ``stack``)."""
-    from modelapi.localfleet import start_postgres, start_seaweedfs
+    from localfleet import start_postgres, start_seaweedfs
 
     if shutil.which("weed") is None:  # run as .venv/bin/python without activating: `weed` is beside it
         os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])

@@ -53,6 +53,7 @@ from rich.table import Table
 
 REPO = Path(__file__).resolve().parent.parent
 TESTS = REPO / "tests"
+sys.path.insert(0, str(TESTS))  # localfleet: the throwaway Postgres and SeaweedFS of the tests
 BUCKET = "modelapi-fleet"
 MODEL = "bytedance/seedream-4-0/sequential"
 console = Console()
@@ -158,7 +159,7 @@ def _engine_pythonpath(engine: str | None, env: dict[str, str]) -> None:
 
 class Fleet:
     def __init__(self, args: argparse.Namespace) -> None:
-        from modelapi.localfleet import free_port
+        from localfleet import free_port
 
         self.args = args
         self.root = (args.data_dir or Path(tempfile.mkdtemp(prefix="modelapi-fleet-"))).resolve()
@@ -186,7 +187,7 @@ class Fleet:
         return env
 
     def start(self) -> None:
-        from modelapi.localfleet import start_postgres, start_seaweedfs
+        from localfleet import start_postgres, start_seaweedfs
 
         with console.status("starting Postgres") as status:
             self.pg = start_postgres()
@@ -397,7 +398,7 @@ curl -s {base}/metrics | grep -E '^modelapi_(queue_depth|workers_live)'"""
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        import modelapi.localfleet  # noqa: F401
+        import modelapi  # noqa: F401
     except ImportError as exc:
         console.print(f"[red]error:[/] cannot import modelapi ({exc}); run from the project's venv")
         return 2

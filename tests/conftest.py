@@ -25,7 +25,7 @@ import httpx
 import pytest
 import skimage
 
-from modelapi.localfleet import free_port, start_postgres, start_seaweedfs
+from localfleet import free_port, start_postgres, start_seaweedfs
 
 TESTS = Path(__file__).parent
 SKIMAGE_DATA = Path(skimage.__file__).parent / "data"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import shutil
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,6 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from . import catalog
 from .client import Client, InProgress, Queued
-from .localfleet import free_port
 
 PHOTOS = {
     "bytedance/seedream-4-0/edit-sequential": ["astronaut.png", "chelsea.png"],
@@ -53,6 +53,13 @@ class _Run:
     outputs: list[Path] = field(default_factory=list)
 
 
+def _free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def run_demo(out_dir: Path, *, port: int = 0, console: Console | None = None) -> Path:
     """Run the demo; returns the path of index.html. Raises ModelAPIError if a request fails."""
     import skimage
@@ -62,7 +69,7 @@ def run_demo(out_dir: Path, *, port: int = 0, console: Console | None = None) ->
     from .core.config import Settings
 
     console = console or Console(stderr=True)
-    overrides: dict[str, Any] = {"port": port or free_port()}
+    overrides: dict[str, Any] = {"port": port or _free_port()}
     settings = Settings(**overrides)  # every other setting from MODELAPI_* variables or its default
     console.print(f"starting the server on {settings.base_url} (data dir {settings.data_dir}) …")
     t0 = time.monotonic()

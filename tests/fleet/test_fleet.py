@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from conftest import TESTS, ServerProcess, assert_refused, tampered, wait_status, wait_terminal
-from modelapi.localfleet import start_postgres
+from localfleet import start_postgres
 
 SEQ = "bytedance/seedream-4-0/sequential"
 ROOT = TESTS.parent

