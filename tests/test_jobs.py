@@ -3,6 +3,8 @@ tables (DBOS client): seconds, no server process."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import sqlalchemy as sa
 
@@ -105,14 +107,16 @@ def test_fair_share_keys_take_turns_and_keep_their_own_order(jobs):
 
 
 def test_fair_share_ranks_after_the_running_requests(jobs):
-    a = [submit(jobs, i, "key_a") for i in range(3)]  # priorities 2, 3, 4
+    a = [submit(jobs, i, "key_a") for i in range(3)]  # three rounds of key_a
     runner = live_runner(jobs, "w1")
     for r in a:
         assert jobs.begin(r.request_id, runner, r.workflow_id) is not None
-    b0 = submit(jobs, 0, "key_b")  # nothing queued: the head is the largest running priority
-    a3 = submit(jobs, 3, "key_a")  # after key_a's newest running request
-    b1 = submit(jobs, 1, "key_b")  # after key_b's newest queued one
-    assert [r.priority for r in (b0, a3, b1)] == [4, 5, 5]
+    b0 = submit(jobs, 0, "key_b")  # nothing queued: the round of the newest running request
+    a3 = submit(jobs, 3, "key_a")  # the round after key_a's newest running request
+    b1 = submit(jobs, 1, "key_b")  # the round after key_b's newest queued one
+    assert [r.request_id for r in jobs.with_status(Status.IN_QUEUE)] == [b0.request_id, a3.request_id, b1.request_id]
+    assert b0.priority == a[2].priority, "no newcomer ranks ahead of a running request's round"
+    assert a3.priority == b1.priority > b0.priority, "key_a's next and key_b's second share one round"
 
 
 def test_reap_gives_a_dead_workers_claims_back_once(jobs):
@@ -124,13 +128,14 @@ def test_reap_gives_a_dead_workers_claims_back_once(jobs):
     assert not jobs.workers.is_live(runner_id("dead", "i0"))
 
 
-def test_positions_are_exact_near_the_head_and_from_a_snapshot_beyond(jobs):
+def test_positions_are_exact_near_the_head_and_from_a_snapshot_beyond(jobs, monkeypatch):
     jobs.order = QueueOrder(jobs.engine, exact=3)
-    reqs = [submit(jobs, n) for n in range(6)]  # one key: priorities 2..7, in order
+    reqs = [submit(jobs, n) for n in range(6)]  # one key: queued in submission order
     assert [jobs.get(r.request_id).queue_position for r in reqs] == [0, 1, 2, 3, 4, 5]
     jobs.cancel(reqs[0])  # the snapshot is at most a second old: beyond the exact range it may lag
     assert [jobs.get(r.request_id).queue_position for r in reqs[1:4]] == [0, 1, 2]
-    jobs.order._taken_at = -1e9  # the next read beyond the exact range takes a new snapshot
+    real_monotonic = time.monotonic  # a minute later, the next read beyond the exact range takes a new snapshot
+    monkeypatch.setattr(time, "monotonic", lambda: real_monotonic() + 60)
     assert [jobs.get(r.request_id).queue_position for r in reqs[4:]] == [3, 4]
     late = submit(jobs, 9)  # queued after the snapshot: at the back
     assert jobs.get(late.request_id).queue_position == 5
@@ -146,7 +151,8 @@ def test_counts_come_from_the_ledger_kept_by_triggers_and_survive_compaction(job
     expected = {(SEQ, "in_queue", 1), (SEQ, "cancelled", 1), (SEQ, "completed", 1)}
     assert set(jobs.counts()) == expected
     seq = jobs.change_seq()
-    jobs._COMPACT_AFTER = 2
+    with jobs.engine.begin() as conn:  # the ledger after 1000 failed requests were deleted: past its fold threshold
+        conn.execute(db.request_counts.insert(), [{"model_id": SEQ, "status": "failed", "n": n} for n in (1, -1) * 1000])
     assert set(jobs.counts()) == expected  # this read folds the ledger
     with jobs.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(db.request_counts)).scalar() == 3
