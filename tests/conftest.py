@@ -214,13 +214,15 @@ def server(request, tmp_path_factory, fleet_services):
 
 
 class Listener:
-    """A plain TCP listener on 127.0.0.1 that counts the connections it accepts."""
+    """A plain TCP listener on 127.0.0.1 that counts the connections made to it."""
 
     def __init__(self) -> None:
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.sock.settimeout(0.05)
         self.port = self.sock.getsockname()[1]
-        self.connections = 0
+        self.accepted: list[tuple[str, int]] = []
+        """The peer address of each connection accepted, in the order they were made."""
+        self._probes: set[tuple[str, int]] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -228,11 +230,25 @@ class Listener:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                conn, _ = self.sock.accept()
+                conn, peer = self.sock.accept()
             except TimeoutError:
                 continue
-            self.connections += 1
+            self.accepted.append(peer)
             conn.close()
+
+    def connections(self, timeout_s: float = 10) -> int:
+        """The connections made to this listener before this call — also those it has not
+        accepted yet: it connects once itself (a probe, never counted) and waits until that
+        connection is accepted; the kernel hands connections over in the order they were made,
+        so by then every earlier one is in ``accepted``."""
+        with socket.create_connection(("127.0.0.1", self.port)) as probe:
+            me = probe.getsockname()
+            self._probes.add(me)
+            deadline = time.monotonic() + timeout_s
+            while me not in self.accepted:
+                assert time.monotonic() < deadline, "the listener never accepted its own probe"
+                time.sleep(0.01)
+        return sum(1 for peer in self.accepted[: self.accepted.index(me)] if peer not in self._probes)
 
     def close(self) -> None:
         self._stop.set()

@@ -131,4 +131,4 @@ def test_a_webhook_to_a_private_address_or_a_bad_url_is_refused_at_submit(make_s
             assert resp.status_code == 422, (url, resp.text)
             assert [d["loc"] for d in resp.json()["detail"]] == [["query", "webhook"]], url
         assert c.get("/v1/requests").json()["requests"] == [], "nothing was accepted"
-    assert listener.connections == 0
+    assert listener.connections() == 0
