@@ -150,6 +150,13 @@ class ServerProcess:
     def key(self) -> str:
         return (self.data_dir / "initial_api_key").read_text().strip()
 
+    @property
+    def database_url(self) -> str:
+        """The database of this server (its ``MODELAPI_DATABASE_URL``, or the SQLite file in its data dir)."""
+        from modelapi.core.config import Settings
+
+        return Settings(data_dir=self.data_dir, database_url=self.env.get("MODELAPI_DATABASE_URL")).db_url
+
     def headers(self, key: str | None = None) -> dict[str, str]:
         return {"Authorization": f"Bearer {key or self.key}"}
 

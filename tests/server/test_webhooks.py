@@ -16,6 +16,7 @@ import pytest
 from standardwebhooks import Webhook
 
 from conftest import wait_terminal
+from modelapi.core.queue import WEBHOOK_QUEUE, TaskQueue
 
 SEQ = "bytedance/seedream-4-0/sequential"
 
@@ -49,6 +50,18 @@ class Receiver:
         while len(self.deliveries) < count:
             assert time.monotonic() < deadline, f"{len(self.deliveries)} of {count} deliveries"
             time.sleep(0.05)
+
+
+def webhook_entries(srv, request_id: str) -> dict[str, str]:  # noqa: ANN001
+    """The request's entries in the server's durable webhook queue (one per attempt, made or
+    still to come: ``<request id>.webhook.<n>``), each with its DBOS status."""
+    queue = TaskQueue(srv.database_url)
+    try:
+        found = queue.client.list_workflows(queue_name=WEBHOOK_QUEUE, workflow_id_prefix=f"{request_id}.webhook.",
+                                            load_input=False, load_output=False)
+        return {w.workflow_id: w.status for w in found}
+    finally:
+        queue.destroy()
 
 
 @pytest.fixture
@@ -85,7 +98,14 @@ def test_a_delivery_is_signed_and_retried_with_one_webhook_id(make_server, recei
     forged = {**receiver.deliveries[0][0], "webhook-signature": "v1,AAAA"}
     with pytest.raises(Exception):
         Webhook(secret).verify(receiver.deliveries[0][1], forged)
-    time.sleep(1.5)  # a delivered webhook is not sent again
+    # A delivered webhook is not sent again: once the third attempt's entry has ended, the queue
+    # holds no later attempt (every attempt is an entry, enqueued by the one before it).
+    for _ in range(200):
+        entries = webhook_entries(srv, rid)
+        if entries.get(f"{rid}.webhook.3") == "SUCCESS":
+            break
+        time.sleep(0.05)
+    assert entries == {f"{rid}.webhook.{n}": "SUCCESS" for n in (1, 2, 3)}
     assert len(receiver.deliveries) == 3
 
 
