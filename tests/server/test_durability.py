@@ -82,6 +82,7 @@ def test_cancel_queued_in_progress_and_twice(make_server):
     with srv.client() as c:
         running = c.post(f"/v1/models/{SEQ}", json={"text": "a"}).json()["request_id"]
         queued = c.post(f"/v1/models/{SEQ}", json={"text": "b"}).json()["request_id"]
+        later = c.post(f"/v1/models/{SEQ}", json={"text": "c"}).json()["request_id"]  # queued behind it
         wait_status(c, running, "in_progress")
         first = c.post(f"/v1/requests/{queued}/cancel").json()
         assert first == {"request_id": queued, "status": "cancelled", "outcome": "cancelled"}
@@ -91,10 +92,14 @@ def test_cancel_queued_in_progress_and_twice(make_server):
         assert wait_terminal(c, running)["status"] == "completed"
         done = c.post(f"/v1/requests/{running}/cancel").json()
         assert done["outcome"] == "not_cancellable" and done["status"] == "completed"
-        time.sleep(0.5)
+        # The queue runs in order: once the request queued behind the cancelled one has run, the
+        # cancelled one's turn is past.
+        assert wait_terminal(c, later)["status"] == "completed"
         result = c.get(f"/v1/requests/{queued}/result").json()
         assert result["status"] == "cancelled" and "output" not in result
-    assert not any(queued in line and "request.in_progress" in line for line in srv.log().splitlines())
+    started = [json.loads(line)["request_id"] for line in srv.log().splitlines()
+               if line.startswith("{") and '"request.in_progress"' in line]
+    assert started == [running, later], "the cancelled request never started"
 
 
 def test_keys_isolation_and_revocation(make_server):
