@@ -26,7 +26,7 @@ def live_runner(jobs: JobStore, worker_id: str) -> str:
 
 
 def entries(jobs: JobStore) -> list[tuple[str, str]]:
-    with jobs.engine.connect() as conn:
+    with jobs.db.connect() as conn:
         return [tuple(r) for r in conn.execute(sa.text(
             "SELECT workflow_uuid, status FROM workflow_status ORDER BY created_at"))]
 
@@ -49,7 +49,7 @@ def test_done_completes_and_bills_exactly_once(jobs):
     assert not jobs.finish(run, Done(["outputs/x/1/0.png"], {})), "a run finishes once"
     done = jobs.get(req.request_id)
     assert (done.status, done.billed_units, done.cost_usd) == (Status.COMPLETED, 3, 0.09)  # seedream bills the cap
-    with jobs.engine.connect() as conn:
+    with jobs.db.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(db.usage)).scalar() == 1
 
 
@@ -117,7 +117,7 @@ def test_fair_share_ranks_after_the_running_requests(jobs):
 
 def test_reap_gives_a_dead_workers_claims_back_once(jobs):
     jobs.workers.register("dead", "i0", {})
-    with jobs.engine.begin() as conn:
+    with jobs.db.begin() as conn:
         conn.execute(db.workers.update().values(heartbeat_at=0.0))
     assert [w for w, _ in jobs.workers.claim_dead("w1")] == ["dead"]
     assert jobs.workers.claim_dead("w2") == [], "one reaper per dead worker"
@@ -125,7 +125,7 @@ def test_reap_gives_a_dead_workers_claims_back_once(jobs):
 
 
 def test_positions_are_exact_near_the_head_and_from_a_snapshot_beyond(jobs):
-    jobs.order = QueueOrder(jobs.engine, exact=3)
+    jobs.order = QueueOrder(jobs.db, exact=3)
     reqs = [submit(jobs, n) for n in range(6)]  # one key: priorities 2..7, in order
     assert [jobs.get(r.request_id).queue_position for r in reqs] == [0, 1, 2, 3, 4, 5]
     jobs.cancel(reqs[0])  # the snapshot is at most a second old: beyond the exact range it may lag
@@ -141,14 +141,14 @@ def test_counts_come_from_the_ledger_kept_by_triggers_and_survive_compaction(job
     jobs.cancel(reqs[0])
     run = jobs.begin(reqs[1].request_id, live_runner(jobs, "w1"), reqs[1].workflow_id)
     jobs.finish(run, Done(["o/0.png"], {}))
-    with jobs.engine.begin() as conn:  # a change made outside the state machine is counted too
+    with jobs.db.begin() as conn:  # a change made outside the state machine is counted too
         conn.execute(db.requests.delete().where(db.requests.c.request_id == reqs[3].request_id))
     expected = {(SEQ, "in_queue", 1), (SEQ, "cancelled", 1), (SEQ, "completed", 1)}
     assert set(jobs.counts()) == expected
     seq = jobs.change_seq()
     jobs._COMPACT_AFTER = 2
     assert set(jobs.counts()) == expected  # this read folds the ledger
-    with jobs.engine.connect() as conn:
+    with jobs.db.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(db.request_counts)).scalar() == 3
     assert set(jobs.counts()) == expected
     submit(jobs, 7)
@@ -173,7 +173,7 @@ def test_pages_are_newest_first_and_never_repeat_or_skip_while_requests_arrive(j
 
 
 def test_a_watcher_reads_versions_then_positions_of_many_in_one_read_of_the_queue_head(jobs):
-    jobs.order = QueueOrder(jobs.engine, exact=2)
+    jobs.order = QueueOrder(jobs.db, exact=2)
     reqs = [submit(jobs, n) for n in range(4)]
     ids = [r.request_id for r in reqs]
     before = jobs.versions(ids)

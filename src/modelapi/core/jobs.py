@@ -226,22 +226,22 @@ class JobStore:
     """The requests table and its state machine. All methods are safe to call from any thread.
 
     Args:
-        engine: the database.
+        database: the database (a SQLAlchemy engine), kept as :attr:`db`.
         queue: the durable queue (entries are written in the same transactions as the rows).
         workers: the worker registry (who is alive).
         max_attempts: runs of one request before an interrupted one is failed (``--max-attempts``).
         prices_usd: price per billed unit by model id (``--prices-usd``).
     """
 
-    def __init__(self, engine: sa.Engine, queue: TaskQueue, workers: WorkerRegistry, *,
+    def __init__(self, database: sa.Engine, queue: TaskQueue, workers: WorkerRegistry, *,
                  max_attempts: int = 2, prices_usd: dict[str, float] | None = None) -> None:
-        self.engine = engine
-        self._reads = engine.execution_options(isolation_level="AUTOCOMMIT")  # no BEGIN/ROLLBACK round trips
+        self.db = database
+        self._reads = database.execution_options(isolation_level="AUTOCOMMIT")  # no BEGIN/ROLLBACK round trips
         self.queue = queue
         self.workers = workers
         self.max_attempts = max_attempts
         self.prices_usd = prices_usd or {}
-        self.order = QueueOrder(engine)
+        self.order = QueueOrder(database)
 
     # -- reads -------------------------------------------------------------------------------
     _AHEAD = sa.select(sa.func.count()).select_from(
@@ -260,7 +260,7 @@ class JobStore:
         query = R.select().where(C.request_id == request_id)
         if owner_key_id is not None:
             query = query.where(C.owner_key_id == owner_key_id)
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             row = conn.execute(query).mappings().first()
             if row is None:
                 return None
@@ -347,7 +347,7 @@ class JobStore:
                          if r["status"] == Status.IN_QUEUE else None) for r in rows]
 
     def find_idempotent(self, owner_key_id: str, idempotency_key: str) -> Request | None:
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             row = conn.execute(
                 R.select().where(C.owner_key_id == owner_key_id, C.idempotency_key == idempotency_key)
             ).mappings().first()
@@ -362,7 +362,7 @@ class JobStore:
             )).scalar_one()
 
     def with_status(self, *statuses: Status) -> list[Request]:
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             rows = conn.execute(
                 R.select().where(C.status.in_([s.value for s in statuses])).order_by(C.priority, C.seq)
             ).mappings()
@@ -381,7 +381,7 @@ class JobStore:
             rows = conn.execute(sa.select(K.model_id, K.status, sa.func.sum(K.n), sa.func.count())
                                 .group_by(K.model_id, K.status)).all()
         if sum(r[3] for r in rows) > self._COMPACT_AFTER:
-            with self.engine.begin() as conn:
+            with self.db.begin() as conn:
                 folded: dict[tuple[str, str], int] = {}
                 for model_id, status, n in conn.execute(db.request_counts.delete().returning(K.model_id, K.status, K.n)):
                     folded[(model_id, status)] = folded.get((model_id, status), 0) + n
@@ -418,7 +418,7 @@ class JobStore:
             body_hash=body_hash,
             webhook=webhook and {**webhook, "attempts": 0, "last_status_code": None, "delivered_at": None},
         )
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             req = replace(req, priority=self._fair_priority(conn, owner_key_id))
             conn.execute(R.insert().values(
                 {k: v for k, v in req.__dict__.items() if k not in ("queue_position", "run_by", "version", "seq", "partial_outputs")} | {"status": req.status.value}
@@ -430,7 +430,7 @@ class JobStore:
 
     def cancel(self, req: Request) -> bool:
         """in_queue -> cancelled, and its queue entry removed. False when it is no longer queued."""
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             ok = conn.execute(R.update().where(C.request_id == req.request_id, C.status == Status.IN_QUEUE.value)
                               .values(status=Status.CANCELLED.value, finished_at=db.utcnow(), **_SEEN)).rowcount == 1
             if ok:
@@ -466,7 +466,7 @@ class JobStore:
                            C.attempts == req.attempts)
                 return None
             frm = sa.and_(C.status == Status.IN_PROGRESS.value, C.attempts == req.attempts)
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             ok = conn.execute(R.update().where(C.request_id == request_id, frm).values(
                 status=Status.IN_PROGRESS.value, started_at=db.utcnow(), progress=0.0,
                 attempts=req.attempts + 1, run_by=runner, partial_outputs=None, **_SEEN,
@@ -485,7 +485,7 @@ class JobStore:
     def set_progress(self, run: Run, progress: float) -> None:
         """Record progress (0-1). Best effort: a database outage skips the update."""
         try:
-            with self.engine.begin() as conn:
+            with self.db.begin() as conn:
                 conn.execute(R.update().where(self._this_run(run)).values(progress=round(float(progress), 4), **_SEEN))
         except db.UNAVAILABLE as exc:
             log.warning("progress not recorded (database unavailable): %s", str(exc).splitlines()[0])
@@ -494,7 +494,7 @@ class JobStore:
         """Publish the storage keys of the images stored so far (shown while in_progress as
         ``partial_output``). Best effort, like progress."""
         try:
-            with self.engine.begin() as conn:
+            with self.db.begin() as conn:
                 conn.execute(R.update().where(self._this_run(run)).values(partial_outputs=list(outputs), **_SEEN))
         except db.UNAVAILABLE as exc:
             log.warning("partial outputs not recorded (database unavailable): %s", str(exc).splitlines()[0])
@@ -508,7 +508,7 @@ class JobStore:
 
     def _finish(self, run: Run, outcome: Outcome) -> bool:
         req = run.request
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             update = R.update().where(self._this_run(run))
             if isinstance(outcome, Done):
                 units, cost = usage.bill(catalog.models()[req.model_id], req.inputs, len(outcome.outputs), self.prices_usd)
@@ -552,7 +552,7 @@ class JobStore:
             self.queue.enqueue_webhook(conn, request_id=req.request_id, attempt=1)
 
     def _fail(self, req: Request, code: str, message: str, *where: sa.ColumnElement[bool]) -> bool:
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             ok = conn.execute(R.update().where(C.request_id == req.request_id, self._ACTIVE, *where).values(
                 status=Status.FAILED.value, error={"code": code, "message": message}, finished_at=db.utcnow(), **_SEEN,
             )).rowcount == 1
@@ -567,7 +567,7 @@ class JobStore:
         of ``req.workflow_id`` (an entry that will not run: taken by a worker that is stopping,
         or of another queue version). False when the request moved on meanwhile."""
         workflow_id = _next_workflow_id(req.workflow_id)
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             ok = conn.execute(R.update().where(
                 C.request_id == req.request_id, self._ACTIVE, C.workflow_id == req.workflow_id,
             ).values(workflow_id=workflow_id)).rowcount == 1

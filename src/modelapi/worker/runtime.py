@@ -157,7 +157,7 @@ class WorkerRuntime:
         self.stop_now = threading.Event()
         self.running: set[str] = set()
         self._lock = threading.Lock()
-        self._id_lock = WorkerIdLock(jobs.engine, self.worker_id)
+        self._id_lock = WorkerIdLock(jobs.db, self.worker_id)
         # Inference holds the engine; encoding and storing outputs run on a small pool, so the
         # queue gives each worker one job more than it infers at once: the next job's inference
         # starts while the last one's outputs are still being stored.
@@ -294,11 +294,11 @@ class WorkerRuntime:
         payload = json.dumps(bodies.result_body(
             req, base_url=req.webhook["base_url"], storage=self.storage, url_ttl_s=self.settings.url_ttl_s,
             include_cost=True, include_webhook=False))
-        secret = webhooks.signing_secret(self.jobs.engine, req.owner_key_id)
+        secret = webhooks.signing_secret(self.jobs.db, req.owner_key_id)
         headers = webhooks.signed_headers(secret, webhooks.message_id(request_id), payload)
         code = webhooks.post(req.webhook["url"], payload, headers, FetchPolicy.from_settings(self.settings),
                              self.settings.webhook_timeout_s)
-        record = retry_db(lambda: webhooks.record_attempt(self.jobs.engine, request_id, code), "recording a webhook attempt")
+        record = retry_db(lambda: webhooks.record_attempt(self.jobs.db, request_id, code), "recording a webhook attempt")
         extra = {"request_id": request_id, "attempt": record["attempts"], "status_code": code}
         if record.get("delivered_at"):
             log.info("webhook.delivered", extra=extra)
