@@ -8,6 +8,7 @@ import sqlalchemy as sa
 
 from modelapi.core import db
 from modelapi.core.jobs import Done, Failed, JobStore, QueueOrder, Stopped
+from modelapi.core.queue import EntryId
 from modelapi.core.workers import runner_id
 from modelapi.types import Status
 
@@ -43,7 +44,7 @@ def test_a_request_and_its_queue_entry_are_written_together(jobs):
 
 def test_done_completes_and_bills_exactly_once(jobs):
     req = submit(jobs)
-    run = jobs.begin(req.request_id, live_runner(jobs, "w0"), req.workflow_id)
+    run = jobs.begin(jobs.get(req.request_id), live_runner(jobs, "w0"), req.workflow_id)
     assert run.attempt == 1 and jobs.get(req.request_id).status is Status.IN_PROGRESS
     assert jobs.finish(run, Done(["outputs/x/1/0.png"], {"image_count": 1}))
     assert not jobs.finish(run, Done(["outputs/x/1/0.png"], {})), "a run finishes once"
@@ -55,28 +56,28 @@ def test_done_completes_and_bills_exactly_once(jobs):
 
 def test_only_the_current_entry_and_a_free_request_can_start(jobs):
     req = submit(jobs)
-    assert jobs.begin(req.request_id, live_runner(jobs, "w0"), req.workflow_id + "-old") is None
-    run = jobs.begin(req.request_id, runner_id("w0", "i1"), req.workflow_id)
+    assert jobs.begin(jobs.get(req.request_id), live_runner(jobs, "w0"), req.workflow_id + "-old") is None
+    run = jobs.begin(jobs.get(req.request_id), runner_id("w0", "i1"), req.workflow_id)
     assert run is not None
     # another worker given the same entry while w0 is alive: not started twice
-    assert jobs.begin(req.request_id, live_runner(jobs, "w1"), req.workflow_id) is None
+    assert jobs.begin(jobs.get(req.request_id), live_runner(jobs, "w1"), req.workflow_id) is None
 
 
 def test_an_interrupted_run_is_taken_over_then_failed_after_max_attempts(jobs):
     req = submit(jobs)
-    first = jobs.begin(req.request_id, runner_id("dead", "i0"), req.workflow_id)  # a runner with no live row
-    second = jobs.begin(req.request_id, live_runner(jobs, "w1"), req.workflow_id)
+    first = jobs.begin(jobs.get(req.request_id), runner_id("dead", "i0"), req.workflow_id)  # a runner with no live row
+    second = jobs.begin(jobs.get(req.request_id), live_runner(jobs, "w1"), req.workflow_id)
     assert (first.attempt, second.attempt) == (1, 2)
     assert not jobs.finish(first, Done([], {})), "the outdated run cannot finish the request"
     jobs.workers.unregister("w1", "i1", leaves_claims=False)
-    assert jobs.begin(req.request_id, live_runner(jobs, "w2"), req.workflow_id) is None
+    assert jobs.begin(jobs.get(req.request_id), live_runner(jobs, "w2"), req.workflow_id) is None
     failed = jobs.get(req.request_id)
     assert failed.status is Status.FAILED and failed.error["code"] == "interrupted"
 
 
 def test_stopped_goes_back_to_the_front_under_a_new_entry(jobs):
     req, later = submit(jobs, 0), submit(jobs, 1, owner="key_b")
-    run = jobs.begin(req.request_id, live_runner(jobs, "w0"), req.workflow_id)
+    run = jobs.begin(jobs.get(req.request_id), live_runner(jobs, "w0"), req.workflow_id)
     assert jobs.finish(run, Stopped())
     back = jobs.get(req.request_id)
     assert (back.status, back.attempts, back.workflow_id, back.queue_position) == (Status.IN_QUEUE, 0, f"{req.request_id}.1", 0)
@@ -87,12 +88,30 @@ def test_stopped_goes_back_to_the_front_under_a_new_entry(jobs):
 def test_failed_and_cancel_race_with_start(jobs):
     req = submit(jobs)
     assert jobs.cancel(req) and not jobs.cancel(req)
-    assert jobs.begin(req.request_id, live_runner(jobs, "w0"), req.workflow_id) is None
+    assert jobs.begin(jobs.get(req.request_id), live_runner(jobs, "w0"), req.workflow_id) is None
     other = submit(jobs, 1)
-    run = jobs.begin(other.request_id, runner_id("w0", "i1"), other.workflow_id)
+    run = jobs.begin(jobs.get(other.request_id), runner_id("w0", "i1"), other.workflow_id)
     assert not jobs.cancel(jobs.get(other.request_id)), "a running request is not cancellable"
     assert jobs.finish(run, Failed("invalid_input", "bad"))
     assert jobs.get(other.request_id).error == {"code": "invalid_input", "message": "bad"}
+
+
+def test_a_stale_read_starts_nothing(jobs):
+    req = submit(jobs)
+    read = jobs.get(req.request_id)  # a worker read it, then waited for an inference slot
+    assert jobs.cancel(read)
+    assert jobs.begin(read, live_runner(jobs, "w0"), req.workflow_id) is None
+    assert jobs.get(req.request_id).status is Status.CANCELLED
+
+
+def test_queue_entry_ids_are_built_and_parsed_in_one_place():
+    assert str(EntryId("req_1", 0)) == "req_1.0" and EntryId.parse("req_1.0") == EntryId("req_1", 0)
+    assert EntryId.parse("req_1.4").next() == EntryId("req_1", 5)
+    hook = EntryId.parse("req_1.webhook.3")
+    assert (hook.request_id, hook.generation, hook.kind, str(hook.next())) == ("req_1", 3, "webhook", "req_1.webhook.4")
+    assert EntryId("req_1", 0).queue != hook.queue
+    with pytest.raises(ValueError):
+        EntryId.parse("req_1")
 
 
 def test_fair_share_keys_take_turns_and_keep_their_own_order(jobs):
@@ -108,7 +127,7 @@ def test_fair_share_ranks_after_the_running_requests(jobs):
     a = [submit(jobs, i, "key_a") for i in range(3)]  # priorities 2, 3, 4
     runner = live_runner(jobs, "w1")
     for r in a:
-        assert jobs.begin(r.request_id, runner, r.workflow_id) is not None
+        assert jobs.begin(jobs.get(r.request_id), runner, r.workflow_id) is not None
     b0 = submit(jobs, 0, "key_b")  # nothing queued: the head is the largest running priority
     a3 = submit(jobs, 3, "key_a")  # after key_a's newest running request
     b1 = submit(jobs, 1, "key_b")  # after key_b's newest queued one
@@ -139,7 +158,7 @@ def test_positions_are_exact_near_the_head_and_from_a_snapshot_beyond(jobs):
 def test_counts_come_from_the_ledger_kept_by_triggers_and_survive_compaction(jobs):
     reqs = [submit(jobs, n) for n in range(4)]
     jobs.cancel(reqs[0])
-    run = jobs.begin(reqs[1].request_id, live_runner(jobs, "w1"), reqs[1].workflow_id)
+    run = jobs.begin(jobs.get(reqs[1].request_id), live_runner(jobs, "w1"), reqs[1].workflow_id)
     jobs.finish(run, Done(["o/0.png"], {}))
     with jobs.db.begin() as conn:  # a change made outside the state machine is counted too
         conn.execute(db.requests.delete().where(db.requests.c.request_id == reqs[3].request_id))
@@ -179,7 +198,7 @@ def test_a_watcher_reads_versions_then_positions_of_many_in_one_read_of_the_queu
     before = jobs.versions(ids)
     assert set(before.values()) == {0}
     assert jobs.queue_positions(ids) == dict(zip(ids, [0, 1, 2, 3]))  # the last two from the snapshot
-    run = jobs.begin(ids[0], live_runner(jobs, "w1"), reqs[0].workflow_id)
+    run = jobs.begin(jobs.get(ids[0]), live_runner(jobs, "w1"), reqs[0].workflow_id)
     jobs.set_progress(run, 0.5)
     assert jobs.versions(ids)[ids[0]] == 2 and jobs.versions(ids)[ids[1]] == 0
     assert jobs.queue_positions(ids[1:3]) == {ids[1]: 0, ids[2]: 1}

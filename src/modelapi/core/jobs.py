@@ -42,7 +42,7 @@ import sqlalchemy as sa
 from .. import catalog
 from ..types import Status
 from . import db, usage
-from .queue import TaskQueue
+from .queue import EntryId, TaskQueue
 from .workers import WorkerRegistry
 
 log = logging.getLogger("modelapi.jobs")
@@ -155,11 +155,6 @@ def _row(row: Any, position: int | None = None) -> Request:
     for k in ("created_at", "started_at", "finished_at"):
         data[k] = db.as_utc(data[k])
     return Request(**data, queue_position=position)
-
-
-def _next_workflow_id(workflow_id: str) -> str:
-    request_id, _, n = workflow_id.rpartition(".")
-    return f"{request_id}.{int(n) + 1}"
 
 
 def retry_db(fn: Callable[[], T], what: str, patience_s: float = 600.0) -> T:
@@ -319,7 +314,7 @@ class JobStore:
             return {}
         with self._reads.connect() as conn:
             rows = conn.execute(sa.select(C.workflow_id, C.priority, C.seq).where(  # by request id: indexed
-                C.request_id.in_({w.split(".", 1)[0] for w in workflow_ids}), C.workflow_id.in_(workflow_ids),
+                C.request_id.in_({EntryId.parse(w).request_id for w in workflow_ids}), C.workflow_id.in_(workflow_ids),
                 self._ACTIVE)).all()
         return {r.workflow_id: (r.priority, r.seq) for r in rows}
 
@@ -410,9 +405,10 @@ class JobStore:
         Raises:
             sqlalchemy.exc.IntegrityError: the key's ``idempotency_key`` is taken.
         """
+        entry = EntryId(request_id, 0)
         req = Request(
             request_id=request_id, owner_key_id=owner_key_id, model_id=model_id, status=Status.IN_QUEUE,
-            inputs=inputs, input_files=input_files, seed=seed, workflow_id=f"{request_id}.0", priority=NEW,
+            inputs=inputs, input_files=input_files, seed=seed, workflow_id=str(entry), priority=NEW,
             attempts=0, progress=None, outputs=None, metadata=None, error=None, billed_units=None, cost_usd=None,
             created_at=db.utcnow(), started_at=None, finished_at=None, idempotency_key=idempotency_key,
             body_hash=body_hash,
@@ -423,8 +419,7 @@ class JobStore:
             conn.execute(R.insert().values(
                 {k: v for k, v in req.__dict__.items() if k not in ("queue_position", "run_by", "version", "seq", "partial_outputs")} | {"status": req.status.value}
             ))
-            self.queue.enqueue(conn, request_id=request_id, workflow_id=req.workflow_id, priority=req.priority,
-                               owner_key_id=owner_key_id)
+            self.queue.enqueue(conn, entry=entry, priority=req.priority, owner_key_id=owner_key_id)
         _log("request.in_queue", request_id, model_id=model_id, owner=owner_key_id, priority=req.priority)
         return req
 
@@ -444,13 +439,15 @@ class JobStore:
         return ok
 
     # -- runs (worker side) -------------------------------------------------------------------
-    def begin(self, request_id: str, runner: str, workflow_id: str) -> Run | None:
-        """Start a run of ``request_id`` by ``runner`` (``<worker id>#<instance>``) from queue
-        entry ``workflow_id``, or None when there is nothing to run: terminal or cancelled, an
-        outdated entry, already running in another live process, or interrupted
-        ``max_attempts`` times (then it is failed with ``error.code = "interrupted"``)."""
-        req = self.get(request_id)
-        if req is None or req.status.is_terminal:
+    def begin(self, req: Request, runner: str, workflow_id: str) -> Run | None:
+        """Start a run of ``req`` (as read by the caller, any time since its queue entry was
+        taken) by ``runner`` (``<worker id>#<instance>``) from queue entry ``workflow_id``, or
+        None when there is nothing to run: terminal or cancelled, an outdated entry, already
+        running in another live process, or interrupted ``max_attempts`` times (then it is
+        failed with ``error.code = "interrupted"``). The write is conditional on the state
+        ``req`` shows, so a read that has gone stale meanwhile starts nothing."""
+        request_id = req.request_id
+        if req.status.is_terminal:
             return None
         if req.workflow_id != workflow_id:
             _log("request.outdated_entry", request_id, entry=workflow_id)
@@ -463,11 +460,11 @@ class JobStore:
                 return None
             if req.attempts >= self.max_attempts:
                 self._fail(req, "interrupted", f"the worker stopped {req.attempts} times while running this request",
-                           C.attempts == req.attempts)
+                           C.attempts == req.attempts, C.workflow_id == workflow_id)
                 return None
             frm = sa.and_(C.status == Status.IN_PROGRESS.value, C.attempts == req.attempts)
         with self.db.begin() as conn:
-            ok = conn.execute(R.update().where(C.request_id == request_id, frm).values(
+            ok = conn.execute(R.update().where(C.request_id == request_id, C.workflow_id == workflow_id, frm).values(
                 status=Status.IN_PROGRESS.value, started_at=db.utcnow(), progress=0.0,
                 attempts=req.attempts + 1, run_by=runner, partial_outputs=None, **_SEEN,
             )).rowcount == 1
@@ -530,14 +527,13 @@ class JobStore:
                 event, fields = "request.failed", {"error_code": outcome.code, "error_message": outcome.message}
             else:
                 current = conn.execute(sa.select(C.workflow_id).where(C.request_id == req.request_id)).scalar_one()
-                workflow_id = _next_workflow_id(current)
+                entry = EntryId.parse(current).next()
                 ok = conn.execute(update.values(
                     status=Status.IN_QUEUE.value, priority=FIRST, progress=None, started_at=None,
-                    attempts=run.attempt - 1, run_by=None, workflow_id=workflow_id, **_SEEN,
+                    attempts=run.attempt - 1, run_by=None, workflow_id=str(entry), **_SEEN,
                 )).rowcount == 1
                 if ok:
-                    self.queue.enqueue(conn, request_id=req.request_id, workflow_id=workflow_id, priority=FIRST,
-                                       owner_key_id=req.owner_key_id)
+                    self.queue.enqueue(conn, entry=entry, priority=FIRST, owner_key_id=req.owner_key_id)
                 event, fields = "request.handed_back", {"worker": run.worker_id}
         if ok:
             _log(event, req.request_id, **fields)
@@ -566,14 +562,13 @@ class JobStore:
         """Give a queued or interrupted request a new queue entry, at its own priority, in place
         of ``req.workflow_id`` (an entry that will not run: taken by a worker that is stopping,
         or of another queue version). False when the request moved on meanwhile."""
-        workflow_id = _next_workflow_id(req.workflow_id)
+        entry = EntryId.parse(req.workflow_id).next()
         with self.db.begin() as conn:
             ok = conn.execute(R.update().where(
                 C.request_id == req.request_id, self._ACTIVE, C.workflow_id == req.workflow_id,
-            ).values(workflow_id=workflow_id)).rowcount == 1
+            ).values(workflow_id=str(entry))).rowcount == 1
             if ok:
-                self.queue.enqueue(conn, request_id=req.request_id, workflow_id=workflow_id, priority=req.priority,
-                                   owner_key_id=req.owner_key_id)
+                self.queue.enqueue(conn, entry=entry, priority=req.priority, owner_key_id=req.owner_key_id)
         if ok:
             _log("request.requeued", req.request_id)
         return ok

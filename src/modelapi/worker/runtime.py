@@ -257,15 +257,15 @@ class WorkerRuntime:
         slot = self._inference.take(rank, {r for r in held.values() if r < rank})
         try:
             if self.draining.is_set():
-                # Taken while stopping: a new entry for another worker, then hold this slot until
-                # the process stops, so that this worker takes nothing more.
-                req = retry_db(lambda: self.jobs.get(request_id), "requeueing")
-                if req is not None and req.workflow_id == workflow_id and not req.status.is_terminal:
-                    retry_db(lambda: self.jobs.requeue(req), "requeueing")
+                # Taken while stopping: a new entry for another worker (the requeue is conditional
+                # on the entry still being the request's), then hold this slot until the process
+                # stops, so that this worker takes nothing more.
+                if queued.workflow_id == workflow_id:
+                    retry_db(lambda: self.jobs.requeue(queued), "requeueing")
                 slot.release()
                 self._stopped.wait()
                 return
-            run = retry_db(lambda: self.jobs.begin(request_id, self.runner, workflow_id), f"starting {request_id}")
+            run = retry_db(lambda: self.jobs.begin(queued, self.runner, workflow_id), f"starting {request_id}")
             if run is None:
                 return
             with self._lock:
