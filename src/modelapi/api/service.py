@@ -17,10 +17,11 @@ from typing import Any
 import sqlalchemy as sa
 
 from .. import catalog
-from ..core import bodies, db, webhooks
+from ..core import bodies, delivery
 from ..core.auth import ApiKey, hash_key
 from ..core.context import Core
 from ..core.fetch import FetchPolicy, check_url, decode_image, fetch_bytes, read_data_uri
+from ..core.files import FileStore
 from ..core.jobs import Request, new_request_id
 from ..core.storage import content_type_of, request_base_url
 from ..errors import APIStatusError, AuthenticationError, InputError, NotFoundError, RateLimitError, ValidationError
@@ -47,6 +48,7 @@ class Service:
         self.db = core.db
         self.jobs = core.jobs
         self.storage = core.storage
+        self.files = FileStore(core.db)
         self.draining = threading.Event()
         self.policy = FetchPolicy.from_settings(settings)
 
@@ -166,20 +168,15 @@ class Service:
         fmt = sniff_format(data)
         if fmt is None:
             raise ValidationError(422, 422001, "Unsupported file", [{"loc": loc, "msg": "Only JPEG and PNG images are supported", "type": "image_format"}])
-        file_id = "file_" + secrets.token_hex(12)
-        storage_key = f"uploads/{file_id}.{'jpg' if fmt == 'jpeg' else 'png'}"
-        content_type = f"image/{fmt}"
-        self._put(storage_key, data, content_type)
-        with self.db.begin() as conn:
-            conn.execute(db.files.insert().values(
-                id=file_id, owner_key_id=key.id, storage_key=storage_key, bytes=len(data),
-                content_type=content_type, created_at=db.utcnow(),
-            ))
-        return {"id": file_id, "url": f"{self.base_url}/v1/files/{file_id}", "bytes": len(data), "content_type": content_type}
+        upload = self.files.new(key.id, fmt, len(data))
+        self._put(upload.storage_key, data, upload.content_type)
+        self.files.add(upload)
+        return {"id": upload.id, "url": f"{self.base_url}/v1/files/{upload.id}", "bytes": upload.bytes,
+                "content_type": upload.content_type}
 
     def webhook_secret(self, key: ApiKey) -> dict[str, str]:
         """``{"key": "whsec_..."}``: the key's webhook signing secret (Standard Webhooks)."""
-        return {"key": webhooks.signing_secret(self.db, key.id)}
+        return {"key": delivery.signing_secret(self.db, key.id)}
 
     def _put(self, key: str, data: bytes, content_type: str) -> None:
         """Store an input. Raises ServiceUnavailable (503, with Retry-After) when the store
@@ -191,9 +188,7 @@ class Service:
             raise ServiceUnavailable(f"the file store cannot take the file now ({type(exc).__name__}); retry shortly") from None
 
     def upload_record(self, file_id: str, key: ApiKey) -> dict[str, Any] | None:
-        with self.db.connect() as conn:
-            row = conn.execute(db.files.select().where(db.files.c.id == file_id, db.files.c.owner_key_id == key.id)).mappings().first()
-        return dict(row) if row else None
+        return self.files.get(file_id, key.id)
 
     def read_upload(self, file_id: str, key: ApiKey, loc: list[Any]) -> bytes:
         record = self.upload_record(file_id, key)

@@ -5,17 +5,13 @@ Absolute URLs are built on ``base_url``, the base the client reached the API at.
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from ..types import Status
+from .db import iso
 from .jobs import Request
 from .storage import Storage
-
-
-def iso(value: datetime | None) -> str | None:
-    """ISO 8601 UTC with a ``Z`` suffix."""
-    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if value else None
 
 
 def urls(base_url: str, request_id: str) -> dict[str, str]:

@@ -1,5 +1,6 @@
-"""Requests and their states: the state machine. Every state change of a request happens here,
-as one conditional UPDATE (with its queue entry and its bill in the same transaction), so that
+"""Requests and their states: the state machine. Every write to the requests table happens here
+(a webhook's attempt records included); every state change of a request is
+one conditional UPDATE (with its queue entry and its bill in the same transaction), so that
 two actors — an API process cancelling, workers starting, a reaper recovering — never both win.
 
 ::
@@ -400,7 +401,7 @@ class JobStore:
     ) -> Request:
         """Store a new in_queue request and its queue entry in one transaction (both committed
         before this returns, or neither exists). ``webhook``: ``{"url", "base_url"}`` to deliver
-        the result to (see :mod:`modelapi.core.webhooks`).
+        the result to (see :mod:`modelapi.core.delivery`).
 
         Raises:
             sqlalchemy.exc.IntegrityError: the key's ``idempotency_key`` is taken.
@@ -540,6 +541,18 @@ class JobStore:
         else:
             _log("request.outdated_run", req.request_id, worker=run.worker_id, attempt=run.attempt)
         return ok
+
+    def record_webhook_attempt(self, request_id: str, status_code: int | None) -> dict[str, Any]:
+        """Count one webhook attempt in the request's ``webhook`` record (``attempts``,
+        ``last_status_code``, and ``delivered_at`` on a 2xx); returns the record."""
+        with self.db.begin() as conn:
+            record = dict(conn.execute(sa.select(C.webhook).where(C.request_id == request_id)).scalar_one() or {})
+            record["attempts"] = int(record.get("attempts") or 0) + 1
+            record["last_status_code"] = status_code
+            if status_code is not None and 200 <= status_code < 300:
+                record["delivered_at"] = db.iso(db.utcnow())
+            conn.execute(R.update().where(C.request_id == request_id).values(webhook=record))
+        return record
 
     def _ended(self, conn: sa.Connection, req: Request) -> None:
         """In the transaction that made ``req`` terminal: its webhook's first attempt (whether a
