@@ -114,6 +114,16 @@ def test_queue_entry_ids_are_built_and_parsed_in_one_place():
         EntryId.parse("req_1")
 
 
+def test_webhook_attempts_are_recorded_by_the_state_machine(jobs):
+    req = jobs.create(request_id="req_hook", owner_key_id="key_a", model_id=SEQ, inputs={"text": "a fox"}, input_files=[],
+                      seed=7, idempotency_key=None, body_hash=None, webhook={"url": "https://example.com/h", "base_url": "http://b"})
+    assert jobs.record_webhook_attempt(req.request_id, 503) == {
+        "url": "https://example.com/h", "base_url": "http://b", "attempts": 1, "last_status_code": 503, "delivered_at": None}
+    record = jobs.record_webhook_attempt(req.request_id, 204)
+    assert (record["attempts"], record["last_status_code"]) == (2, 204) and record["delivered_at"].endswith("Z")
+    assert jobs.get(req.request_id).webhook == record
+
+
 def test_fair_share_keys_take_turns_and_keep_their_own_order(jobs):
     a = [submit(jobs, i, "key_a") for i in range(5)]
     b = [submit(jobs, i, "key_b") for i in range(2)]
