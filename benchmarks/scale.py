@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # localfleet: the tests' throwaway Post
 
 from localfleet import free_port, start_postgres  # noqa: E402
 from modelapi.core import db  # noqa: E402
+from modelapi.core.queue import EntryId  # noqa: E402
 
 SEQ = "bytedance/seedream-4-0/sequential"
 BASELINE_ROWS = 1000
@@ -62,7 +63,7 @@ def fill(database_url: str, rows: int, queued: int, key_id: str, prefix: str = "
     for i in range(rows):
         status = "in_queue" if i >= rows - queued else "completed"
         batch.append(dict(request_id=f"req_{prefix}{i:08d}", owner_key_id=key_id if i % 50 == 0 else f"key_fill{i % 50}", model_id=SEQ, status=status,
-                          inputs={"text": "filler"}, input_files=[], seed=i, workflow_id=f"req_{prefix}{i:08d}.0",
+                          inputs={"text": "filler"}, input_files=[], seed=i, workflow_id=str(EntryId(f"req_{prefix}{i:08d}", 0)),
                           # queued fillers rank before the polled request: it is the last in line
                           priority=2 + max(0, i - (rows - queued)) // 50, attempts=0, created_at=now,
                           **({"finished_at": now, "billed_units": 3, "cost_usd": 0.09, "progress": 1.0} if status == "completed" else {})))

@@ -46,7 +46,7 @@ def test_images_stored_so_far_are_published_in_index_order_all_but_the_last(jobs
     spec = prepare(catalog.get(SEQ), inputs, [], seed=1)
     assert spec.count == 3
     published: list[list[str]] = []
-    storage = FileStorage(tmp_path / "files", "http://127.0.0.1:1", b"k" * 32)
+    storage = FileStorage(tmp_path / "files", b"k" * 32)
     with ThreadPoolExecutor(1) as pool:  # one thread: images are stored in the order they are added
         outputs = Outputs(pool, storage, req, 1, spec, "png", True, published.append)
         for index in (2, 0, 1):
@@ -87,7 +87,7 @@ def test_the_next_job_s_inference_starts_before_the_last_job_s_outputs_are_store
                         inputs=check_input(catalog.get(SEQ).input_schema, {"text": name, "image_size": "1024:1024 (1:1)"})[0],
                         input_files=[], seed=1, idempotency_key=None, body_hash=None) for name in ("first", "second")]
     engine = SignallingEngine()
-    storage = GatedStorage(tmp_path / "files", "http://127.0.0.1:1", b"k" * 32, gated="req_first", release=engine.started["second"])
+    storage = GatedStorage(tmp_path / "files", b"k" * 32, gated="req_first", release=engine.started["second"])
     runtime = WorkerRuntime(Settings(data_dir=tmp_path, worker_concurrency=1), jobs, storage, engine)
     threads = [threading.Thread(target=runtime.execute, args=(r.request_id, r.workflow_id)) for r in reqs]
     threads[0].start()

@@ -6,7 +6,6 @@ does the sending, blocking or asyncio, with the same decisions."""
 from __future__ import annotations
 
 import email.utils
-import ipaddress
 import json
 import os
 import random
@@ -22,7 +21,7 @@ from httpx_sse import ServerSentEvent
 
 from modelapi import errors
 from modelapi._models import Completed, Failed, RequestSummary, StatusUpdate, parse_status, parse_summary
-from modelapi.types import Status, default_data_dir
+from modelapi.types import Status, default_data_dir, is_loopback_host
 
 DEFAULT_BASE_URL = "https://model-api.runcomfy.net"
 """The hosted service."""
@@ -41,7 +40,6 @@ STREAM_MIN_READ_TIMEOUT_S = 45.0
 _BACKOFF_BASE_S = 0.5
 _BACKOFF_CAP_S = 8.0
 _RETRY_STATUSES = frozenset({429, 502, 503, 504})
-_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 _ERROR_CLASSES: dict[int, type[errors.APIStatusError]] = {
     401: errors.AuthenticationError,
     403: errors.PermissionDeniedError,
@@ -83,17 +81,6 @@ def _resolve_base_url(base_url: str | None) -> str:
     if url.endswith("/v1"):
         url = url[: -len("/v1")].rstrip("/")
     return url
-
-
-def is_loopback_host(host: str) -> bool:
-    """True when ``host`` (a name or an address, IPv6 with or without brackets) is this machine."""
-    host = host.strip("[]").lower()
-    if host in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _resolve_api_key(api_key: str | None, base_url: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import ipaddress
 import os
 from pathlib import Path
 from typing import Literal
@@ -37,3 +38,17 @@ def default_data_dir() -> Path:
     """``$MODELAPI_DATA_DIR``, else the platform's user data dir (e.g. ``~/.local/share/modelapi``)."""
     env = os.environ.get("MODELAPI_DATA_DIR")
     return Path(env) if env else Path(platformdirs.user_data_dir("modelapi", appauthor=False))
+
+
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
+
+
+def is_loopback_host(host: str) -> bool:
+    """True when ``host`` (a name or an address, IPv6 with or without brackets) is this machine."""
+    host = host.strip("[]").lower()
+    if host in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -10,10 +10,10 @@ import json
 import logging
 import re
 from pathlib import Path
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from typing import Any, Callable
 
-from fastapi import FastAPI, File, Header, Query, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Header, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import catalog
 from ..core import db
 from ..core.auth import ApiKey, authenticate
-from ..core.storage import FileStorage, content_type_of, request_base_url
+from ..core.storage import FileStorage, content_type_of
 from ..errors import APIStatusError, AuthenticationError, NotFoundError, RateLimitError
 from ..types import Status
 from ..validation import json_schema
@@ -109,28 +109,17 @@ class FeaturesHeader:
         await self.app(scope, receive, send_with_header)
 
 
-class RequestBaseURL:
-    """ASGI middleware: the base of the absolute URLs of this request's answer, from its Host
-    header — or, when the connection comes from one of ``trusted`` proxies, from its
-    X-Forwarded-Proto and X-Forwarded-Host — so that a server reached by other machines returns
-    URLs that work for them."""
-
-    def __init__(self, app: Any, trusted: frozenset[str]) -> None:
-        self.app, self.trusted = app, trusted
-
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        scheme, host = scope.get("scheme", "http"), headers.get("host")
-        if scope.get("client") and scope["client"][0] in self.trusted:
-            scheme = headers.get("x-forwarded-proto", scheme).split(",")[0].strip() or scheme
-            host = headers.get("x-forwarded-host", host or "").split(",")[0].strip() or host
-        token = request_base_url.set(f"{scheme}://{host}" if host and _HOST.fullmatch(host) and scheme in ("http", "https") else None)
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            request_base_url.reset(token)
+def forwarded_base_url(scope: MutableMapping[str, Any], trusted: frozenset[str]) -> str | None:
+    """The base a request reached the API at, from its Host header — or, when the connection
+    comes from one of ``trusted`` proxies, from its X-Forwarded-Proto and X-Forwarded-Host —
+    so that a server reached by other machines returns URLs that work for them; None when the
+    headers name no valid base."""
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+    scheme, host = scope.get("scheme", "http"), headers.get("host")
+    if scope.get("client") and scope["client"][0] in trusted:
+        scheme = headers.get("x-forwarded-proto", scheme).split(",")[0].strip() or scheme
+        host = headers.get("x-forwarded-host", host or "").split(",")[0].strip() or host
+    return f"{scheme}://{host}" if host and _HOST.fullmatch(host) and scheme in ("http", "https") else None
 
 
 _HOST = re.compile(r"[A-Za-z0-9.\-]+(:\d{1,5})?|\[[0-9A-Fa-f:.]+\](:\d{1,5})?")
@@ -148,8 +137,17 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
     watcher = app.state.watcher = Watcher(service.jobs)
     app.add_middleware(BodyLimit, max_bytes=service.settings.max_body_bytes)
     app.add_middleware(FeaturesHeader)
-    if not service.settings.public_url:
-        app.add_middleware(RequestBaseURL, trusted=frozenset(service.settings.trusted_proxies))
+    trusted = frozenset(service.settings.trusted_proxies)
+
+    def request_base_url(request: Request) -> str:
+        """The base of the absolute URLs of this request's answer, once per request:
+        ``--public-url`` when set, else :func:`forwarded_base_url`, else the configured default
+        (``settings.base_url``). Passed to whatever builds URLs."""
+        if service.settings.public_url:
+            return service.settings.base_url
+        return forwarded_base_url(request.scope, trusted) or service.settings.base_url
+
+    BaseURL = Depends(request_base_url)
 
     @app.exception_handler(APIStatusError)
     async def _api_error(_: Request, exc: APIStatusError) -> JSONResponse:
@@ -200,11 +198,12 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
             idempotency_key: str | None = Header(None, alias="Idempotency-Key"),
             webhook: str | None = Query(None, max_length=2000, description="A URL to POST the result to when the "
                                         "request ends, signed per Standard Webhooks (see GET /v1/webhooks/default/secret)"),
+            base: str = BaseURL,
         ) -> schemas.Submitted:
             key = require_key(authorization)
             body = await read_json(request)
-            req, ignored = await run_in_threadpool(service.submit, key, model, body, idempotency_key, webhook)
-            return schemas.Submitted(request_id=req.request_id, **service.urls(req.request_id), ignored_fields=ignored or None)
+            req, ignored = await run_in_threadpool(lambda: service.submit(key, model, body, idempotency_key, webhook, base_url=base))
+            return schemas.Submitted(request_id=req.request_id, **service.urls(req.request_id, base), ignored_fields=ignored or None)
 
         return submit
 
@@ -220,23 +219,24 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
     # -- requests ---------------------------------------------------------------------------
     @app.get("/v1/requests/{request_id}/status", response_model=schemas.StatusBody, response_model_exclude_none=True,
              tags=["requests"], responses=schemas.errors(401, 404))
-    async def status(request_id: str, authorization: str | None = Auth) -> JSONResponse:
+    async def status(request_id: str, authorization: str | None = Auth, base: str = BaseURL) -> JSONResponse:
         # The polling hot path: one indexed read in autocommit (sub-millisecond on SQLite, one
         # round trip after the pool's liveness check on Postgres) on the event loop, and
         # a body built by the service (the response_model documents it).
-        return JSONResponse(service.status(request_id, bearer_token(authorization)))
+        return JSONResponse(service.status(request_id, bearer_token(authorization), base))
 
     @app.get("/v1/requests/{request_id}/status/stream", tags=["requests"], responses=schemas.errors(401, 404)
              | {200: {"content": {"text/event-stream": {}}, "description": "`status` events, each the status body; "
                       "the terminal state's is the last. Resume with `Last-Event-ID`."}})
     async def status_stream(request_id: str, authorization: str | None = Auth,
-                            last_event_id: str | None = Header(None, alias="Last-Event-ID")) -> EventSourceResponse:
+                            last_event_id: str | None = Header(None, alias="Last-Event-ID"),
+                            base: str = BaseURL) -> EventSourceResponse:
         req = await run_in_threadpool(lambda: service.get(request_id, require_key(authorization)))
         after = int(last_event_id) if last_event_id and last_event_id.isdigit() else None
 
         async def events() -> AsyncIterator[ServerSentEvent]:
             async for update in watcher.updates(req, after):
-                yield ServerSentEvent(json.dumps(service.status_body(update)), event="status", id=str(event_id(update)))
+                yield ServerSentEvent(json.dumps(service.status_body(update, base)), event="status", id=str(event_id(update)))
 
         return EventSourceResponse(events(), ping=service.settings.stream_ping_s, headers=NO_STORE)
 
@@ -244,18 +244,18 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
              tags=["requests"], responses=schemas.errors(401, 404, 422))
     async def result(request_id: str, include_cost: bool = Query(False),
                      wait: float | None = Query(None, ge=0, le=60, description="Seconds to wait for a terminal state (long-poll)"),
-                     authorization: str | None = Auth) -> JSONResponse:
+                     authorization: str | None = Auth, base: str = BaseURL) -> JSONResponse:
         req = await run_in_threadpool(lambda: service.get(request_id, require_key(authorization)))
         if wait and not req.status.is_terminal:
             req = await watcher.until_terminal(req, wait)  # full rows: outputs, metadata, error
-        return JSONResponse(await run_in_threadpool(service.result_body, req, include_cost))
+        return JSONResponse(await run_in_threadpool(service.result_body, req, include_cost, base))
 
     @app.get("/v1/requests", response_model=schemas.RequestPage, tags=["requests"], responses=schemas.errors(401, 422))
     def list_requests(status: StatusName | None = Query(None), model: str | None = Query(None, description="A model id"),
                       limit: int = Query(20, ge=1, le=100), cursor: str | None = Query(None, description="A page's next_cursor"),
-                      authorization: str | None = Auth) -> JSONResponse:
+                      authorization: str | None = Auth, base: str = BaseURL) -> JSONResponse:
         return JSONResponse(service.list_requests(require_key(authorization), status=Status(status) if status else None,
-                                                  model_id=model, limit=limit, cursor=cursor))
+                                                  model_id=model, limit=limit, cursor=cursor, base_url=base))
 
     @app.post("/v1/requests/{request_id}/cancel", response_model=schemas.CancelBody, tags=["requests"],
               responses=schemas.errors(401, 404, 413))
@@ -269,11 +269,11 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
 
     # -- catalogue --------------------------------------------------------------------------
     @app.get("/v1/models", tags=["models"], responses=schemas.errors(401))
-    def list_models(authorization: str | None = Auth) -> dict:
+    def list_models(authorization: str | None = Auth, base: str = BaseURL) -> dict:
         require_key(authorization)
         info = service.engine_info()
         return {"models": [
-            {"model_id": m.model_id, "input_schema_url": f"{service.base_url}/v1/models/{m.model_id}/schema",
+            {"model_id": m.model_id, "input_schema_url": f"{base}/v1/models/{m.model_id}/schema",
              "engine": info.get("engine"), "weights": info.get("weights"),
              "random_weights": info.get("random_weights")}
             for m in catalog.models().values()
@@ -296,10 +296,11 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
     # -- files ------------------------------------------------------------------------------
     @app.post("/v1/files", status_code=201, response_model=schemas.Uploaded, tags=["files"],
               responses=schemas.errors(400, 401, 413, 422))
-    async def upload(file: UploadFile = File(..., description="A JPEG or PNG image"), authorization: str | None = Auth) -> dict:
+    async def upload(file: UploadFile = File(..., description="A JPEG or PNG image"), authorization: str | None = Auth,
+                     base: str = BaseURL) -> dict:
         key = require_key(authorization)
         data = await file.read()
-        return await run_in_threadpool(service.upload, key, data)
+        return await run_in_threadpool(service.upload, key, data, base)
 
     @app.get("/v1/files/{file_id}", tags=["files"], responses=schemas.errors(401, 404)
              | {200: {"content": {"image/png": {}, "image/jpeg": {}}, "description": "The uploaded image"}})

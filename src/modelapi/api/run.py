@@ -14,9 +14,9 @@ import uvicorn
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from ..client import is_loopback_host
 from ..core.config import Settings
 from ..core.context import open_core
+from ..types import is_loopback_host
 from .app import create_app
 from .service import Service
 
@@ -67,7 +67,7 @@ def build(settings: Settings, *, announce_key: bool = True) -> tuple[FastAPI, Se
 
 
 def _uvicorn(app: FastAPI, settings: Settings) -> uvicorn.Server:
-    # proxy_headers off: X-Forwarded-* is believed only from --trusted-proxies (app.RequestBaseURL).
+    # proxy_headers off: X-Forwarded-* is believed only from --trusted-proxies (app.forwarded_base_url).
     return uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
                                          lifespan="on", proxy_headers=False))
 

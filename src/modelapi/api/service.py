@@ -1,7 +1,10 @@
 """The application service: what each route does, with no HTTP in it.
 
 Routes parse and authorise, then call one method here; errors are raised as
-:class:`~modelapi.errors.APIStatusError` subclasses and mapped to the wire by the app.
+:class:`~modelapi.errors.APIStatusError` subclasses and mapped to the wire by the app. Methods
+that build absolute URLs take ``base_url``: the base the current HTTP request reached the API at,
+computed once per request by the app (a dependency of its routes; see
+:func:`modelapi.api.app.forwarded_base_url`).
 """
 
 from __future__ import annotations
@@ -17,12 +20,13 @@ from typing import Any
 import sqlalchemy as sa
 
 from .. import catalog
-from ..core import bodies, db, webhooks
+from ..core import bodies, delivery
 from ..core.auth import ApiKey, hash_key
 from ..core.context import Core
 from ..core.fetch import FetchPolicy, check_url, decode_image, fetch_bytes, read_data_uri
+from ..core.files import FileStore
 from ..core.jobs import Request, new_request_id
-from ..core.storage import content_type_of, request_base_url
+from ..core.storage import content_type_of
 from ..errors import APIStatusError, AuthenticationError, InputError, NotFoundError, RateLimitError, ValidationError
 from ..types import Status
 from ..validation import check_image, check_input, image_fields, sniff_format
@@ -47,23 +51,19 @@ class Service:
         self.db = core.db
         self.jobs = core.jobs
         self.storage = core.storage
+        self.files = FileStore(core.db)
         self.draining = threading.Event()
         self.policy = FetchPolicy.from_settings(settings)
 
-    @property
-    def base_url(self) -> str:
-        """The base the current request came in at (set only when ``--public-url`` is not),
-        else ``settings.base_url`` (``--public-url``, or ``http://127.0.0.1:<port>``)."""
-        return request_base_url.get() or self.settings.base_url
-
     # -- submit ------------------------------------------------------------------------------
     def submit(self, key: ApiKey, model: catalog.Model, body: Any, idempotency_key: str | None,
-               webhook: str | None = None) -> tuple[Request, list[str]]:
+               webhook: str | None = None, *, base_url: str) -> tuple[Request, list[str]]:
         """Validate, fetch and check the reference images, store them, store the request and
         put it on the durable queue — in that order, so that a 2xx means durably accepted.
         Returns the request and the body's fields that the schema does not know, which were
         ignored (the hosted documentation does not forbid them; ``--strict-inputs`` refuses
-        them with a 422 instead).
+        them with a 422 instead). The webhook record keeps ``base_url``: the delivery, later and
+        in another process, builds the body's URLs on it.
 
         Raises:
             ValidationError: 422, one detail entry per problem (schema and image rules).
@@ -99,14 +99,14 @@ class Service:
                 retry_after_s=5,
             )
         request_id = new_request_id()
-        input_files = self._store_images(model, inputs, key, request_id)
+        input_files = self._store_images(model, inputs, key, request_id, base_url)
         seed = inputs.get("seed")
         try:
             req = self.jobs.create(
                 request_id=request_id, owner_key_id=key.id, model_id=model.model_id, inputs=inputs,
                 input_files=input_files, seed=seed if seed is not None else secrets.randbelow(2**31),
                 idempotency_key=idempotency_key, body_hash=body_hash,
-                webhook={"url": webhook, "base_url": self.base_url} if webhook else None,
+                webhook={"url": webhook, "base_url": base_url} if webhook else None,
             )
         except sa.exc.IntegrityError:  # the same idempotency key, submitted at the same moment
             earlier = self.jobs.find_idempotent(key.id, idempotency_key or "")
@@ -125,14 +125,15 @@ class Service:
             ])
         return earlier
 
-    def _store_images(self, model: catalog.Model, inputs: dict[str, Any], key: ApiKey, request_id: str) -> list[str]:
+    def _store_images(self, model: catalog.Model, inputs: dict[str, Any], key: ApiKey, request_id: str,
+                      base_url: str) -> list[str]:
         problems: list[dict[str, Any]] = []
         loaded: list[tuple[bytes, str]] = []
         for field, rules in image_fields(model.input_schema).items():
             for i, uri in enumerate(inputs.get(field, [])):
                 loc = ["body", field, i]
                 try:
-                    data = self.load_input(uri, key, loc)
+                    data = self.load_input(uri, key, loc, base_url)
                     image = decode_image(data, self.policy, loc=loc)
                 except InputError as exc:
                     problems.append(exc.to_detail())
@@ -147,10 +148,11 @@ class Service:
             self._put(keys[-1], data, content_type_of(keys[-1]))
         return keys
 
-    def load_input(self, uri: str, key: ApiKey, loc: list[Any]) -> bytes:
-        """The bytes of one image input: an upload to this server (no network fetch), a
-        ``data:`` URI, or an http(s) URL fetched behind the SSRF guard."""
-        for base in {self.base_url, self.settings.base_url}:
+    def load_input(self, uri: str, key: ApiKey, loc: list[Any], base_url: str) -> bytes:
+        """The bytes of one image input: an upload to this server (under ``base_url`` or the
+        configured base; no network fetch), a ``data:`` URI, or an http(s) URL fetched behind
+        the SSRF guard."""
+        for base in {base_url, self.settings.base_url}:
             if uri.startswith(f"{base}/v1/files/"):
                 return self.read_upload(uri[len(f"{base}/v1/files/"):], key, loc)
         if uri.startswith("data:"):
@@ -158,7 +160,7 @@ class Service:
         return fetch_bytes(uri, self.policy, loc=loc)
 
     # -- uploads -----------------------------------------------------------------------------
-    def upload(self, key: ApiKey, data: bytes) -> dict[str, Any]:
+    def upload(self, key: ApiKey, data: bytes, base_url: str) -> dict[str, Any]:
         """Store an uploaded JPEG/PNG. Returns ``{"id", "url", "bytes", "content_type"}``."""
         loc = ["body", "file"]
         if len(data) > self.settings.max_input_bytes:
@@ -166,20 +168,15 @@ class Service:
         fmt = sniff_format(data)
         if fmt is None:
             raise ValidationError(422, 422001, "Unsupported file", [{"loc": loc, "msg": "Only JPEG and PNG images are supported", "type": "image_format"}])
-        file_id = "file_" + secrets.token_hex(12)
-        storage_key = f"uploads/{file_id}.{'jpg' if fmt == 'jpeg' else 'png'}"
-        content_type = f"image/{fmt}"
-        self._put(storage_key, data, content_type)
-        with self.db.begin() as conn:
-            conn.execute(db.files.insert().values(
-                id=file_id, owner_key_id=key.id, storage_key=storage_key, bytes=len(data),
-                content_type=content_type, created_at=db.utcnow(),
-            ))
-        return {"id": file_id, "url": f"{self.base_url}/v1/files/{file_id}", "bytes": len(data), "content_type": content_type}
+        upload = self.files.new(key.id, fmt, len(data))
+        self._put(upload.storage_key, data, upload.content_type)
+        self.files.add(upload)
+        return {"id": upload.id, "url": f"{base_url}/v1/files/{upload.id}", "bytes": upload.bytes,
+                "content_type": upload.content_type}
 
     def webhook_secret(self, key: ApiKey) -> dict[str, str]:
         """``{"key": "whsec_..."}``: the key's webhook signing secret (Standard Webhooks)."""
-        return {"key": webhooks.signing_secret(self.db, key.id)}
+        return {"key": delivery.signing_secret(self.db, key.id)}
 
     def _put(self, key: str, data: bytes, content_type: str) -> None:
         """Store an input. Raises ServiceUnavailable (503, with Retry-After) when the store
@@ -191,9 +188,7 @@ class Service:
             raise ServiceUnavailable(f"the file store cannot take the file now ({type(exc).__name__}); retry shortly") from None
 
     def upload_record(self, file_id: str, key: ApiKey) -> dict[str, Any] | None:
-        with self.db.connect() as conn:
-            row = conn.execute(db.files.select().where(db.files.c.id == file_id, db.files.c.owner_key_id == key.id)).mappings().first()
-        return dict(row) if row else None
+        return self.files.get(file_id, key.id)
 
     def read_upload(self, file_id: str, key: ApiKey, loc: list[Any]) -> bytes:
         record = self.upload_record(file_id, key)
@@ -214,10 +209,10 @@ class Service:
             raise NotFoundError(404, 404001, f"request {request_id} not found", request_id=request_id)
         return req
 
-    def urls(self, request_id: str) -> dict[str, str]:
-        return bodies.urls(self.base_url, request_id)
+    def urls(self, request_id: str, base_url: str) -> dict[str, str]:
+        return bodies.urls(base_url, request_id)
 
-    def status(self, request_id: str, token: str | None) -> dict[str, Any]:
+    def status(self, request_id: str, token: str | None, base_url: str) -> dict[str, Any]:
         """The status body for the holder of API key ``token``, checked in the same query.
 
         Raises:
@@ -229,18 +224,18 @@ class Service:
             raise AuthenticationError(401, 401001, "missing, unknown or revoked API key")
         if found is None:
             raise NotFoundError(404, 404001, f"request {request_id} not found", request_id=request_id)
-        return bodies.status_body(self.base_url, request_id, found.status, found.progress, found.queue_position,
-                                  bodies.partial_urls(self.storage, found.partial_outputs, self.settings.url_ttl_s))
+        return bodies.status_body(base_url, request_id, found.status, found.progress, found.queue_position,
+                                  bodies.partial_urls(self.storage, found.partial_outputs, self.settings.url_ttl_s, base_url))
 
-    def status_body(self, req: Request) -> dict[str, Any]:
-        return bodies.request_status_body(req, base_url=self.base_url, storage=self.storage, url_ttl_s=self.settings.url_ttl_s)
+    def status_body(self, req: Request, base_url: str) -> dict[str, Any]:
+        return bodies.request_status_body(req, base_url=base_url, storage=self.storage, url_ttl_s=self.settings.url_ttl_s)
 
-    def result_body(self, req: Request, include_cost: bool) -> dict[str, Any]:
-        return bodies.result_body(req, base_url=self.base_url, storage=self.storage, url_ttl_s=self.settings.url_ttl_s,
+    def result_body(self, req: Request, include_cost: bool, base_url: str) -> dict[str, Any]:
+        return bodies.result_body(req, base_url=base_url, storage=self.storage, url_ttl_s=self.settings.url_ttl_s,
                                   include_cost=include_cost)
 
     def list_requests(self, key: ApiKey, *, status: Status | None, model_id: str | None, limit: int,
-                      cursor: str | None) -> dict[str, Any]:
+                      cursor: str | None, base_url: str) -> dict[str, Any]:
         """A page of the key's requests, newest first: ``{"requests": [item], "next_cursor": str |
         None}``; each item is the status body plus ``model_id``, ``created_at`` and
         ``finished_at``. ``cursor`` is a page's ``next_cursor`` (opaque).
@@ -262,7 +257,7 @@ class Service:
         next_cursor = None
         if len(page) == limit:
             next_cursor = base64.urlsafe_b64encode(str(page[-1].seq).encode()).decode().rstrip("=")
-        return {"requests": [self.status_body(r) | {"model_id": r.model_id, "created_at": bodies.iso(r.created_at),
+        return {"requests": [self.status_body(r, base_url) | {"model_id": r.model_id, "created_at": bodies.iso(r.created_at),
                                                     "finished_at": bodies.iso(r.finished_at)} for r in page],
                 "next_cursor": next_cursor}
 

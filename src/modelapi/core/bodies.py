@@ -5,17 +5,13 @@ Absolute URLs are built on ``base_url``, the base the client reached the API at.
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from ..types import Status
+from .db import iso
 from .jobs import Request
 from .storage import Storage
-
-
-def iso(value: datetime | None) -> str | None:
-    """ISO 8601 UTC with a ``Z`` suffix."""
-    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if value else None
 
 
 def urls(base_url: str, request_id: str) -> dict[str, str]:
@@ -40,14 +36,14 @@ def status_body(base_url: str, request_id: str, status: Status, progress: float 
     return body
 
 
-def partial_urls(storage: Storage, keys: list[str] | None, url_ttl_s: float) -> list[str] | None:
+def partial_urls(storage: Storage, keys: list[str] | None, url_ttl_s: float, base_url: str) -> list[str] | None:
     """URLs of the images stored so far, valid ``url_ttl_s`` seconds from now."""
-    return [storage.url(k, time.time() + url_ttl_s) for k in keys] if keys else None
+    return [storage.url(k, time.time() + url_ttl_s, base_url) for k in keys] if keys else None
 
 
 def request_status_body(req: Request, *, base_url: str, storage: Storage, url_ttl_s: float) -> dict[str, Any]:
     """:func:`status_body` of ``req``, with the URLs of its stored images while in_progress."""
-    partial = partial_urls(storage, req.partial_outputs, url_ttl_s) if req.status is Status.IN_PROGRESS else None
+    partial = partial_urls(storage, req.partial_outputs, url_ttl_s, base_url) if req.status is Status.IN_PROGRESS else None
     return status_body(base_url, req.request_id, req.status, req.progress, req.queue_position, partial)
 
 
@@ -62,7 +58,7 @@ def result_body(req: Request, *, base_url: str, storage: Storage, url_ttl_s: flo
     if req.status is Status.COMPLETED:
         assert req.finished_at is not None
         expires = req.finished_at + timedelta(seconds=url_ttl_s)
-        images = [storage.url(k, expires.timestamp()) for k in req.outputs or []]
+        images = [storage.url(k, expires.timestamp(), base_url) for k in req.outputs or []]
         body["output"] = {"images": images, **({"image": images[0]} if len(images) == 1 else {})}
         body["seed"] = req.seed
         body["metadata"] = req.metadata

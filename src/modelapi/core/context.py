@@ -54,7 +54,7 @@ def open_core(settings: Settings, *, create_initial_key: bool) -> Core:
                 secret.append(created)
 
     db.migrate(engine, settings.db_url, then=first_key)
-    storage = open_storage(settings.files_url, settings.data_dir, settings.base_url)
+    storage = open_storage(settings.files_url, settings.data_dir)
     storage.check()
     queue = TaskQueue(settings.db_url)
     queue.ensure(settings.queue_poll_interval_s)

@@ -142,6 +142,11 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def iso(value: datetime | None) -> str | None:
+    """ISO 8601 UTC with a ``Z`` suffix (how times are written in bodies and JSON columns)."""
+    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if value else None
+
+
 def as_utc(value: datetime | None) -> datetime | None:
     """SQLite hands datetimes back naive; they were stored as UTC."""
     if value is not None and value.tzinfo is None:

@@ -1,5 +1,6 @@
-"""Requests and their states: the state machine. Every state change of a request happens here,
-as one conditional UPDATE (with its queue entry and its bill in the same transaction), so that
+"""Requests and their states: the state machine. Every write to the requests table happens here
+(a webhook's attempt records included); every state change of a request is
+one conditional UPDATE (with its queue entry and its bill in the same transaction), so that
 two actors — an API process cancelling, workers starting, a reaper recovering — never both win.
 
 ::
@@ -42,7 +43,7 @@ import sqlalchemy as sa
 from .. import catalog
 from ..types import Status
 from . import db, usage
-from .queue import TaskQueue
+from .queue import EntryId, TaskQueue
 from .workers import WorkerRegistry
 
 log = logging.getLogger("modelapi.jobs")
@@ -157,11 +158,6 @@ def _row(row: Any, position: int | None = None) -> Request:
     return Request(**data, queue_position=position)
 
 
-def _next_workflow_id(workflow_id: str) -> str:
-    request_id, _, n = workflow_id.rpartition(".")
-    return f"{request_id}.{int(n) + 1}"
-
-
 def retry_db(fn: Callable[[], T], what: str, patience_s: float = 600.0) -> T:
     """``fn()``, retried with backoff while the database is unreachable (e.g. Postgres
     restarting), for up to ``patience_s`` seconds; then the last error is raised."""
@@ -226,22 +222,22 @@ class JobStore:
     """The requests table and its state machine. All methods are safe to call from any thread.
 
     Args:
-        engine: the database.
+        database: the database (a SQLAlchemy engine), kept as :attr:`db`.
         queue: the durable queue (entries are written in the same transactions as the rows).
         workers: the worker registry (who is alive).
         max_attempts: runs of one request before an interrupted one is failed (``--max-attempts``).
         prices_usd: price per billed unit by model id (``--prices-usd``).
     """
 
-    def __init__(self, engine: sa.Engine, queue: TaskQueue, workers: WorkerRegistry, *,
+    def __init__(self, database: sa.Engine, queue: TaskQueue, workers: WorkerRegistry, *,
                  max_attempts: int = 2, prices_usd: dict[str, float] | None = None) -> None:
-        self.engine = engine
-        self._reads = engine.execution_options(isolation_level="AUTOCOMMIT")  # no BEGIN/ROLLBACK round trips
+        self.db = database
+        self._reads = database.execution_options(isolation_level="AUTOCOMMIT")  # no BEGIN/ROLLBACK round trips
         self.queue = queue
         self.workers = workers
         self.max_attempts = max_attempts
         self.prices_usd = prices_usd or {}
-        self.order = QueueOrder(engine)
+        self.order = QueueOrder(database)
 
     # -- reads -------------------------------------------------------------------------------
     _AHEAD = sa.select(sa.func.count()).select_from(
@@ -260,7 +256,7 @@ class JobStore:
         query = R.select().where(C.request_id == request_id)
         if owner_key_id is not None:
             query = query.where(C.owner_key_id == owner_key_id)
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             row = conn.execute(query).mappings().first()
             if row is None:
                 return None
@@ -319,7 +315,7 @@ class JobStore:
             return {}
         with self._reads.connect() as conn:
             rows = conn.execute(sa.select(C.workflow_id, C.priority, C.seq).where(  # by request id: indexed
-                C.request_id.in_({w.split(".", 1)[0] for w in workflow_ids}), C.workflow_id.in_(workflow_ids),
+                C.request_id.in_({EntryId.parse(w).request_id for w in workflow_ids}), C.workflow_id.in_(workflow_ids),
                 self._ACTIVE)).all()
         return {r.workflow_id: (r.priority, r.seq) for r in rows}
 
@@ -347,7 +343,7 @@ class JobStore:
                          if r["status"] == Status.IN_QUEUE else None) for r in rows]
 
     def find_idempotent(self, owner_key_id: str, idempotency_key: str) -> Request | None:
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             row = conn.execute(
                 R.select().where(C.owner_key_id == owner_key_id, C.idempotency_key == idempotency_key)
             ).mappings().first()
@@ -362,7 +358,7 @@ class JobStore:
             )).scalar_one()
 
     def with_status(self, *statuses: Status) -> list[Request]:
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             rows = conn.execute(
                 R.select().where(C.status.in_([s.value for s in statuses])).order_by(C.priority, C.seq)
             ).mappings()
@@ -381,7 +377,7 @@ class JobStore:
             rows = conn.execute(sa.select(K.model_id, K.status, sa.func.sum(K.n), sa.func.count())
                                 .group_by(K.model_id, K.status)).all()
         if sum(r[3] for r in rows) > self._COMPACT_AFTER:
-            with self.engine.begin() as conn:
+            with self.db.begin() as conn:
                 folded: dict[tuple[str, str], int] = {}
                 for model_id, status, n in conn.execute(db.request_counts.delete().returning(K.model_id, K.status, K.n)):
                     folded[(model_id, status)] = folded.get((model_id, status), 0) + n
@@ -405,32 +401,32 @@ class JobStore:
     ) -> Request:
         """Store a new in_queue request and its queue entry in one transaction (both committed
         before this returns, or neither exists). ``webhook``: ``{"url", "base_url"}`` to deliver
-        the result to (see :mod:`modelapi.core.webhooks`).
+        the result to (see :mod:`modelapi.core.delivery`).
 
         Raises:
             sqlalchemy.exc.IntegrityError: the key's ``idempotency_key`` is taken.
         """
+        entry = EntryId(request_id, 0)
         req = Request(
             request_id=request_id, owner_key_id=owner_key_id, model_id=model_id, status=Status.IN_QUEUE,
-            inputs=inputs, input_files=input_files, seed=seed, workflow_id=f"{request_id}.0", priority=NEW,
+            inputs=inputs, input_files=input_files, seed=seed, workflow_id=str(entry), priority=NEW,
             attempts=0, progress=None, outputs=None, metadata=None, error=None, billed_units=None, cost_usd=None,
             created_at=db.utcnow(), started_at=None, finished_at=None, idempotency_key=idempotency_key,
             body_hash=body_hash,
             webhook=webhook and {**webhook, "attempts": 0, "last_status_code": None, "delivered_at": None},
         )
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             req = replace(req, priority=self._fair_priority(conn, owner_key_id))
             conn.execute(R.insert().values(
                 {k: v for k, v in req.__dict__.items() if k not in ("queue_position", "run_by", "version", "seq", "partial_outputs")} | {"status": req.status.value}
             ))
-            self.queue.enqueue(conn, request_id=request_id, workflow_id=req.workflow_id, priority=req.priority,
-                               owner_key_id=owner_key_id)
+            self.queue.enqueue(conn, entry=entry, priority=req.priority, owner_key_id=owner_key_id)
         _log("request.in_queue", request_id, model_id=model_id, owner=owner_key_id, priority=req.priority)
         return req
 
     def cancel(self, req: Request) -> bool:
         """in_queue -> cancelled, and its queue entry removed. False when it is no longer queued."""
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             ok = conn.execute(R.update().where(C.request_id == req.request_id, C.status == Status.IN_QUEUE.value)
                               .values(status=Status.CANCELLED.value, finished_at=db.utcnow(), **_SEEN)).rowcount == 1
             if ok:
@@ -444,13 +440,15 @@ class JobStore:
         return ok
 
     # -- runs (worker side) -------------------------------------------------------------------
-    def begin(self, request_id: str, runner: str, workflow_id: str) -> Run | None:
-        """Start a run of ``request_id`` by ``runner`` (``<worker id>#<instance>``) from queue
-        entry ``workflow_id``, or None when there is nothing to run: terminal or cancelled, an
-        outdated entry, already running in another live process, or interrupted
-        ``max_attempts`` times (then it is failed with ``error.code = "interrupted"``)."""
-        req = self.get(request_id)
-        if req is None or req.status.is_terminal:
+    def begin(self, req: Request, runner: str, workflow_id: str) -> Run | None:
+        """Start a run of ``req`` (as read by the caller, any time since its queue entry was
+        taken) by ``runner`` (``<worker id>#<instance>``) from queue entry ``workflow_id``, or
+        None when there is nothing to run: terminal or cancelled, an outdated entry, already
+        running in another live process, or interrupted ``max_attempts`` times (then it is
+        failed with ``error.code = "interrupted"``). The write is conditional on the state
+        ``req`` shows, so a read that has gone stale meanwhile starts nothing."""
+        request_id = req.request_id
+        if req.status.is_terminal:
             return None
         if req.workflow_id != workflow_id:
             _log("request.outdated_entry", request_id, entry=workflow_id)
@@ -463,11 +461,11 @@ class JobStore:
                 return None
             if req.attempts >= self.max_attempts:
                 self._fail(req, "interrupted", f"the worker stopped {req.attempts} times while running this request",
-                           C.attempts == req.attempts)
+                           C.attempts == req.attempts, C.workflow_id == workflow_id)
                 return None
             frm = sa.and_(C.status == Status.IN_PROGRESS.value, C.attempts == req.attempts)
-        with self.engine.begin() as conn:
-            ok = conn.execute(R.update().where(C.request_id == request_id, frm).values(
+        with self.db.begin() as conn:
+            ok = conn.execute(R.update().where(C.request_id == request_id, C.workflow_id == workflow_id, frm).values(
                 status=Status.IN_PROGRESS.value, started_at=db.utcnow(), progress=0.0,
                 attempts=req.attempts + 1, run_by=runner, partial_outputs=None, **_SEEN,
             )).rowcount == 1
@@ -485,7 +483,7 @@ class JobStore:
     def set_progress(self, run: Run, progress: float) -> None:
         """Record progress (0-1). Best effort: a database outage skips the update."""
         try:
-            with self.engine.begin() as conn:
+            with self.db.begin() as conn:
                 conn.execute(R.update().where(self._this_run(run)).values(progress=round(float(progress), 4), **_SEEN))
         except db.UNAVAILABLE as exc:
             log.warning("progress not recorded (database unavailable): %s", str(exc).splitlines()[0])
@@ -494,7 +492,7 @@ class JobStore:
         """Publish the storage keys of the images stored so far (shown while in_progress as
         ``partial_output``). Best effort, like progress."""
         try:
-            with self.engine.begin() as conn:
+            with self.db.begin() as conn:
                 conn.execute(R.update().where(self._this_run(run)).values(partial_outputs=list(outputs), **_SEEN))
         except db.UNAVAILABLE as exc:
             log.warning("partial outputs not recorded (database unavailable): %s", str(exc).splitlines()[0])
@@ -508,7 +506,7 @@ class JobStore:
 
     def _finish(self, run: Run, outcome: Outcome) -> bool:
         req = run.request
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             update = R.update().where(self._this_run(run))
             if isinstance(outcome, Done):
                 units, cost = usage.bill(catalog.models()[req.model_id], req.inputs, len(outcome.outputs), self.prices_usd)
@@ -530,20 +528,31 @@ class JobStore:
                 event, fields = "request.failed", {"error_code": outcome.code, "error_message": outcome.message}
             else:
                 current = conn.execute(sa.select(C.workflow_id).where(C.request_id == req.request_id)).scalar_one()
-                workflow_id = _next_workflow_id(current)
+                entry = EntryId.parse(current).next()
                 ok = conn.execute(update.values(
                     status=Status.IN_QUEUE.value, priority=FIRST, progress=None, started_at=None,
-                    attempts=run.attempt - 1, run_by=None, workflow_id=workflow_id, **_SEEN,
+                    attempts=run.attempt - 1, run_by=None, workflow_id=str(entry), **_SEEN,
                 )).rowcount == 1
                 if ok:
-                    self.queue.enqueue(conn, request_id=req.request_id, workflow_id=workflow_id, priority=FIRST,
-                                       owner_key_id=req.owner_key_id)
+                    self.queue.enqueue(conn, entry=entry, priority=FIRST, owner_key_id=req.owner_key_id)
                 event, fields = "request.handed_back", {"worker": run.worker_id}
         if ok:
             _log(event, req.request_id, **fields)
         else:
             _log("request.outdated_run", req.request_id, worker=run.worker_id, attempt=run.attempt)
         return ok
+
+    def record_webhook_attempt(self, request_id: str, status_code: int | None) -> dict[str, Any]:
+        """Count one webhook attempt in the request's ``webhook`` record (``attempts``,
+        ``last_status_code``, and ``delivered_at`` on a 2xx); returns the record."""
+        with self.db.begin() as conn:
+            record = dict(conn.execute(sa.select(C.webhook).where(C.request_id == request_id)).scalar_one() or {})
+            record["attempts"] = int(record.get("attempts") or 0) + 1
+            record["last_status_code"] = status_code
+            if status_code is not None and 200 <= status_code < 300:
+                record["delivered_at"] = db.iso(db.utcnow())
+            conn.execute(R.update().where(C.request_id == request_id).values(webhook=record))
+        return record
 
     def _ended(self, conn: sa.Connection, req: Request) -> None:
         """In the transaction that made ``req`` terminal: its webhook's first attempt (whether a
@@ -552,7 +561,7 @@ class JobStore:
             self.queue.enqueue_webhook(conn, request_id=req.request_id, attempt=1)
 
     def _fail(self, req: Request, code: str, message: str, *where: sa.ColumnElement[bool]) -> bool:
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             ok = conn.execute(R.update().where(C.request_id == req.request_id, self._ACTIVE, *where).values(
                 status=Status.FAILED.value, error={"code": code, "message": message}, finished_at=db.utcnow(), **_SEEN,
             )).rowcount == 1
@@ -566,14 +575,13 @@ class JobStore:
         """Give a queued or interrupted request a new queue entry, at its own priority, in place
         of ``req.workflow_id`` (an entry that will not run: taken by a worker that is stopping,
         or of another queue version). False when the request moved on meanwhile."""
-        workflow_id = _next_workflow_id(req.workflow_id)
-        with self.engine.begin() as conn:
+        entry = EntryId.parse(req.workflow_id).next()
+        with self.db.begin() as conn:
             ok = conn.execute(R.update().where(
                 C.request_id == req.request_id, self._ACTIVE, C.workflow_id == req.workflow_id,
-            ).values(workflow_id=workflow_id)).rowcount == 1
+            ).values(workflow_id=str(entry))).rowcount == 1
             if ok:
-                self.queue.enqueue(conn, request_id=req.request_id, workflow_id=workflow_id, priority=req.priority,
-                                   owner_key_id=req.owner_key_id)
+                self.queue.enqueue(conn, entry=entry, priority=req.priority, owner_key_id=req.owner_key_id)
         if ok:
             _log("request.requeued", req.request_id)
         return ok

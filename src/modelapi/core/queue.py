@@ -10,11 +10,15 @@ this module holds the names both sides must agree on:
   change, and drain the queue before such an upgrade.
 - Every entry carries the request's owner key as its partition key; ``--max-running-per-key``
   turns partition limits on (DBOS partitioned queues), otherwise the key is inert.
+- An entry's id (its DBOS workflow id) is an :class:`EntryId`, built and parsed only here.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, replace
+from typing import Literal
+
 import sqlalchemy as sa
 from dbos import DBOSClient, EnqueueOptions
 
@@ -30,6 +34,42 @@ WEBHOOK_CONCURRENCY = 8
 """Webhook attempts one worker process makes at once (each is one short POST)."""
 LIVE = ("ENQUEUED", "PENDING")
 """DBOS workflow statuses of an entry that will still run (waiting, or claimed by a worker)."""
+
+
+@dataclass(frozen=True)
+class EntryId:
+    """The id of a queue entry (its DBOS workflow id): ``<request id>.<generation>`` for a run of
+    the request (generation 0 at submit, one more for each new entry: handed back, requeued), or
+    ``<request id>.webhook.<n>`` for webhook attempt ``n`` (1-based) of the request."""
+
+    request_id: str
+    generation: int
+    kind: Literal["run", "webhook"] = "run"
+
+    @classmethod
+    def parse(cls, text: str) -> EntryId:
+        """The entry id written as ``text``. Raises ``ValueError`` on another form."""
+        head, _, n = text.rpartition(".")
+        request_id, _, webhook = head.rpartition(".")
+        if webhook == "webhook" and request_id:
+            return cls(request_id, int(n), "webhook")
+        if not head:
+            raise ValueError(f"not a queue entry id: {text!r}")
+        return cls(head, int(n))
+
+    def __str__(self) -> str:
+        if self.kind == "webhook":
+            return f"{self.request_id}.webhook.{self.generation}"
+        return f"{self.request_id}.{self.generation}"
+
+    def next(self) -> EntryId:
+        """The entry that follows this one (the next run of the request, the next attempt)."""
+        return replace(self, generation=self.generation + 1)
+
+    @property
+    def queue(self) -> str:
+        """The queue the entry belongs to."""
+        return WEBHOOK_QUEUE if self.kind == "webhook" else QUEUE_NAME
 
 
 class TaskQueue:
@@ -61,24 +101,25 @@ class TaskQueue:
         self.client.register_queue(WEBHOOK_QUEUE, worker_concurrency=WEBHOOK_CONCURRENCY,
                                    polling_interval_sec=polling_interval_s, on_conflict="never_update")
 
-    def enqueue(self, conn: sa.Connection, *, request_id: str, workflow_id: str, priority: int, owner_key_id: str) -> None:
-        """Add the entry that runs ``request_id``, inside the caller's transaction ``conn``: on
+    def enqueue(self, conn: sa.Connection, *, entry: EntryId, priority: int, owner_key_id: str) -> None:
+        """Add ``entry``, which runs its request, inside the caller's transaction ``conn``: on
         rollback neither the caller's rows nor the entry exist. Lower ``priority`` runs first."""
         self.client.enqueue_in_transaction(conn, {
             "queue_name": QUEUE_NAME,
             "workflow_name": WORKFLOW_NAME,
-            "workflow_id": workflow_id,
+            "workflow_id": str(entry),
             "app_version": APP_VERSION,
             "priority": priority,
             "queue_partition_key": owner_key_id,
-        }, request_id)
+        }, entry.request_id)
 
     def enqueue_webhook(self, conn: sa.Connection | None, *, request_id: str, attempt: int, delay_s: float | None = None) -> None:
         """Add webhook attempt ``attempt`` of ``request_id`` (entry ``<request id>.webhook.<n>``,
         so enqueueing it twice adds one), inside ``conn``'s transaction when given, runnable
         after ``delay_s`` seconds when given."""
-        options: EnqueueOptions = {"queue_name": WEBHOOK_QUEUE, "workflow_name": WEBHOOK_WORKFLOW,
-                                   "workflow_id": f"{request_id}.webhook.{attempt}", "app_version": APP_VERSION}
+        entry = EntryId(request_id, attempt, "webhook")
+        options: EnqueueOptions = {"queue_name": entry.queue, "workflow_name": WEBHOOK_WORKFLOW,
+                                   "workflow_id": str(entry), "app_version": APP_VERSION}
         if delay_s:
             options["delay_seconds"] = delay_s
         if conn is None:
@@ -108,7 +149,7 @@ class TaskQueue:
 
     def resume(self, workflow_id: str) -> None:
         """Put a claimed entry back on its queue for any worker (its claimer is dead)."""
-        self.client.resume_workflow(workflow_id, queue_name=WEBHOOK_QUEUE if ".webhook." in workflow_id else QUEUE_NAME)
+        self.client.resume_workflow(workflow_id, queue_name=EntryId.parse(workflow_id).queue)
 
     def destroy(self) -> None:
         self.client.destroy()

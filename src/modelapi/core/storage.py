@@ -17,18 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from contextvars import ContextVar
 import os
 import secrets
 import time
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote, urlencode, urlparse
-
-
-request_base_url: ContextVar[str | None] = ContextVar("request_base_url", default=None)
-"""The base URL the current HTTP request reached the API at (set by the API per request when
-``--public-url`` is not set); absolute URLs are built on it."""
 
 
 class Storage(Protocol):
@@ -40,8 +34,9 @@ class Storage(Protocol):
     def get(self, key: str) -> bytes:
         """The bytes under ``key``. Raises ``KeyError`` when absent."""
 
-    def url(self, key: str, expires_at: float) -> str:
-        """An absolute URL that serves ``key`` until ``expires_at`` (unix seconds), then stops."""
+    def url(self, key: str, expires_at: float, base_url: str) -> str:
+        """An absolute URL that serves ``key`` until ``expires_at`` (unix seconds), then stops;
+        under ``base_url`` (the base a client reached the API at) when the API serves it."""
 
     def check(self) -> None:
         """Raise ``OSError`` when the store cannot be written (checked at start)."""
@@ -53,11 +48,10 @@ def content_type_of(key: str) -> str:
 
 
 class FileStorage:
-    """Files under ``root``; URLs under ``base_url``, signed with ``secret``."""
+    """Files under ``root``; URLs served by the API, signed with ``secret``."""
 
-    def __init__(self, root: Path, base_url: str, secret: bytes) -> None:
+    def __init__(self, root: Path, secret: bytes) -> None:
         self.root = root
-        self.base_url = base_url.rstrip("/")
         self._secret = secret
         root.mkdir(parents=True, exist_ok=True)
 
@@ -84,10 +78,10 @@ class FileStorage:
         except FileNotFoundError:
             raise KeyError(key) from None
 
-    def url(self, key: str, expires_at: float) -> str:
+    def url(self, key: str, expires_at: float, base_url: str) -> str:
         expires = int(expires_at)
         query = urlencode({"expires": expires, "sig": self._sign(key, expires)})
-        return f"{request_base_url.get() or self.base_url}/files/{key}?{query}"
+        return f"{base_url}/files/{key}?{query}"
 
     def verify(self, key: str, expires: int, sig: str) -> bool:
         """True when ``sig`` is ours for ``key`` and ``expires`` has not passed."""
@@ -139,8 +133,8 @@ class S3Storage:
         except self.client.exceptions.NoSuchKey:
             raise KeyError(key) from None
 
-    def url(self, key: str, expires_at: float) -> str:
-        """A presigned GET URL; SigV4 allows 1 s to 7 days."""
+    def url(self, key: str, expires_at: float, base_url: str) -> str:
+        """A presigned GET URL (the store's own, whatever ``base_url``); SigV4 allows 1 s to 7 days."""
         expires_in = int(min(max(1, expires_at - time.time()), 7 * 86400))
         return self.client.generate_presigned_url(
             "get_object", Params={"Bucket": self.bucket, "Key": self._key(key)}, ExpiresIn=expires_in,
@@ -165,7 +159,7 @@ class S3Storage:
             raise OSError(f"storage s3://{self.bucket}/{self.prefix} is not writable: {exc}") from exc
 
 
-def open_storage(storage_url: str, data_dir: Path, base_url: str) -> FileStorage | S3Storage:
+def open_storage(storage_url: str, data_dir: Path) -> FileStorage | S3Storage:
     """The store named by ``storage_url`` (``file:///PATH`` or ``s3://BUCKET/PREFIX``).
 
     Raises:
@@ -175,7 +169,7 @@ def open_storage(storage_url: str, data_dir: Path, base_url: str) -> FileStorage
     if parsed.scheme == "s3":
         return S3Storage(parsed.netloc, parsed.path)
     if parsed.scheme == "file":
-        return FileStorage(Path(unquote(parsed.path)), base_url, _install_secret(data_dir))
+        return FileStorage(Path(unquote(parsed.path)), _install_secret(data_dir))
     raise ValueError(f"--storage-url must be file:///PATH or s3://BUCKET/PREFIX, not {storage_url!r}")
 
 

@@ -18,7 +18,6 @@ conditions under which DBOS never runs one job twice (../shared/SCALE.md).
 from __future__ import annotations
 
 import heapq
-import json
 import logging
 import os
 import secrets
@@ -32,8 +31,7 @@ from prometheus_client import Gauge, Histogram
 
 from ..core.config import Settings
 from ..core.jobs import Done, Failed, JobStore, Outcome, Run, retry_db
-from ..core import bodies, webhooks
-from ..core.fetch import FetchPolicy
+from ..core.delivery import Delivery
 from ..core.queue import APP_NAME, APP_VERSION, QUEUE_NAME, WEBHOOK_QUEUE, WEBHOOK_WORKFLOW, WORKFLOW_NAME
 from ..core.storage import Storage
 from ..core.workers import WorkerIdLock, WorkerRegistry, runner_id
@@ -68,14 +66,15 @@ def _run_step(request_id: str) -> None:
 
 @DBOS.workflow(name=WEBHOOK_WORKFLOW)
 def deliver_webhook(request_id: str, attempt: int) -> None:
-    """The durable workflow of one webhook attempt (see :mod:`modelapi.core.webhooks`)."""
+    """The durable workflow of one webhook attempt, made by the core's delivery
+    (:class:`modelapi.core.delivery.Delivery`), which this process hosts."""
     _deliver_step(request_id, attempt)
 
 
 @DBOS.step(retries_allowed=False)
 def _deliver_step(request_id: str, attempt: int) -> None:
     assert _runtime is not None, "worker not started"
-    _runtime.deliver(request_id, attempt)
+    _runtime.delivery.attempt(request_id, attempt)
 
 
 class _Slots:
@@ -150,6 +149,7 @@ class WorkerRuntime:
         self.jobs = jobs
         self.storage = storage
         self.engine = engine
+        self.delivery = Delivery(settings, jobs, storage)
         self.worker_id = settings.default_worker_id(engine.info.device)
         self.instance = secrets.token_hex(8)
         self.runner = runner_id(self.worker_id, self.instance)
@@ -157,7 +157,7 @@ class WorkerRuntime:
         self.stop_now = threading.Event()
         self.running: set[str] = set()
         self._lock = threading.Lock()
-        self._id_lock = WorkerIdLock(jobs.engine, self.worker_id)
+        self._id_lock = WorkerIdLock(jobs.db, self.worker_id)
         # Inference holds the engine; encoding and storing outputs run on a small pool, so the
         # queue gives each worker one job more than it infers at once: the next job's inference
         # starts while the last one's outputs are still being stored.
@@ -257,15 +257,15 @@ class WorkerRuntime:
         slot = self._inference.take(rank, {r for r in held.values() if r < rank})
         try:
             if self.draining.is_set():
-                # Taken while stopping: a new entry for another worker, then hold this slot until
-                # the process stops, so that this worker takes nothing more.
-                req = retry_db(lambda: self.jobs.get(request_id), "requeueing")
-                if req is not None and req.workflow_id == workflow_id and not req.status.is_terminal:
-                    retry_db(lambda: self.jobs.requeue(req), "requeueing")
+                # Taken while stopping: a new entry for another worker (the requeue is conditional
+                # on the entry still being the request's), then hold this slot until the process
+                # stops, so that this worker takes nothing more.
+                if queued.workflow_id == workflow_id:
+                    retry_db(lambda: self.jobs.requeue(queued), "requeueing")
                 slot.release()
                 self._stopped.wait()
                 return
-            run = retry_db(lambda: self.jobs.begin(request_id, self.runner, workflow_id), f"starting {request_id}")
+            run = retry_db(lambda: self.jobs.begin(queued, self.runner, workflow_id), f"starting {request_id}")
             if run is None:
                 return
             with self._lock:
@@ -283,33 +283,6 @@ class WorkerRuntime:
         finally:
             slot.release()
             self._inference.done(rank)
-
-    def deliver(self, request_id: str, attempt: int) -> None:
-        """Webhook attempt ``attempt`` for a terminal request: POST its result body, signed;
-        on failure enqueue the next attempt after the backoff, until ``--webhook-retry-s``
-        after the request finished."""
-        req = retry_db(lambda: self.jobs.get(request_id), "delivering a webhook")
-        if req is None or not req.webhook or req.webhook.get("delivered_at") or req.finished_at is None:
-            return
-        payload = json.dumps(bodies.result_body(
-            req, base_url=req.webhook["base_url"], storage=self.storage, url_ttl_s=self.settings.url_ttl_s,
-            include_cost=True, include_webhook=False))
-        secret = webhooks.signing_secret(self.jobs.engine, req.owner_key_id)
-        headers = webhooks.signed_headers(secret, webhooks.message_id(request_id), payload)
-        code = webhooks.post(req.webhook["url"], payload, headers, FetchPolicy.from_settings(self.settings),
-                             self.settings.webhook_timeout_s)
-        record = retry_db(lambda: webhooks.record_attempt(self.jobs.engine, request_id, code), "recording a webhook attempt")
-        extra = {"request_id": request_id, "attempt": record["attempts"], "status_code": code}
-        if record.get("delivered_at"):
-            log.info("webhook.delivered", extra=extra)
-            return
-        delay = webhooks.backoff_s(attempt)
-        if time.time() + delay > req.finished_at.timestamp() + self.settings.webhook_retry_s:
-            log.warning("webhook.given_up", extra=extra)
-            return
-        log.info("webhook.retrying", extra={**extra, "in_s": delay})
-        retry_db(lambda: self.jobs.queue.enqueue_webhook(None, request_id=request_id, attempt=attempt + 1, delay_s=delay),
-                 "enqueueing a webhook retry")
 
     def _outcome(self, run: Run, slot: _Slot) -> Outcome:
         last = [0.0]

@@ -1,4 +1,4 @@
-"""Webhooks: on a request's terminal state, its result body is POSTed to the URL named at submit
+"""Webhook delivery: on a request's terminal state, its result body is POSTed to the URL named at submit
 (``?webhook=URL``), signed per the Standard Webhooks specification
 (https://www.standardwebhooks.com: headers ``webhook-id``, ``webhook-timestamp``,
 ``webhook-signature``; HMAC-SHA256 with the submitting key's secret, ``whsec_…``).
@@ -12,24 +12,32 @@ redirects and other statuses are retried with exponential backoff (1 s, 2 s, 4 s
 (``msg_<request id>``), so receivers can drop duplicates. The URL passes the same address
 check as image inputs (:func:`modelapi.core.fetch.check_url`) at submit and again before every
 attempt, and the connection goes to the address checked.
+
+Any role may host the attempts (:class:`Delivery`: build, sign, send, record, re-enqueue); a
+worker process registers the webhook queue's workflow that calls it
+(:mod:`modelapi.worker.runtime`). Attempts are recorded by the state machine
+(:meth:`modelapi.core.jobs.JobStore.record_webhook_attempt`), the one writer of requests.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import secrets
+import time
 from datetime import datetime, timezone
-from typing import Any
 
 import httpx
 import sqlalchemy as sa
 from standardwebhooks import Webhook
 
 from ..errors import InputError
-from . import db
-from .bodies import iso
+from . import bodies, db
+from .config import Settings
 from .fetch import FetchPolicy, check_url, pinned
+from .jobs import JobStore, retry_db
+from .storage import Storage
 
 log = logging.getLogger("modelapi.webhooks")
 MAX_BACKOFF_S = 3600.0
@@ -92,14 +100,37 @@ def post(url: str, body: str, headers: dict[str, str], policy: FetchPolicy, time
     return None
 
 
-def record_attempt(engine: sa.Engine, request_id: str, status_code: int | None) -> dict[str, Any]:
-    """Count one attempt in the request's ``webhook`` record; returns the record."""
-    C = db.requests.c
-    with engine.begin() as conn:
-        record = dict(conn.execute(sa.select(C.webhook).where(C.request_id == request_id)).scalar_one() or {})
-        record["attempts"] = int(record.get("attempts") or 0) + 1
-        record["last_status_code"] = status_code
-        if status_code is not None and 200 <= status_code < 300:
-            record["delivered_at"] = iso(datetime.now(timezone.utc))
-        conn.execute(db.requests.update().where(C.request_id == request_id).values(webhook=record))
-    return record
+class Delivery:
+    """Webhook attempts of ``jobs``' requests, their images under URLs of ``storage``."""
+
+    def __init__(self, settings: Settings, jobs: JobStore, storage: Storage) -> None:
+        self.settings = settings
+        self.jobs = jobs
+        self.storage = storage
+        self.policy = FetchPolicy.from_settings(settings)
+
+    def attempt(self, request_id: str, attempt: int) -> None:
+        """Webhook attempt ``attempt`` for a terminal request: POST its result body, signed;
+        on failure enqueue the next attempt after the backoff, until ``--webhook-retry-s``
+        after the request finished."""
+        req = retry_db(lambda: self.jobs.get(request_id), "delivering a webhook")
+        if req is None or not req.webhook or req.webhook.get("delivered_at") or req.finished_at is None:
+            return
+        payload = json.dumps(bodies.result_body(
+            req, base_url=req.webhook["base_url"], storage=self.storage, url_ttl_s=self.settings.url_ttl_s,
+            include_cost=True, include_webhook=False))
+        secret = signing_secret(self.jobs.db, req.owner_key_id)
+        headers = signed_headers(secret, message_id(request_id), payload)
+        code = post(req.webhook["url"], payload, headers, self.policy, self.settings.webhook_timeout_s)
+        record = retry_db(lambda: self.jobs.record_webhook_attempt(request_id, code), "recording a webhook attempt")
+        extra = {"request_id": request_id, "attempt": record["attempts"], "status_code": code}
+        if record.get("delivered_at"):
+            log.info("webhook.delivered", extra=extra)
+            return
+        delay = backoff_s(attempt)
+        if time.time() + delay > req.finished_at.timestamp() + self.settings.webhook_retry_s:
+            log.warning("webhook.given_up", extra=extra)
+            return
+        log.info("webhook.retrying", extra={**extra, "in_s": delay})
+        retry_db(lambda: self.jobs.queue.enqueue_webhook(None, request_id=request_id, attempt=attempt + 1, delay_s=delay),
+                 "enqueueing a webhook retry")
