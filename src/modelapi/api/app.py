@@ -32,7 +32,8 @@ from ..types import Status
 from ..validation import json_schema
 from . import schemas
 from .schemas import StatusName
-from .service import Service, ServiceUnavailable
+from .errors import BadRequest, ServiceUnavailable
+from .service import Service
 from .watch import Watcher, event_id
 
 
@@ -187,7 +188,7 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
     def require_key(authorization: str | None) -> ApiKey:
         key = authenticate(service.db, bearer_token(authorization))
         if key is None:
-            raise AuthenticationError(401, 401001, "missing, unknown or revoked API key")
+            raise AuthenticationError("missing, unknown or revoked API key")
         return key
 
     Auth = Header(None, alias="Authorization", description="`Bearer <API key>`")
@@ -284,14 +285,14 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
         require_key(authorization)
         model = catalog.get(model_path)
         if model is None:
-            raise NotFoundError(404, 404001, f"unknown model {model_path!r}; see GET /v1/models")
+            raise NotFoundError(f"unknown model {model_path!r}; see GET /v1/models")
         return {"model_id": model.model_id, "input_schema": model.input_schema, "output_schema": model.output_schema}
 
     # After the schema route, so that a 405 on /v1/models/{id}/schema allows GET (first match).
     @app.post("/v1/models/{model_path:path}", include_in_schema=False)
     async def submit_unknown(model_path: str, authorization: str | None = Auth) -> None:
         require_key(authorization)
-        raise NotFoundError(404, 404001, f"unknown model {model_path!r}; see GET /v1/models")
+        raise NotFoundError(f"unknown model {model_path!r}; see GET /v1/models")
 
     # -- files ------------------------------------------------------------------------------
     @app.post("/v1/files", status_code=201, response_model=schemas.Uploaded, tags=["files"],
@@ -306,7 +307,7 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
     def uploaded(file_id: str, authorization: str | None = Auth) -> Response:
         record = service.upload_record(file_id, require_key(authorization))
         if record is None:
-            raise NotFoundError(404, 404001, f"file {file_id} not found")
+            raise NotFoundError(f"file {file_id} not found")
         return Response(service.storage.get(record["storage_key"]), media_type=record["content_type"])
 
     @app.get("/files/{key:path}", tags=["files"], summary="An output file, under a signed URL (file storage only)",
@@ -318,7 +319,7 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
         except ValueError:
             path = None
         if path is None or not path.is_file():
-            raise NotFoundError(404, 404001, "file not found or link expired")
+            raise NotFoundError("file not found or link expired")
         return FileResponse(path, media_type=content_type_of(key))
 
     # -- operations -------------------------------------------------------------------------
@@ -371,12 +372,12 @@ async def read_json(request: Request) -> Any:
     """The body as JSON. Raises 400 (400001) on a non-JSON content type or malformed JSON."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype != "application/json" and not ctype.endswith("+json"):
-        raise APIStatusError(400, 400001, f"Content-Type must be application/json, not {ctype or 'missing'!r}")
+        raise BadRequest(f"Content-Type must be application/json, not {ctype or 'missing'!r}")
     raw = await request.body()
     try:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise APIStatusError(400, 400001, f"malformed JSON body: {exc}") from None
+        raise BadRequest(f"malformed JSON body: {exc}") from None
 
 
 class _RequestsCollector:
