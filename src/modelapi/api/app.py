@@ -1,5 +1,9 @@
 """HTTP routes: parse, authorise, call the service, map errors. Nothing else lives here.
 
+A route either is ``async`` and awaits only non-blocking work (its database and storage calls go
+through ``run_in_threadpool``), or is a plain ``def``, which FastAPI runs on its thread pool: the
+event loop never waits on the database, the file store or a fetch.
+
 Submit routes are made from the catalogue (one per spec file), so their real input schema shows
 in /openapi.json; adding an endpoint adds no route code.
 """
@@ -202,7 +206,7 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
             webhook: str | None = Query(None, max_length=2000, description="A URL to POST the result to when the "
                                         "request ends, signed per Standard Webhooks (see GET /v1/webhooks/default/secret)"),
         ) -> schemas.Submitted:
-            key = require_key(authorization)
+            key = await run_in_threadpool(require_key, authorization)
             body = await read_json(request)
             req, ignored = await run_in_threadpool(service.submit, key, model, body, idempotency_key, webhook)
             return schemas.Submitted(request_id=req.request_id, **service.urls(req.request_id), ignored_fields=ignored or None)
@@ -221,10 +225,10 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
     # -- requests ---------------------------------------------------------------------------
     @app.get("/v1/requests/{request_id}/status", response_model=schemas.StatusBody, response_model_exclude_none=True,
              tags=["requests"], responses=schemas.errors(401, 404))
-    async def status(request_id: str, authorization: str | None = Auth) -> JSONResponse:
+    def status(request_id: str, authorization: str | None = Auth) -> JSONResponse:
         # The polling hot path: one indexed read in autocommit (sub-millisecond on SQLite, one
-        # round trip after the pool's liveness check on Postgres) on the event loop, and
-        # a body built by the service (the response_model documents it).
+        # round trip after the pool's liveness check on Postgres) on the thread pool, and a
+        # body built by the service (the response_model documents it).
         return JSONResponse(service.status(request_id, bearer_token(authorization)))
 
     @app.get("/v1/requests/{request_id}/status/stream", tags=["requests"], responses=schemas.errors(401, 404)
@@ -290,17 +294,16 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
 
     # After the schema route, so that a 405 on /v1/models/{id}/schema allows GET (first match).
     @app.post("/v1/models/{model_path:path}", include_in_schema=False)
-    async def submit_unknown(model_path: str, authorization: str | None = Auth) -> None:
+    def submit_unknown(model_path: str, authorization: str | None = Auth) -> None:
         require_key(authorization)
         raise NotFoundError(f"unknown model {model_path!r}; see GET /v1/models")
 
     # -- files ------------------------------------------------------------------------------
     @app.post("/v1/files", status_code=201, response_model=schemas.Uploaded, tags=["files"],
               responses=schemas.errors(400, 401, 413, 422))
-    async def upload(file: UploadFile = File(..., description="A JPEG or PNG image"), authorization: str | None = Auth) -> dict:
+    def upload(file: UploadFile = File(..., description="A JPEG or PNG image"), authorization: str | None = Auth) -> dict:
         key = require_key(authorization)
-        data = await file.read()
-        return await run_in_threadpool(service.upload, key, data)
+        return service.upload(key, file.file.read())  # the form is parsed: a spooled file, read here on the thread pool
 
     @app.get("/v1/files/{file_id}", tags=["files"], responses=schemas.errors(401, 404)
              | {200: {"content": {"image/png": {}, "image/jpeg": {}}, "description": "The uploaded image"}})
