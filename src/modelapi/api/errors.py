@@ -22,6 +22,6 @@ class ServiceUnavailable(APIStatusError):
     status_code = 503
     error_code = 503001
 
-    def __init__(self, message: str, retry_after_s: int = 5, **kwargs: Any) -> None:
-        super().__init__(message, **kwargs)
+    def __init__(self, *args: Any, retry_after_s: int = 5, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.retry_after_s = retry_after_s
