@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw
 
 from modelapi.engine.base import EngineInfo
 from modelapi.engine.params import crop_center
-from modelapi.errors import GenerationStopped
+from modelapi.engine.errors import GenerationStopped
 
 
 class DrawingEngine:

@@ -98,7 +98,7 @@ def _resolve_api_key(api_key: str | None, base_url: str) -> str:
                 return key
     where = f", or start the local server once so {key_file} exists" if key_file else ""
     raise errors.AuthenticationError(
-        401, 401001, f"no API key: pass api_key=..., set MODELAPI_API_KEY{where}"
+        f"no API key: pass api_key=..., set MODELAPI_API_KEY{where}"
     )
 
 
@@ -164,9 +164,9 @@ def _error_from_response(response: httpx.Response, request_id: str | None = None
         detail = body
     cls = _ERROR_CLASSES.get(status, errors.APIStatusError)
     if cls is errors.RateLimitError:
-        return errors.RateLimitError(status, error_code, message, detail=detail, request_id=request_id,
-                                     retry_after_s=_parse_retry_after(response.headers.get("retry-after")))
-    return cls(status, error_code, message, detail=detail, request_id=request_id)
+        return errors.RateLimitError.from_wire(status, error_code, message, detail, request_id,
+                                               retry_after_s=_parse_retry_after(response.headers.get("retry-after")))
+    return cls.from_wire(status, error_code, message, detail, request_id)
 
 
 def _connection_error(base_url: str, exc: Exception) -> errors.APIConnectionError:

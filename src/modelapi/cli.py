@@ -80,7 +80,7 @@ def _run_role(role: str, given: dict[str, Any]) -> None:
 
     from .core import logs
     from .core.workers import WorkerIdInUse
-    from .errors import EngineError
+    from .engine.errors import EngineError
 
     logs.setup(settings.log_level)
     try:

@@ -1,9 +1,10 @@
-"""Exceptions raised by modelapi, server and SDK alike.
+"""Exceptions raised by the modelapi SDK.
 
 Tree::
 
     ModelAPIError
-    ├── APIStatusError(status_code, error_code, error_message, detail, request_id)
+    ├── APIStatusError                the server answered an error (``status_code``, ``error_code``,
+    │   │                             ``error_message``, ``detail``, ``request_id``)
     │   ├── AuthenticationError       401 / 401001
     │   ├── PermissionDeniedError     403 / 403001
     │   ├── NotFoundError             404 / 404001
@@ -15,16 +16,18 @@ Tree::
     ├── RequestCancelled              the job was cancelled before it ran
     ├── RequestTimeout                a client-side deadline passed (also a ``TimeoutError``)
     ├── InputError                    an input was refused before anything was sent or run
-    ├── WebhookVerificationError      a webhook delivery's signature or timestamp does not check out
-    └── EngineError                   the generation engine could not load or run
-        └── GenerationStopped         a stop was requested between denoising steps
+    └── WebhookVerificationError      a webhook delivery's signature or timestamp does not check out
 
-Wire error codes (API.md "Errors") are ``status_code * 1000 + 1``.
+Each :class:`APIStatusError` subclass carries its HTTP status and wire error code as class
+attributes, so raising one takes only the message (``NotFoundError("request r_1 not found")``);
+:meth:`APIStatusError.from_wire` builds one from what a server answered. Wire error codes are
+``status_code * 1000 + 1`` (README.md, "The API"). The errors only the server raises live with
+it: :mod:`modelapi.api.errors` (400, 503) and :mod:`modelapi.engine.errors` (the engine's).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Self
 
 
 class ModelAPIError(Exception):
@@ -34,6 +37,10 @@ class ModelAPIError(Exception):
 class APIStatusError(ModelAPIError):
     """The server answered with an error body ``{"error_code", "error_message", "detail"}``.
 
+    Subclasses hold their ``status_code`` and ``error_code`` as class attributes; this base
+    class itself is built from a server's answer (:meth:`from_wire`), for the statuses that have
+    no subclass (400, 5xx, a proxy's page).
+
     Attributes:
         status_code (`int`): HTTP status.
         error_code (`int`): the body's error_code (e.g. 422001).
@@ -42,40 +49,81 @@ class APIStatusError(ModelAPIError):
         request_id (`str | None`): the request the call was about, when known.
     """
 
+    status_code: int
+    error_code: int
+
     def __init__(
         self,
+        error_message: str,
+        detail: Any = None,
+        *,
+        request_id: str | None = None,
+        status_code: int | None = None,
+        error_code: int | None = None,
+    ) -> None:
+        if status_code is not None:
+            self.status_code = status_code
+        if not hasattr(self, "status_code"):
+            raise TypeError(f"{type(self).__name__} needs a status_code (or raise a subclass that has one)")
+        if error_code is not None:
+            self.error_code = error_code
+        elif status_code is not None or not hasattr(self, "error_code"):
+            self.error_code = self.status_code * 1000 + 1
+        super().__init__(f"HTTP {self.status_code} ({self.error_code}): {error_message}")
+        self.error_message = error_message
+        self.detail = detail
+        self.request_id = request_id
+
+    @classmethod
+    def from_wire(
+        cls,
         status_code: int,
         error_code: int,
         error_message: str,
         detail: Any = None,
         request_id: str | None = None,
-    ) -> None:
-        super().__init__(f"HTTP {status_code} ({error_code}): {error_message}")
-        self.status_code = status_code
-        self.error_code = error_code
-        self.error_message = error_message
-        self.detail = detail
-        self.request_id = request_id
+        **extra: Any,
+    ) -> Self:
+        """The error a server answered, with the status and code it sent (which are the class's
+        own for a subclass of that status). ``extra``: the subclass's own keywords
+        (``retry_after_s`` of :class:`RateLimitError`)."""
+        return cls(error_message, detail, request_id=request_id, status_code=status_code,
+                   error_code=error_code, **extra)
 
 
 class AuthenticationError(APIStatusError):
     """401: missing, unknown or revoked API key."""
 
+    status_code = 401
+    error_code = 401001
+
 
 class PermissionDeniedError(APIStatusError):
     """403: the key lacks permission."""
+
+    status_code = 403
+    error_code = 403001
 
 
 class NotFoundError(APIStatusError):
     """404: unknown model, or unknown / expired / another key's request_id."""
 
+    status_code = 404
+    error_code = 404001
+
 
 class ValidationError(APIStatusError):
     """422: the input fails the model's schema; ``detail`` lists each problem."""
 
+    status_code = 422
+    error_code = 422001
+
 
 class RateLimitError(APIStatusError):
     """429: rate limit or per-key queue cap. ``retry_after_s`` is the Retry-After header (s)."""
+
+    status_code = 429
+    error_code = 429001
 
     def __init__(self, *args: Any, retry_after_s: float | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -138,10 +186,3 @@ class WebhookVerificationError(ModelAPIError):
         super().__init__(f"webhook verification failed: {reason}")
         self.reason = reason
 
-
-class EngineError(ModelAPIError):
-    """The generation engine could not load its weights or run a request."""
-
-
-class GenerationStopped(EngineError):
-    """A stop was requested between denoising steps (graceful shutdown)."""

@@ -18,9 +18,9 @@ from PIL import Image
 from modelapi.core.config import Settings
 from modelapi.engine import load_engine
 from modelapi.engine.base import GenerationSpec
+from modelapi.engine.errors import EngineError
 from modelapi.engine.flux2 import Flux2Engine, compile_transformer
 from modelapi.engine.tiny import build_tiny_pipeline
-from modelapi.errors import EngineError
 
 pytestmark = pytest.mark.slow
 

@@ -1,5 +1,9 @@
 """HTTP routes: parse, authorise, call the service, map errors. Nothing else lives here.
 
+A route either is ``async`` and awaits only non-blocking work (its database and storage calls go
+through ``run_in_threadpool``), or is a plain ``def``, which FastAPI runs on its thread pool: the
+event loop never waits on the database, the file store or a fetch.
+
 Submit routes are made from the catalogue (one per spec file), so their real input schema shows
 in /openapi.json; adding an endpoint adds no route code.
 """
@@ -32,7 +36,8 @@ from ..types import Status
 from ..validation import json_schema
 from . import schemas
 from .schemas import StatusName
-from .service import Service, ServiceUnavailable
+from .errors import BadRequest, ServiceUnavailable
+from .service import Service
 from .watch import Watcher, event_id
 
 
@@ -139,10 +144,11 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
     app.add_middleware(FeaturesHeader)
     trusted = frozenset(service.settings.trusted_proxies)
 
-    def request_base_url(request: Request) -> str:
+    async def request_base_url(request: Request) -> str:
         """The base of the absolute URLs of this request's answer, once per request:
         ``--public-url`` when set, else :func:`forwarded_base_url`, else the configured default
-        (``settings.base_url``). Passed to whatever builds URLs."""
+        (``settings.base_url``). Passed to whatever builds URLs. ``async`` because it never
+        blocks: FastAPI would run a plain ``def`` dependency on the thread pool."""
         if service.settings.public_url:
             return service.settings.base_url
         return forwarded_base_url(request.scope, trusted) or service.settings.base_url
@@ -185,7 +191,7 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
     def require_key(authorization: str | None) -> ApiKey:
         key = authenticate(service.db, bearer_token(authorization))
         if key is None:
-            raise AuthenticationError(401, 401001, "missing, unknown or revoked API key")
+            raise AuthenticationError("missing, unknown or revoked API key")
         return key
 
     Auth = Header(None, alias="Authorization", description="`Bearer <API key>`")
@@ -200,7 +206,7 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
                                         "request ends, signed per Standard Webhooks (see GET /v1/webhooks/default/secret)"),
             base: str = BaseURL,
         ) -> schemas.Submitted:
-            key = require_key(authorization)
+            key = await run_in_threadpool(require_key, authorization)
             body = await read_json(request)
             req, ignored = await run_in_threadpool(lambda: service.submit(key, model, body, idempotency_key, webhook, base_url=base))
             return schemas.Submitted(request_id=req.request_id, **service.urls(req.request_id, base), ignored_fields=ignored or None)
@@ -219,10 +225,10 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
     # -- requests ---------------------------------------------------------------------------
     @app.get("/v1/requests/{request_id}/status", response_model=schemas.StatusBody, response_model_exclude_none=True,
              tags=["requests"], responses=schemas.errors(401, 404))
-    async def status(request_id: str, authorization: str | None = Auth, base: str = BaseURL) -> JSONResponse:
+    def status(request_id: str, authorization: str | None = Auth, base: str = BaseURL) -> JSONResponse:
         # The polling hot path: one indexed read in autocommit (sub-millisecond on SQLite, one
-        # round trip after the pool's liveness check on Postgres) on the event loop, and
-        # a body built by the service (the response_model documents it).
+        # round trip after the pool's liveness check on Postgres) on the thread pool, and a
+        # body built by the service (the response_model documents it).
         return JSONResponse(service.status(request_id, bearer_token(authorization), base))
 
     @app.get("/v1/requests/{request_id}/status/stream", tags=["requests"], responses=schemas.errors(401, 404)
@@ -284,30 +290,29 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
         require_key(authorization)
         model = catalog.get(model_path)
         if model is None:
-            raise NotFoundError(404, 404001, f"unknown model {model_path!r}; see GET /v1/models")
+            raise NotFoundError(f"unknown model {model_path!r}; see GET /v1/models")
         return {"model_id": model.model_id, "input_schema": model.input_schema, "output_schema": model.output_schema}
 
     # After the schema route, so that a 405 on /v1/models/{id}/schema allows GET (first match).
     @app.post("/v1/models/{model_path:path}", include_in_schema=False)
-    async def submit_unknown(model_path: str, authorization: str | None = Auth) -> None:
+    def submit_unknown(model_path: str, authorization: str | None = Auth) -> None:
         require_key(authorization)
-        raise NotFoundError(404, 404001, f"unknown model {model_path!r}; see GET /v1/models")
+        raise NotFoundError(f"unknown model {model_path!r}; see GET /v1/models")
 
     # -- files ------------------------------------------------------------------------------
     @app.post("/v1/files", status_code=201, response_model=schemas.Uploaded, tags=["files"],
               responses=schemas.errors(400, 401, 413, 422))
-    async def upload(file: UploadFile = File(..., description="A JPEG or PNG image"), authorization: str | None = Auth,
-                     base: str = BaseURL) -> dict:
+    def upload(file: UploadFile = File(..., description="A JPEG or PNG image"), authorization: str | None = Auth,
+               base: str = BaseURL) -> dict:
         key = require_key(authorization)
-        data = await file.read()
-        return await run_in_threadpool(service.upload, key, data, base)
+        return service.upload(key, file.file.read(), base)  # the form is parsed: a spooled file, read here on the thread pool
 
     @app.get("/v1/files/{file_id}", tags=["files"], responses=schemas.errors(401, 404)
              | {200: {"content": {"image/png": {}, "image/jpeg": {}}, "description": "The uploaded image"}})
     def uploaded(file_id: str, authorization: str | None = Auth) -> Response:
         record = service.upload_record(file_id, require_key(authorization))
         if record is None:
-            raise NotFoundError(404, 404001, f"file {file_id} not found")
+            raise NotFoundError(f"file {file_id} not found")
         return Response(service.storage.get(record["storage_key"]), media_type=record["content_type"])
 
     @app.get("/files/{key:path}", tags=["files"], summary="An output file, under a signed URL (file storage only)",
@@ -319,7 +324,7 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
         except ValueError:
             path = None
         if path is None or not path.is_file():
-            raise NotFoundError(404, 404001, "file not found or link expired")
+            raise NotFoundError("file not found or link expired")
         return FileResponse(path, media_type=content_type_of(key))
 
     # -- operations -------------------------------------------------------------------------
@@ -372,12 +377,12 @@ async def read_json(request: Request) -> Any:
     """The body as JSON. Raises 400 (400001) on a non-JSON content type or malformed JSON."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype != "application/json" and not ctype.endswith("+json"):
-        raise APIStatusError(400, 400001, f"Content-Type must be application/json, not {ctype or 'missing'!r}")
+        raise BadRequest(f"Content-Type must be application/json, not {ctype or 'missing'!r}")
     raw = await request.body()
     try:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise APIStatusError(400, 400001, f"malformed JSON body: {exc}") from None
+        raise BadRequest(f"malformed JSON body: {exc}") from None
 
 
 class _RequestsCollector:

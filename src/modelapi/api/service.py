@@ -27,19 +27,12 @@ from ..core.fetch import FetchPolicy, check_url, decode_image, fetch_bytes, read
 from ..core.files import FileStore
 from ..core.jobs import Request, new_request_id
 from ..core.storage import content_type_of
-from ..errors import APIStatusError, AuthenticationError, InputError, NotFoundError, RateLimitError, ValidationError
+from ..errors import AuthenticationError, InputError, NotFoundError, RateLimitError, ValidationError
 from ..types import Status
 from ..validation import check_image, check_input, image_fields, sniff_format
+from .errors import ServiceUnavailable
 
 log = logging.getLogger("modelapi.service")
-
-
-class ServiceUnavailable(APIStatusError):
-    """503: the server is shutting down, or the database cannot be reached; retry shortly."""
-
-    def __init__(self, message: str, retry_after_s: int = 5) -> None:
-        super().__init__(503, 503001, message)
-        self.retry_after_s = retry_after_s
 
 
 class Service:
@@ -87,7 +80,7 @@ class Service:
             except InputError as exc:
                 problems.append(exc.to_detail())
         if problems:
-            raise ValidationError(422, 422001, "Input fails the model's schema", problems)
+            raise ValidationError("Input fails the model's schema", problems)
         body_hash = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
         if idempotency_key:
             earlier = self.jobs.find_idempotent(key.id, idempotency_key)
@@ -95,7 +88,7 @@ class Service:
                 return self._same_request(earlier, body_hash), ignored
         if self.jobs.count_queued(key.id, up_to=self.settings.max_queued_per_key) >= self.settings.max_queued_per_key:
             raise RateLimitError(
-                429, 429001, f"this key already has {self.settings.max_queued_per_key} requests in the queue",
+                f"this key already has {self.settings.max_queued_per_key} requests in the queue",
                 retry_after_s=5,
             )
         request_id = new_request_id()
@@ -120,7 +113,7 @@ class Service:
     @staticmethod
     def _same_request(earlier: Request, body_hash: str) -> Request:
         if earlier.body_hash != body_hash:
-            raise ValidationError(422, 422001, "Idempotency-Key reused with a different body", [
+            raise ValidationError("Idempotency-Key reused with a different body", [
                 {"loc": ["header", "Idempotency-Key"], "msg": "This key was used with a different request body", "type": "idempotency_mismatch"}
             ])
         return earlier
@@ -141,7 +134,7 @@ class Service:
                 problems += check_image(rules, file_bytes=len(data), width=image.width, height=image.height, loc=loc)
                 loaded.append((data, sniff_format(data) or "png"))
         if problems:
-            raise ValidationError(422, 422001, "Input images fail the model's rules", problems)
+            raise ValidationError("Input images fail the model's rules", problems)
         keys = []
         for i, (data, fmt) in enumerate(loaded):
             keys.append(f"inputs/{request_id}/{i}.{'jpg' if fmt == 'jpeg' else 'png'}")
@@ -164,10 +157,10 @@ class Service:
         """Store an uploaded JPEG/PNG. Returns ``{"id", "url", "bytes", "content_type"}``."""
         loc = ["body", "file"]
         if len(data) > self.settings.max_input_bytes:
-            raise ValidationError(422, 422001, "File too large", [{"loc": loc, "msg": f"File must be at most {self.settings.max_input_bytes} bytes", "type": "file_too_large"}])
+            raise ValidationError("File too large", [{"loc": loc, "msg": f"File must be at most {self.settings.max_input_bytes} bytes", "type": "file_too_large"}])
         fmt = sniff_format(data)
         if fmt is None:
-            raise ValidationError(422, 422001, "Unsupported file", [{"loc": loc, "msg": "Only JPEG and PNG images are supported", "type": "image_format"}])
+            raise ValidationError("Unsupported file", [{"loc": loc, "msg": "Only JPEG and PNG images are supported", "type": "image_format"}])
         upload = self.files.new(key.id, fmt, len(data))
         self._put(upload.storage_key, data, upload.content_type)
         self.files.add(upload)
@@ -206,7 +199,7 @@ class Service:
         """Raises NotFoundError for unknown requests and for another key's (the same 404)."""
         req = self.jobs.get(request_id, key.id)
         if req is None:
-            raise NotFoundError(404, 404001, f"request {request_id} not found", request_id=request_id)
+            raise NotFoundError(f"request {request_id} not found", request_id=request_id)
         return req
 
     def urls(self, request_id: str, base_url: str) -> dict[str, str]:
@@ -221,9 +214,9 @@ class Service:
         """
         key_ok, found = self.jobs.poll(request_id, hash_key(token)) if token else (False, None)
         if not key_ok:
-            raise AuthenticationError(401, 401001, "missing, unknown or revoked API key")
+            raise AuthenticationError("missing, unknown or revoked API key")
         if found is None:
-            raise NotFoundError(404, 404001, f"request {request_id} not found", request_id=request_id)
+            raise NotFoundError(f"request {request_id} not found", request_id=request_id)
         return bodies.status_body(base_url, request_id, found.status, found.progress, found.queue_position,
                                   bodies.partial_urls(self.storage, found.partial_outputs, self.settings.url_ttl_s, base_url))
 
@@ -244,14 +237,14 @@ class Service:
             ValidationError: 422 for an unknown ``model`` or a malformed ``cursor``.
         """
         if model_id is not None and catalog.get(model_id) is None:
-            raise ValidationError(422, 422001, "Unknown model", [
+            raise ValidationError("Unknown model", [
                 {"loc": ["query", "model"], "msg": "Must be one of the model ids of GET /v1/models", "type": "enum"}])
         before = None
         if cursor is not None:
             try:
                 before = int(base64.urlsafe_b64decode(cursor.encode("ascii") + b"==").decode("ascii"))
             except (ValueError, UnicodeError):
-                raise ValidationError(422, 422001, "Malformed cursor", [
+                raise ValidationError("Malformed cursor", [
                     {"loc": ["query", "cursor"], "msg": "Must be a next_cursor from this route", "type": "value_error"}]) from None
         page = self.jobs.page(key.id, status=status, model_id=model_id, limit=limit, before_seq=before)
         next_cursor = None

@@ -11,6 +11,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -72,7 +73,15 @@ def revoke_key(engine: sa.Engine, key_id_or_prefix: str) -> bool:
     return result.rowcount > 0
 
 
-_BY_HASH = db.api_keys.select().where(db.api_keys.c.key_hash == sa.bindparam("h"))
+def live_key(key_hash: Any) -> sa.ColumnElement[bool]:
+    """What makes a key live, as SQL — the one definition: the stored key whose hash is
+    ``key_hash`` (a value or a bind parameter), not revoked. :func:`authenticate` selects by it,
+    and so does the status poll's single query (:meth:`modelapi.core.jobs.JobStore.poll`)."""
+    c = db.api_keys.c
+    return sa.and_(c.key_hash == key_hash, c.revoked_at.is_(None))
+
+
+_LIVE = db.api_keys.select().where(live_key(sa.bindparam("h")))
 
 
 def authenticate(engine: sa.Engine, secret: str | None) -> ApiKey | None:
@@ -80,10 +89,8 @@ def authenticate(engine: sa.Engine, secret: str | None) -> ApiKey | None:
     if not secret or not secret.startswith(KEY_PREFIX):
         return None
     with engine.connect() as conn:
-        row = conn.execute(_BY_HASH, {"h": hash_key(secret)}).mappings().first()
-    if row is None or row["revoked_at"] is not None:
-        return None
-    return _record(row)
+        row = conn.execute(_LIVE, {"h": hash_key(secret)}).mappings().first()
+    return None if row is None else _record(row)
 
 
 def ensure_initial_key(conn: sa.Connection, data_dir: Path) -> str | None:

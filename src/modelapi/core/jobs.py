@@ -30,7 +30,6 @@ The queue itself (ordering, claiming, recovery of a restarted worker's claims) i
 from __future__ import annotations
 
 import logging
-import json
 import secrets
 import threading
 import time
@@ -42,6 +41,7 @@ import sqlalchemy as sa
 
 from .. import catalog
 from ..types import Status
+from .auth import live_key
 from . import db, usage
 from .queue import EntryId, TaskQueue
 from .workers import WorkerRegistry
@@ -265,9 +265,10 @@ class JobStore:
                 position = self._position(conn, request_id, row["priority"], row["seq"])
         return _row(row, position)
 
-    _POLL = sa.text(
-        "SELECT k.id, k.revoked_at, r.status, r.progress, r.priority, r.seq, r.partial_outputs FROM api_keys k "
-        "LEFT JOIN requests r ON r.owner_key_id = k.id AND r.request_id = :rid WHERE k.key_hash = :h"
+    _POLL = (
+        sa.select(db.api_keys.c.id, C.status, C.progress, C.priority, C.seq, C.partial_outputs)
+        .select_from(db.api_keys.outerjoin(R, sa.and_(C.owner_key_id == db.api_keys.c.id, C.request_id == sa.bindparam("rid"))))
+        .where(live_key(sa.bindparam("h")))
     )
 
     def poll(self, request_id: str, key_hash: str) -> tuple[bool, Polled | None]:
@@ -275,15 +276,13 @@ class JobStore:
         and that key's request's status, progress, queue position and partial outputs, or None)."""
         with self._reads.connect() as conn:
             row = conn.execute(self._POLL, {"rid": request_id, "h": key_hash}).first()
-            if row is None or row.revoked_at is not None:
+            if row is None:  # no live key of that hash
                 return False, None
             if row.status is None:
                 return True, None
             status = Status(row.status)
             position = self._position(conn, request_id, row.priority, row.seq) if status is Status.IN_QUEUE else None
         partial = row.partial_outputs
-        if isinstance(partial, str):  # a raw JSON column through text()
-            partial = json.loads(partial)
         return True, Polled(status, row.progress, position, partial if status is Status.IN_PROGRESS else None)
 
     def versions(self, request_ids: list[str]) -> dict[str, int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from ..errors import EngineError
+from .errors import EngineError
 
 if TYPE_CHECKING:
     from ..core.config import Settings

@@ -28,7 +28,7 @@ attention dispatcher). Every engine is warmed up at start (:meth:`Flux2Engine.wa
 
 Weights are located without hanging: a local folder is used as is; a hub id is looked up in the
 local hub cache first, and the hub is only asked (with a short timeout) when ``HF_HUB_OFFLINE``
-is not set. Missing weights raise :class:`~modelapi.errors.EngineError` saying what to do.
+is not set. Missing weights raise :class:`~modelapi.engine.errors.EngineError` saying what to do.
 
 :func:`resolve_default_model` picks FLUX.2-klein-4B when present locally, else the tiny
 random-weight pipeline of :mod:`modelapi.engine.tiny` (noise images, loudly logged).
@@ -54,7 +54,7 @@ from PIL import Image
 from modelapi.engine.base import EngineInfo, GenerationSpec, ImageCallback, ProgressCallback, StopCheck
 from modelapi.engine.params import crop_center
 from modelapi.engine.tiny import is_random_weights, make_tiny
-from modelapi.errors import EngineError, GenerationStopped
+from modelapi.engine.errors import EngineError, GenerationStopped
 from modelapi.types import DEFAULT_VAE_TILING_PIXELS, OffloadMode
 
 logger = logging.getLogger("modelapi.engine")
@@ -391,7 +391,7 @@ class Flux2Engine:
             3 on Hopper), ``"sage"`` (SageAttention, needs ``sageattention``), ``"native"``
             (PyTorch SDPA); None keeps the pipeline's own (PyTorch SDPA). Use one on a GPU where
             its kernel is installed and faster than SDPA; a name diffusers does not know, or
-            whose package is missing, is an :class:`~modelapi.errors.EngineError` at start.
+            whose package is missing, is an :class:`~modelapi.engine.errors.EngineError` at start.
         warmup (`bool`, default True): run one small generation at start (:meth:`warm_up`) so
             that the first request does not pay compilation or lazy initialisation.
 

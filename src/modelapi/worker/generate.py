@@ -28,8 +28,9 @@ from .. import catalog
 from ..core.jobs import Done, Failed, Outcome, Request, Stopped
 from ..core.storage import Storage
 from ..engine.base import Engine, GenerationSpec
+from ..engine.errors import GenerationStopped
 from ..engine.params import prepare
-from ..errors import GenerationStopped, InputError
+from ..errors import InputError
 
 log = logging.getLogger("modelapi.worker")
 
