@@ -61,44 +61,44 @@ from modelapi._calls import (
     DEFAULT_BASE_URL,
     FEATURE_STREAM,
     FEATURES_HEADER,
-    _auto_idempotency_key,
-    _Call,
-    _cancel_call,
-    _connection_error,
-    _Deadline,
-    _download_call,
-    _error_from_response,
-    _features_of,
-    _Listing,
-    _MAX_PAGE_SIZE,
-    _models_call,
-    _needs_features,
-    _needs_result,
-    _Poll,
-    _resolve_api_key,
-    _resolve_base_url,
-    _result_call,
-    _retry_delay,
-    _run_outcome,
-    _schema_call,
-    _status_call,
-    _StreamState,
-    _submit_call,
-    _webhook_secret_call,
+    auto_idempotency_key,
+    Call,
+    cancel_call,
+    connection_error,
+    Deadline,
+    download_call,
+    error_from_response,
+    features_of,
+    Listing,
+    MAX_PAGE_SIZE,
+    models_call,
+    needs_features,
+    needs_result,
+    Poll,
+    resolve_api_key,
+    resolve_base_url,
+    result_call,
+    retry_delay,
+    run_outcome,
+    schema_call,
+    status_call,
+    StreamState,
+    submit_call,
+    webhook_secret_call,
     is_loopback_host,
 )
 from modelapi._files import (
     DEFAULT_MAX_UPLOAD_BYTES,
     FileMode,
-    _download_name,
-    _effective_mode,
-    _local_images,
-    _LocalImage,
-    _output_urls,
-    _upload_call,
-    _upload_call_for,
-    _with_replacements,
-    _write,
+    download_name,
+    effective_mode,
+    local_images,
+    LocalImage,
+    output_urls,
+    upload_call,
+    upload_call_for,
+    with_replacements,
+    write,
 )
 from modelapi._models import (
     Cancelled,
@@ -143,8 +143,8 @@ class _BaseClient:
 
     def __init__(self, base_url: str | None, api_key: str | None, *, timeout_s: float, max_retries: int,
                  max_upload_bytes: int, clock: Callable[[], float]) -> None:
-        self.base_url = _resolve_base_url(base_url)
-        self._api_key = _resolve_api_key(api_key, self.base_url)
+        self.base_url = resolve_base_url(base_url)
+        self._api_key = resolve_api_key(api_key, self.base_url)
         self.timeout_s = timeout_s
         self.max_retries = max_retries
         self.max_upload_bytes = max_upload_bytes
@@ -154,7 +154,7 @@ class _BaseClient:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r})"
 
-    def _request(self, call: _Call) -> httpx.Request:
+    def _request(self, call: Call) -> httpx.Request:
         headers = dict(call.headers)
         if call.auth:
             headers["Authorization"] = f"Bearer {self._api_key}"
@@ -163,22 +163,22 @@ class _BaseClient:
                                         files=call.files, headers=headers, timeout=timeout)
 
     def _note(self, response: httpx.Response) -> None:
-        self._features = _features_of(response, self.base_url, self._features)
+        self._features = features_of(response, self.base_url, self._features)
 
     def _file_mode(self, mode: FileMode) -> Literal["upload", "data_uri"]:
-        return _effective_mode(mode, self.base_url)
+        return effective_mode(mode, self.base_url)
 
     def _poll(self, request_id: str, poll_interval_s: float, max_interval_s: float,
-              timeout_s: float | None) -> _Poll:
-        return _Poll(request_id, poll_interval_s, max_interval_s, timeout_s, self._clock)
+              timeout_s: float | None) -> Poll:
+        return Poll(request_id, poll_interval_s, max_interval_s, timeout_s, self._clock)
 
-    def _stream_state(self, request_id: str, timeout_s: float | None) -> _StreamState:
-        return _StreamState(request_id, max_retries=self.max_retries, read_timeout_s=self.timeout_s,
-                            deadline=_Deadline(request_id, timeout_s, self._clock))
+    def _stream_state(self, request_id: str, timeout_s: float | None) -> StreamState:
+        return StreamState(request_id, max_retries=self.max_retries, read_timeout_s=self.timeout_s,
+                            deadline=Deadline(request_id, timeout_s, self._clock))
 
     def _submit_call(self, model_id: str, input: dict[str, Any], idempotency_key: str | None,
-                     webhook: str | None) -> _Call:
-        return _submit_call(model_id, input, _auto_idempotency_key(idempotency_key, self._features), webhook)
+                     webhook: str | None) -> Call:
+        return submit_call(model_id, input, auto_idempotency_key(idempotency_key, self._features), webhook)
 
 
 class Client(_BaseClient):
@@ -238,33 +238,33 @@ class Client(_BaseClient):
         """Close the connection pool."""
         self._http.close()
 
-    def _send(self, call: _Call) -> httpx.Response:
+    def _send(self, call: Call) -> httpx.Response:
         attempt = 0
         while True:
             try:
                 response = self._http.send(self._request(call), follow_redirects=call.follow_redirects)
             except httpx.TransportError as exc:
-                if _needs_features(call, self._features):
+                if needs_features(call, self._features):
                     self._learn_features()
-                delay = _retry_delay(call, attempt, self.max_retries, None, self._features)
+                delay = retry_delay(call, attempt, self.max_retries, None, self._features)
                 if delay is None:
-                    raise _connection_error(self.base_url, exc) from exc
+                    raise connection_error(self.base_url, exc) from exc
             else:
                 self._note(response)
                 if response.is_success:
                     return response
-                delay = _retry_delay(call, attempt, self.max_retries, response, self._features)
+                delay = retry_delay(call, attempt, self.max_retries, response, self._features)
                 if delay is None:
-                    raise _error_from_response(response, call.request_id)
+                    raise error_from_response(response, call.request_id)
             self._sleep(delay)
             attempt += 1
 
-    def _json(self, call: _Call) -> Any:
+    def _json(self, call: Call) -> Any:
         return self._send(call).json()
 
     def _learn_features(self) -> None:
         try:
-            self._send(_models_call())
+            self._send(models_call())
         except errors.ModelAPIError:
             pass  # an error answer of the server still told its features (when it has any)
 
@@ -296,35 +296,35 @@ class Client(_BaseClient):
 
     def status(self, request_id: str) -> StatusUpdate:
         """The request's current status, typed. ``GET /v1/requests/{id}/status``."""
-        return parse_status(self._json(_status_call(request_id)))
+        return parse_status(self._json(status_call(request_id)))
 
     def result(self, request_id: str, *, include_cost: bool = False, wait_s: float | None = None) -> dict[str, Any]:
         """The raw result body: ``output`` when completed, ``error`` when failed, else the status
         body. ``include_cost`` adds ``"cost"``. ``wait_s`` (our server, 0-60 seconds): answer as
         soon as the request ends, or after ``wait_s`` with the status body (long-poll; outside
         0-60 is a ValidationError). ``GET /v1/requests/{id}/result``."""
-        return self._json(_result_call(request_id, include_cost, wait_s, self.timeout_s))
+        return self._json(result_call(request_id, include_cost, wait_s, self.timeout_s))
 
     def cancel(self, request_id: str) -> dict[str, Any]:
         """Cancel a queued request: ``{"request_id", "status", "outcome": "cancelled" |
         "not_cancellable"}``. Idempotent."""
-        return self._json(_cancel_call(request_id))
+        return self._json(cancel_call(request_id))
 
     def models(self) -> list[dict[str, Any]]:
         """The catalogue (``GET /v1/models`` -> ``models``)."""
-        return self._json(_models_call())["models"]
+        return self._json(models_call())["models"]
 
     def model_schema(self, model_id: str) -> dict[str, Any]:
         """``{"input_schema", "output_schema", ...}`` of one model."""
-        return self._json(_schema_call(model_id))
+        return self._json(schema_call(model_id))
 
     def webhook_secret(self) -> str:
         """The signing secret of this key's webhook deliveries (``whsec_...``), for
         :func:`modelapi.webhooks.verify`. ``GET /v1/webhooks/default/secret`` (our server)."""
-        return str(self._json(_webhook_secret_call())["key"])
+        return str(self._json(webhook_secret_call())["key"])
 
     def list_requests(self, *, status: Status | str | None = None, model: str | None = None,
-                      limit: int | None = None, page_size: int = _MAX_PAGE_SIZE,
+                      limit: int | None = None, page_size: int = MAX_PAGE_SIZE,
                       cursor: str | None = None) -> Iterator[RequestSummary]:
         """This key's requests, newest first, across pages (``GET /v1/requests``, our server).
 
@@ -338,17 +338,17 @@ class Client(_BaseClient):
             for item in client.list_requests(status="completed", limit=10):
                 print(item.request_id, item.model_id, item.finished_at)
         """
-        listing = _Listing(status, model, limit, page_size, cursor)
+        listing = Listing(status, model, limit, page_size, cursor)
         while (call := listing.next_call()) is not None:
             yield from listing.page(self._json(call))
 
-    def _upload_image(self, img: _LocalImage) -> str:
-        return self._json(_upload_call(img.path.name, img.content, img.content_type))["url"]
+    def _upload_image(self, img: LocalImage) -> str:
+        return self._json(upload_call(img.path.name, img.content, img.content_type))["url"]
 
     def upload(self, path: str | os.PathLike[str]) -> str:
         """Upload a local file to this server (``POST /v1/files``, not retried); returns its URL,
         usable as an image input. The hosted service has no upload route: use data URIs there."""
-        return self._json(_upload_call_for(path))["url"]
+        return self._json(upload_call_for(path))["url"]
 
     # -- waiting for a request
 
@@ -413,7 +413,7 @@ class Client(_BaseClient):
                         for sse in EventSource(response).iter_sse():
                             update = state.event(sse)
                             if update is not None and update.is_terminal:
-                                if _needs_result(update):
+                                if needs_result(update):
                                     update = parse_status(self.result(request_id))
                                 yield update
                                 return
@@ -465,7 +465,7 @@ class Client(_BaseClient):
             if on_update is not None:
                 on_update(update)
             if update.is_terminal:
-                return _run_outcome(update)
+                return run_outcome(update)
         raise AssertionError("unreachable: watch ends on a terminal update")
 
     # -- files
@@ -476,10 +476,10 @@ class Client(_BaseClient):
         URL's suffix). Our key is sent only to URLs on base_url's own origin, never to presigned
         object-store URLs. Returns the paths in output order."""
         paths = []
-        for index, url in enumerate(_output_urls(result)):
-            response = self._send(_download_call(url, self.base_url))
-            name = _download_name(result["request_id"], index, response.headers.get("content-type"), url)
-            paths.append(_write(Path(dir), name, response.content))
+        for index, url in enumerate(output_urls(result)):
+            response = self._send(download_call(url, self.base_url))
+            name = download_name(result["request_id"], index, response.headers.get("content-type"), url)
+            paths.append(write(Path(dir), name, response.content))
         return paths
 
     def resolve_files(self, input: dict[str, Any], *, schema: dict[str, Any] | None = None,
@@ -506,10 +506,10 @@ class Client(_BaseClient):
             input = client.resolve_files({"images": ["a.png", "https://x/b.jpg"], "text": "..."})
         """
         effective = self._file_mode(mode)
-        images = _local_images(input, schema, self.max_upload_bytes)
+        images = local_images(input, schema, self.max_upload_bytes)
         if effective == "data_uri":
-            return _with_replacements(input, [(img.loc, img.data_uri()) for img in images])
-        return _with_replacements(input, [(img.loc, self._upload_image(img)) for img in images])
+            return with_replacements(input, [(img.loc, img.data_uri()) for img in images])
+        return with_replacements(input, [(img.loc, self._upload_image(img)) for img in images])
 
 
 class AsyncClient(_BaseClient):
@@ -557,33 +557,33 @@ class AsyncClient(_BaseClient):
         """Close the connection pool."""
         await self._http.aclose()
 
-    async def _send(self, call: _Call) -> httpx.Response:
+    async def _send(self, call: Call) -> httpx.Response:
         attempt = 0
         while True:
             try:
                 response = await self._http.send(self._request(call), follow_redirects=call.follow_redirects)
             except httpx.TransportError as exc:
-                if _needs_features(call, self._features):
+                if needs_features(call, self._features):
                     await self._learn_features()
-                delay = _retry_delay(call, attempt, self.max_retries, None, self._features)
+                delay = retry_delay(call, attempt, self.max_retries, None, self._features)
                 if delay is None:
-                    raise _connection_error(self.base_url, exc) from exc
+                    raise connection_error(self.base_url, exc) from exc
             else:
                 self._note(response)
                 if response.is_success:
                     return response
-                delay = _retry_delay(call, attempt, self.max_retries, response, self._features)
+                delay = retry_delay(call, attempt, self.max_retries, response, self._features)
                 if delay is None:
-                    raise _error_from_response(response, call.request_id)
+                    raise error_from_response(response, call.request_id)
             await self._sleep(delay)
             attempt += 1
 
-    async def _json(self, call: _Call) -> Any:
+    async def _json(self, call: Call) -> Any:
         return (await self._send(call)).json()
 
     async def _learn_features(self) -> None:
         try:
-            await self._send(_models_call())
+            await self._send(models_call())
         except errors.ModelAPIError:
             pass
 
@@ -601,44 +601,44 @@ class AsyncClient(_BaseClient):
 
     async def status(self, request_id: str) -> StatusUpdate:
         """See :meth:`Client.status`."""
-        return parse_status(await self._json(_status_call(request_id)))
+        return parse_status(await self._json(status_call(request_id)))
 
     async def result(self, request_id: str, *, include_cost: bool = False,
                      wait_s: float | None = None) -> dict[str, Any]:
         """See :meth:`Client.result`."""
-        return await self._json(_result_call(request_id, include_cost, wait_s, self.timeout_s))
+        return await self._json(result_call(request_id, include_cost, wait_s, self.timeout_s))
 
     async def cancel(self, request_id: str) -> dict[str, Any]:
         """See :meth:`Client.cancel`."""
-        return await self._json(_cancel_call(request_id))
+        return await self._json(cancel_call(request_id))
 
     async def models(self) -> list[dict[str, Any]]:
         """See :meth:`Client.models`."""
-        return (await self._json(_models_call()))["models"]
+        return (await self._json(models_call()))["models"]
 
     async def model_schema(self, model_id: str) -> dict[str, Any]:
         """See :meth:`Client.model_schema`."""
-        return await self._json(_schema_call(model_id))
+        return await self._json(schema_call(model_id))
 
     async def webhook_secret(self) -> str:
         """See :meth:`Client.webhook_secret`."""
-        return str((await self._json(_webhook_secret_call()))["key"])
+        return str((await self._json(webhook_secret_call()))["key"])
 
     async def list_requests(self, *, status: Status | str | None = None, model: str | None = None,
-                            limit: int | None = None, page_size: int = _MAX_PAGE_SIZE,
+                            limit: int | None = None, page_size: int = MAX_PAGE_SIZE,
                             cursor: str | None = None) -> AsyncIterator[RequestSummary]:
         """See :meth:`Client.list_requests`; use with ``async for``."""
-        listing = _Listing(status, model, limit, page_size, cursor)
+        listing = Listing(status, model, limit, page_size, cursor)
         while (call := listing.next_call()) is not None:
             for summary in listing.page(await self._json(call)):
                 yield summary
 
-    async def _upload_image(self, img: _LocalImage) -> str:
-        return (await self._json(_upload_call(img.path.name, img.content, img.content_type)))["url"]
+    async def _upload_image(self, img: LocalImage) -> str:
+        return (await self._json(upload_call(img.path.name, img.content, img.content_type)))["url"]
 
     async def upload(self, path: str | os.PathLike[str]) -> str:
         """See :meth:`Client.upload`."""
-        return (await self._json(_upload_call_for(path)))["url"]
+        return (await self._json(upload_call_for(path)))["url"]
 
     async def iter_status(self, request_id: str, *, poll_interval_s: float = 0.5, max_interval_s: float = 5.0,
                           timeout_s: float | None = None) -> AsyncIterator[StatusUpdate]:
@@ -682,7 +682,7 @@ class AsyncClient(_BaseClient):
                         async for sse in EventSource(response).aiter_sse():
                             update = state.event(sse)
                             if update is not None and update.is_terminal:
-                                if _needs_result(update):
+                                if needs_result(update):
                                     update = parse_status(await self.result(request_id))
                                 yield update
                                 return
@@ -720,24 +720,24 @@ class AsyncClient(_BaseClient):
             if on_update is not None and inspect.isawaitable(awaited := on_update(update)):
                 await awaited
             if update.is_terminal:
-                return _run_outcome(update)
+                return run_outcome(update)
         raise AssertionError("unreachable: watch ends on a terminal update")
 
     async def download(self, result: dict[str, Any], dir: str | os.PathLike[str]) -> list[Path]:
         """See :meth:`Client.download`."""
         paths = []
-        for index, url in enumerate(_output_urls(result)):
-            response = await self._send(_download_call(url, self.base_url))
-            name = _download_name(result["request_id"], index, response.headers.get("content-type"), url)
-            paths.append(_write(Path(dir), name, response.content))
+        for index, url in enumerate(output_urls(result)):
+            response = await self._send(download_call(url, self.base_url))
+            name = download_name(result["request_id"], index, response.headers.get("content-type"), url)
+            paths.append(write(Path(dir), name, response.content))
         return paths
 
     async def resolve_files(self, input: dict[str, Any], *, schema: dict[str, Any] | None = None,
                             mode: FileMode = "auto") -> dict[str, Any]:
         """See :meth:`Client.resolve_files`."""
         effective = self._file_mode(mode)
-        images = _local_images(input, schema, self.max_upload_bytes)
+        images = local_images(input, schema, self.max_upload_bytes)
         if effective == "data_uri":
-            return _with_replacements(input, [(img.loc, img.data_uri()) for img in images])
-        return _with_replacements(input, [(img.loc, await self._upload_image(img)) for img in images])
+            return with_replacements(input, [(img.loc, img.data_uri()) for img in images])
+        return with_replacements(input, [(img.loc, await self._upload_image(img)) for img in images])
 
