@@ -21,7 +21,7 @@ import httpx
 from httpx_sse import ServerSentEvent
 
 from modelapi import errors
-from modelapi._models import Completed, Failed, RequestSummary, StatusUpdate, parse_status, parse_summary
+from modelapi._models import Completed, Failed, RequestSummary, Result, StatusUpdate, parse_result, parse_status, parse_summary
 from modelapi.types import Status, default_data_dir
 
 DEFAULT_BASE_URL = "https://model-api.runcomfy.net"
@@ -447,11 +447,11 @@ class StreamState:
         return self.deadline.cap(retry_after if retry_after is not None else _backoff(self.failures - 1))
 
 
-def run_outcome(update: StatusUpdate) -> dict[str, Any]:
-    """The terminal update of run() -> the result body, or the matching exception."""
+def run_outcome(update: StatusUpdate) -> Result:
+    """The terminal update of run() -> its result, or the matching exception."""
     if isinstance(update, Completed):
-        return update.result if update.result is not None else {
-            "request_id": update.request_id, "status": "completed", "output": update.output}
+        return parse_result(update.result if update.result is not None else {
+            "request_id": update.request_id, "status": "completed", "output": update.output})
     if isinstance(update, Failed):
         raise errors.RequestFailed(update.request_id, update.error)
     raise errors.RequestCancelled(update.request_id)

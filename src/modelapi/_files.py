@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -15,6 +16,7 @@ import httpx
 
 from modelapi import errors
 from modelapi._calls import Call
+from modelapi._models import image_urls
 from modelapi.validation import image_fields, sniff_format
 
 DEFAULT_MAX_UPLOAD_BYTES = 15 * 1024 * 1024
@@ -32,19 +34,12 @@ _EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "image/jpg": ".jpg", "
 # --------------------------------------------------------------------------- downloads
 
 
-def output_urls(result: dict[str, Any]) -> list[str]:
+def output_urls(result: Mapping[str, Any]) -> list[str]:
     output = result.get("output")
     if not isinstance(output, dict):
         raise ValueError(f"result of request {result.get('request_id')} has no output "
                          f"(status {result.get('status')!r})")
     return image_urls(output)
-
-
-def image_urls(output: dict[str, Any]) -> list[str]:
-    """The image URLs of a result's ``output`` (``images``, else the single ``image``)."""
-    if output.get("images"):
-        return list(output["images"])
-    return [output["image"]] if output.get("image") else []
 
 
 def download_name(request_id: str, index: int, content_type: str | None, url: str) -> str:
