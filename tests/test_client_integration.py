@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from conftest import SKIMAGE_DATA, ServerProcess, started_in_background
-from modelapi import catalog, errors, webhooks
+from modelapi import _steps, catalog, errors, webhooks
 from modelapi.client import AsyncClient, Cancelled, Client, Completed, InProgress, Queued
 
 SEQ = "bytedance/seedream-4-0/sequential"
@@ -190,7 +190,7 @@ def test_catalogue(server):
             assert client.model_schema(model_id)["input_schema"] == model.input_schema
 
 
-def test_submit_then_iter_status_yields_typed_statuses(slow_server, tmp_path):
+def test_submit_then_watch_yields_typed_statuses(slow_server, tmp_path):
     srv = slow_server
     with Client(srv.base_url, srv.key) as client:
         handles = [client.submit(SEQ, {"text": f"one image of a boat, take {i}", "image_size": SQUARE})
@@ -201,7 +201,7 @@ def test_submit_then_iter_status_yields_typed_statuses(slow_server, tmp_path):
         assert last.cancel_url == f"{srv.base_url}/v1/requests/{last.request_id}/cancel"
         first = client.status(handles[0].request_id)
         assert isinstance(first, (Queued, InProgress)), first
-        updates = list(client.iter_status(last.request_id, **FAST_POLL))
+        updates = list(client.watch(last.request_id, **FAST_POLL))
         assert_status_sequence(updates, last.request_id)
         # the raw result body of the finished request
         body = client.result(last.request_id)
@@ -224,7 +224,7 @@ def test_cancel_a_queued_request(slow_server):
             "request_id": queued.request_id, "status": "cancelled", "outcome": "cancelled"}
         assert client.cancel(queued.request_id)["outcome"] == "cancelled"  # idempotent
         assert isinstance(client.status(queued.request_id), Cancelled)
-        assert [type(u) for u in client.iter_status(queued.request_id, **FAST_POLL)] == [Cancelled]
+        assert [type(u) for u in client.watch(queued.request_id, **FAST_POLL)] == [Cancelled]
 
         # run() whose request gets cancelled while it waits raises RequestCancelled
         def cancel_when_queued(update):
@@ -239,13 +239,13 @@ def test_cancel_a_queued_request(slow_server):
         assert isinstance(client.status(info.value.request_id), Cancelled)
 
         # running or finished requests are not cancellable (200, not an error)
-        with contextlib.closing(client.stream(blocker.request_id)) as updates:
+        with contextlib.closing(client.watch(blocker.request_id)) as updates:
             next(u for u in updates if not isinstance(u, Queued))  # the blocker has started
         outcome = client.cancel(blocker.request_id)
         assert outcome["outcome"] == "not_cancellable" and outcome["status"] in ("in_progress", "completed")
-        assert isinstance(list(client.iter_status(blocker.request_id, **FAST_POLL))[-1], Completed)
+        assert isinstance(list(client.watch(blocker.request_id, **FAST_POLL))[-1], Completed)
         for other in (ahead, second, third):
-            assert isinstance(list(client.iter_status(other.request_id, **FAST_POLL))[-1], Completed)
+            assert isinstance(list(client.watch(other.request_id, **FAST_POLL))[-1], Completed)
         outcome = client.cancel(blocker.request_id)
         assert outcome == {"request_id": blocker.request_id, "status": "completed", "outcome": "not_cancellable"}
 
@@ -290,8 +290,8 @@ def test_async_statuses_and_cancel(slow_server):
             # cancel the third while it waits (the second may be taken one job ahead); the last
             # still has at least one ahead of it in the queue
             cancelled = await client.cancel(handles[2].request_id)
-            cancelled_updates = [u async for u in client.iter_status(handles[2].request_id, **FAST_POLL)]
-            updates = [u async for u in client.iter_status(handles[4].request_id, **FAST_POLL)]
+            cancelled_updates = [u async for u in client.watch(handles[2].request_id, **FAST_POLL)]
+            updates = [u async for u in client.watch(handles[4].request_id, **FAST_POLL)]
 
             async def cancel_when_queued(update):
                 if isinstance(update, Queued):
@@ -303,12 +303,12 @@ def test_async_statuses_and_cancel(slow_server):
                 await client.run(SEQ, {"text": "one image of a cliff", "image_size": SQUARE},
                                  on_update=cancel_when_queued, timeout_s=60)
             run_cancelled = await client.status(info.value.request_id)
-            async with contextlib.aclosing(client.stream(blocker.request_id)) as blocker_stream:
+            async with contextlib.aclosing(client.watch(blocker.request_id)) as blocker_stream:
                 async for update in blocker_stream:
                     if not isinstance(update, Queued):  # the blocker has started
                         break
             not_cancellable = await client.cancel(blocker.request_id)  # running (or already done)
-            blocker_updates = [u async for u in client.iter_status(blocker.request_id, **FAST_POLL)]
+            blocker_updates = [u async for u in client.watch(blocker.request_id, **FAST_POLL)]
             return handles, cancelled, cancelled_updates, updates, run_cancelled, not_cancellable, blocker_updates
 
     handles, cancelled, cancelled_updates, updates, run_cancelled, not_cancellable, blocker_updates = asyncio.run(main())
@@ -401,12 +401,12 @@ def test_async_run_uses_the_status_stream_of_our_server(server):
 def test_stream_of_a_finished_request_is_its_result(server):
     with Client(server.base_url, server.key) as client:
         result = client.run(SEQ, {"text": "one image of a pier", "image_size": SQUARE})
-        [update] = client.stream(result["request_id"])
+        [update] = client.watch(result["request_id"])
         # the same result (presigned URLs are signed anew for each answer: compare their paths)
         assert isinstance(update, Completed) and update.request_id == result["request_id"]
         assert image_paths(update.output) == image_paths(result["output"])
         with pytest.raises(errors.NotFoundError):
-            list(client.stream("req_unknown"))
+            list(client.watch("req_unknown"))
 
 
 def test_async_stream_shows_queue_positions_then_progress(slow_server):
@@ -416,7 +416,7 @@ def test_async_stream_shows_queue_positions_then_progress(slow_server):
         async with AsyncClient(srv.base_url, srv.key) as client:
             handles = [await client.submit(SEQ, {"text": f"one image of a reef, take {i}", "image_size": SQUARE})
                        for i in range(3)]
-            return handles[-1].request_id, [u async for u in client.stream(handles[-1].request_id)]
+            return handles[-1].request_id, [u async for u in client.watch(handles[-1].request_id)]
 
     rid, updates = asyncio.run(main())
     assert_status_sequence(updates, rid)
@@ -469,13 +469,14 @@ class CutFirstStream(httpx.BaseTransport):
         self.inner.close()
 
 
-def test_stream_resumes_after_a_dropped_connection_without_repeating(slow_server):
+def test_stream_resumes_after_a_dropped_connection_without_repeating(slow_server, monkeypatch):
     srv = slow_server
     transport = CutFirstStream()
-    with Client(srv.base_url, srv.key, transport=transport, sleep=lambda s: None) as client:
+    monkeypatch.setattr(_steps, "sleep", lambda s: None)  # reconnect at once
+    with Client(srv.base_url, srv.key, transport=transport) as client:
         handles = [client.submit(SEQ, {"text": f"one image of a lagoon, take {i}", "image_size": SQUARE})
                    for i in range(3)]
-        updates = list(client.stream(handles[-1].request_id, timeout_s=60))
+        updates = list(client.watch(handles[-1].request_id, timeout_s=60))
     assert transport.cut is not None and len(transport.cut.ids) == 2
     # one reconnect, resuming after the last event received
     assert transport.last_event_ids == [None, transport.cut.ids[-1]]

@@ -1,9 +1,10 @@
 """Unit tests of the SDK (modelapi.client) against httpx.MockTransport: no server, no sleeping
-(a fake clock records every wait)."""
+(a fake clock, put in place of the SDK's clock and sleeps, records every wait)."""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import base64
 import json
 from collections.abc import AsyncIterator, Iterator
@@ -14,7 +15,7 @@ from typing import Any, Callable
 import httpx
 import pytest
 
-from modelapi import Status, errors
+from modelapi import Status, _steps, errors
 from modelapi.client import (
     AsyncClient,
     Cancelled,
@@ -26,6 +27,7 @@ from modelapi.client import (
     RequestHandle,
     RequestSummary,
     Unknown,
+    parse_result,
     parse_status,
 )
 
@@ -107,8 +109,12 @@ def error_response(status: int, message: str = "nope", detail: Any = None, **hea
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    fake = FakeClock()
+    monkeypatch.setattr(_steps, "monotonic", fake)
+    monkeypatch.setattr(_steps, "sleep", fake.sleep)
+    monkeypatch.setattr(_steps, "async_sleep", fake.asleep)
+    return fake
 
 
 @pytest.fixture
@@ -119,7 +125,7 @@ def make_client(clock: FakeClock) -> Callable[..., tuple[Client, Recorder]]:
         recorder = Recorder(answer)
         kwargs.setdefault("base_url", BASE)
         kwargs.setdefault("api_key", "key-1")
-        client = Client(transport=httpx.MockTransport(recorder), sleep=clock.sleep, clock=clock, **kwargs)
+        client = Client(transport=httpx.MockTransport(recorder), **kwargs)
         clients.append(client)
         return client, recorder
 
@@ -128,11 +134,10 @@ def make_client(clock: FakeClock) -> Callable[..., tuple[Client, Recorder]]:
         client.close()
 
 
-def make_async(answer: Callable[[httpx.Request], httpx.Response], clock: FakeClock,
+def make_async(answer: Callable[[httpx.Request], httpx.Response], clock: FakeClock,  # the fake clock in place
                **kwargs: Any) -> tuple[AsyncClient, Recorder]:
     recorder = Recorder(answer)
-    client = AsyncClient(BASE, "key-1", transport=httpx.MockTransport(recorder), sleep=clock.asleep,
-                         clock=clock, **kwargs)
+    client = AsyncClient(BASE, "key-1", transport=httpx.MockTransport(recorder), **kwargs)
     return client, recorder
 
 
@@ -401,7 +406,7 @@ def test_upload_is_not_retried(make_client, tmp_path):
     assert len(rec.requests) == 1
 
 
-# --------------------------------------------------------------------------- run / iter_status
+# --------------------------------------------------------------------------- run / watch (polling)
 
 
 def test_run_polls_until_completed_and_returns_the_result(make_client, clock):
@@ -421,10 +426,10 @@ def test_run_polls_until_completed_and_returns_the_result(make_client, clock):
     assert clock.sleeps == [0.5, 0.75, 1.125]  # interval grows x1.5
 
 
-def test_iter_status_interval_is_capped(make_client, clock):
+def test_polling_interval_is_capped(make_client, clock):
     statuses = [status_body("in_queue", queue_position=0)] * 8 + [status_body("cancelled")]
     client, _ = make_client(polling_server(statuses, status_body("cancelled")))
-    updates = list(client.iter_status(RID, poll_interval_s=1.0, max_interval_s=2.0))
+    updates = list(client.watch(RID, poll_interval_s=1.0, max_interval_s=2.0))
     assert updates == [Queued(RID, 0), Cancelled(RID)]
     assert max(clock.sleeps) == 2.0
 
@@ -474,10 +479,11 @@ def test_run_honours_retry_after_while_polling(make_client, clock):
     assert clock.sleeps == [4.0]
 
 
-def test_iter_status_slows_down_when_rate_limit_retries_are_spent(make_client, clock):
-    answers = sequence(error_response(429, **{"Retry-After": "6"}), httpx.Response(200, json=status_body("cancelled")))
+def test_polling_slows_down_when_rate_limit_retries_are_spent(make_client, clock):
+    answers = sequence(httpx.Response(200, json={"models": []}),  # no features: watch polls
+                       error_response(429, **{"Retry-After": "6"}), httpx.Response(200, json=status_body("cancelled")))
     client, _ = make_client(answers, max_retries=0)
-    assert list(client.iter_status(RID)) == [Cancelled(RID)]
+    assert list(client.watch(RID)) == [Cancelled(RID)]
     assert clock.sleeps == [6.0]
 
 
@@ -696,7 +702,7 @@ def test_async_run_polls_until_completed(clock):
     assert clock.sleeps == [0.5, 0.75]
 
 
-def test_async_iter_status_and_failures(clock):
+def test_async_watch_and_failures(clock):
     error = {"code": "engine_error", "message": "boom"}
     server = polling_server([status_body("in_progress"), status_body("failed")],
                             {"request_id": RID, "status": "failed", "error": error})
@@ -704,7 +710,7 @@ def test_async_iter_status_and_failures(clock):
     async def main() -> list[Any]:
         client, _ = make_async(server, clock)
         async with client:
-            updates = [u async for u in client.iter_status(RID)]
+            updates = [u async for u in client.watch(RID)]
             with pytest.raises(errors.RequestFailed):
                 await client.run("bytedance/seedream-4-0/sequential", {"text": "x"})
         return updates
@@ -720,7 +726,7 @@ def test_async_deadline_and_retries(clock):
             assert await client.status(RID) == Queued(RID, 0)
             assert len(rec.requests) == 3
             with pytest.raises(errors.RequestTimeout):
-                async for _ in client.iter_status(RID, timeout_s=2):
+                async for _ in client.watch(RID, timeout_s=2):
                     pass
         submit_client, submit_rec = make_async(sequence(error_response(503)), clock)
         async with submit_client:
@@ -919,7 +925,7 @@ def stream_requests(rec: Recorder) -> list[httpx.Request]:
     return [r for r in rec.requests if r.url.path.endswith("/status/stream")]
 
 
-def test_stream_yields_typed_updates_skipping_keep_alives(make_client):
+def test_status_stream_yields_typed_updates_skipping_keep_alives(make_client):
     result = completed_body(f"{BASE}/files/a.png")
     partial = {"images": [f"{BASE}/files/early.png"]}
     body = (PING, sse_event(1, status_body("in_queue", queue_position=2)), PING,
@@ -928,7 +934,7 @@ def test_stream_yields_typed_updates_skipping_keep_alives(make_client):
             sse_event(4, status_body("in_progress", progress=0.75, partial_output=partial)),
             b"event: other\ndata: {}\n\n", sse_event(5, status_body("completed")))
     client, rec = make_client(streaming_server([lambda: sse_response(*body)], result))
-    updates = list(client.stream(RID))
+    updates = list(client.watch(RID))
     assert updates == [Queued(RID, 2), Queued(RID, 1), InProgress(RID, 0.5),
                        InProgress(RID, 0.75, partial_output=partial), Completed(RID, result["output"])]
     assert updates[-1].result == result  # the terminal update is completed from /result
@@ -940,7 +946,7 @@ def test_stream_yields_typed_updates_skipping_keep_alives(make_client):
     assert rec.paths()[-1] == f"GET /v1/requests/{RID}/result"
 
 
-def test_stream_resumes_with_last_event_id_after_a_dropped_connection(make_client, clock):
+def test_status_stream_resumes_with_last_event_id_after_a_dropped_connection(make_client, clock):
     result = completed_body(f"{BASE}/files/a.png")
     connections = [
         lambda: sse_response(sse_event(1, status_body("in_queue", queue_position=0)), PING,
@@ -951,7 +957,7 @@ def test_stream_resumes_with_last_event_id_after_a_dropped_connection(make_clien
         lambda: sse_response(PING, sse_event(4, status_body("completed"))),
     ]
     client, rec = make_client(streaming_server(connections, result, status=status_body("in_progress", progress=0.75)))
-    updates = list(client.stream(RID))
+    updates = list(client.watch(RID))
     assert updates == [Queued(RID, 0), InProgress(RID, 0.25), InProgress(RID, 0.75), Completed(RID, result["output"])]
     resumed = [r.headers.get("last-event-id") for r in stream_requests(rec)]
     assert resumed == [None, "2", "2", "3"]
@@ -961,52 +967,52 @@ def test_stream_resumes_with_last_event_id_after_a_dropped_connection(make_clien
     assert 0.25 <= clock.sleeps[0] <= 0.5 and 0.5 <= clock.sleeps[1] <= 1.0 and 0.25 <= clock.sleeps[2] <= 0.5
 
 
-def test_stream_that_ends_early_on_a_finished_request_yields_the_result(make_client, clock):
+def test_status_stream_that_ends_early_on_a_finished_request_yields_the_result(make_client, clock):
     """The server closes at once (e.g. resumed after its last event): one /status call shows the
     request ended, and the stream ends with the result instead of reconnecting."""
     result = completed_body(f"{BASE}/files/a.png")
     client, rec = make_client(streaming_server([lambda: sse_response(PING)], result, status=status_body("completed")))
-    assert list(client.stream(RID)) == [Completed(RID, result["output"])]
-    assert rec.paths() == [f"GET /v1/requests/{RID}/status/stream", f"GET /v1/requests/{RID}/status",
+    assert list(client.watch(RID)) == [Completed(RID, result["output"])]
+    assert rec.paths() == ["GET /v1/models", f"GET /v1/requests/{RID}/status/stream", f"GET /v1/requests/{RID}/status",
                            f"GET /v1/requests/{RID}/result"]
     assert clock.sleeps == []
 
 
-def test_stream_gives_up_after_max_retries_drops_in_a_row(make_client, clock):
+def test_status_stream_gives_up_after_max_retries_drops_in_a_row(make_client, clock):
     def refused() -> httpx.Response:
         raise httpx.ConnectError("refused")
 
     client, rec = make_client(streaming_server([refused] * 10, {}), max_retries=3)
     with pytest.raises(errors.APIConnectionError) as info:
-        list(client.stream(RID))
+        list(client.watch(RID))
     assert isinstance(info.value.__cause__, httpx.ConnectError)
     assert len(stream_requests(rec)) == 4 and len(clock.sleeps) == 3
     assert RID in str(info.value)
 
 
-def test_stream_errors(make_client, clock):
+def test_status_stream_errors(make_client, clock):
     client, rec = make_client(streaming_server([lambda: error_response(404, "unknown request", **FEATURES)], {}))
     with pytest.raises(errors.NotFoundError) as info:
-        list(client.stream(RID))
+        list(client.watch(RID))
     assert info.value.request_id == RID and len(stream_requests(rec)) == 1 and clock.sleeps == []
     # 503 with Retry-After: wait, then reconnect
     client, rec = make_client(streaming_server(
         [lambda: error_response(503, "busy", **{"Retry-After": "2", **FEATURES}),
          lambda: sse_response(sse_event(1, status_body("cancelled")))], status_body("cancelled")))
-    assert list(client.stream(RID)) == [Cancelled(RID)]
+    assert list(client.watch(RID)) == [Cancelled(RID)]
     assert clock.sleeps == [2.0]
     # a 200 that is not an event stream
     client, _ = make_client(streaming_server([lambda: httpx.Response(200, json=status_body("in_queue"))], {}))
     with pytest.raises(errors.ModelAPIError, match="not an event stream"):
-        list(client.stream(RID))
+        list(client.watch(RID))
 
 
-def test_stream_deadline(make_client, clock):
+def test_status_stream_deadline(make_client, clock):
     events = [sse_event(i, status_body("in_queue", queue_position=9 - i)) for i in range(1, 9)]
     client, _ = make_client(streaming_server([lambda: sse_response(*events, clock=clock, tick_s=1.0)], {}))
     seen = []
     with pytest.raises(errors.RequestTimeout):
-        for update in client.stream(RID, timeout_s=2.5):
+        for update in client.watch(RID, timeout_s=2.5):
             seen.append(update)
     assert [u.position for u in seen] == [8, 7, 6]  # the third event came at t=3 s, past the deadline
 
@@ -1046,7 +1052,7 @@ def test_async_stream_resumes_and_run_streams(clock):
     async def main() -> tuple[list[Any], dict[str, Any], list[Any]]:
         client, rec = make_async(streaming_server(connections, result, status=status_body("in_queue")), clock)
         async with client:
-            updates = [u async for u in client.stream(RID)]
+            updates = [u async for u in client.watch(RID)]
             seen: list[Any] = []
             done = await client.run("bytedance/seedream-4-0/sequential", {"text": "x"}, on_update=seen.append)
         return updates, done, [r.headers.get("last-event-id") for r in stream_requests(rec)], seen
@@ -1138,3 +1144,47 @@ def test_async_list_requests(clock):
             return [r.request_id async for r in client.list_requests(page_size=2)]
 
     assert asyncio.run(main()) == [i["request_id"] for i in items]
+
+
+# --------------------------------------------------------------------------- the surface
+
+
+def test_result_is_typed_and_reads_as_the_body(make_client):
+    body = {**completed_body(f"{BASE}/files/a.png", f"{BASE}/files/b.png"), "seed": 7, "cost": 0.09,
+            "metadata": {"prompts": ["a", "b"]}}
+    client, _ = make_client(sequence(httpx.Response(200, json=body)))
+    result = client.result(RID, include_cost=True)
+    assert result.request_id == RID and result.update == Completed(RID, body["output"])
+    assert result.images == [f"{BASE}/files/a.png", f"{BASE}/files/b.png"] and result.output == body["output"]
+    assert (result.seed, result.cost, result.metadata, result.error) == (7, 0.09, {"prompts": ["a", "b"]}, None)
+    assert result.created_at == datetime(2025, 1, 1, tzinfo=timezone.utc)
+    assert result == body and dict(result) == body and result.body == body and result["seed"] == 7
+    queued = parse_result(status_body("in_queue", queue_position=1))  # a request not finished yet
+    assert queued.update == Queued(RID, 1) and queued.images == [] and queued.output is None and queued.metadata == {}
+
+
+def test_one_way_to_follow_a_request_and_no_test_seams_in_the_constructors():
+    for cls in (Client, AsyncClient):
+        assert not hasattr(cls, "iter_status") and not hasattr(cls, "stream")
+        assert not {"sleep", "clock"} & set(inspect.signature(cls).parameters)
+
+
+def test_stopping_a_watch_early_closes_the_stream(make_client):
+    closed: list[bool] = []
+
+    class Events(httpx.SyncByteStream):
+        def __iter__(self) -> Iterator[bytes]:
+            yield sse_event(1, status_body("in_queue", queue_position=3))
+            yield sse_event(2, status_body("in_queue", queue_position=2))
+
+        def close(self) -> None:
+            closed.append(True)
+
+    def events() -> httpx.Response:
+        return httpx.Response(200, headers={"Content-Type": "text/event-stream", **FEATURES}, stream=Events())
+
+    client, _ = make_client(streaming_server([events], {}))
+    updates = client.watch(RID)
+    assert next(updates) == Queued(RID, 3) and not closed
+    updates.close()
+    assert closed

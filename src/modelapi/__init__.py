@@ -5,6 +5,7 @@ The SDK::
     from modelapi import Client
     client = Client("http://127.0.0.1:8000")
     result = client.run("bytedance/seedream-4-0/sequential", {"text": "Generate 2 images of a fox"})
+    result.images              # typed: images, seed, metadata, cost...
     client.download(result, "out/")
 
 Webhook deliveries: :func:`modelapi.webhooks.verify`.
@@ -20,6 +21,7 @@ from .client import (
     Queued,
     RequestHandle,
     RequestSummary,
+    Result,
     StatusUpdate,
     Unknown,
 )
@@ -62,6 +64,7 @@ __all__ = [
     "RequestHandle",
     "RequestSummary",
     "RequestTimeout",
+    "Result",
     "Status",
     "StatusUpdate",
     "Unknown",

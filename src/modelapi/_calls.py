@@ -1,4 +1,4 @@
-"""The SDK's calls and retries, without IO: configuration (base URL, key), one :class:`_Call`
+"""The SDK's calls and retries, without IO: configuration (base URL, key), one :class:`Call`
 per API route, error mapping, retry and backoff decisions, the server's advertised features,
 poll timing and deadlines, and the status stream's reconnect state. :mod:`modelapi.client`
 does the sending, blocking or asyncio, with the same decisions."""
@@ -20,7 +20,7 @@ import httpx
 from httpx_sse import ServerSentEvent
 
 from modelapi import errors
-from modelapi._models import Completed, Failed, RequestSummary, StatusUpdate, parse_status, parse_summary
+from modelapi._models import Completed, Failed, RequestSummary, Result, StatusUpdate, parse_result, parse_status, parse_summary
 from modelapi.types import Status, default_data_dir, is_loopback_host
 
 DEFAULT_BASE_URL = "https://model-api.runcomfy.net"
@@ -55,7 +55,7 @@ Idempotency-Key and only against a server that advertises it honours one)."""
 
 
 @dataclass(frozen=True)
-class _Call:
+class Call:
     """One API call, independent of sync/async: what to send and how to treat failures."""
 
     method: str
@@ -74,7 +74,7 @@ class _Call:
 # --------------------------------------------------------------------------- configuration
 
 
-def _resolve_base_url(base_url: str | None) -> str:
+def resolve_base_url(base_url: str | None) -> str:
     """The argument, else ``$MODELAPI_BASE_URL``, else the hosted service; without a trailing
     ``/`` or ``/v1`` (routes are added with their ``/v1``)."""
     url = (base_url or os.environ.get("MODELAPI_BASE_URL") or DEFAULT_BASE_URL).strip().rstrip("/")
@@ -83,7 +83,7 @@ def _resolve_base_url(base_url: str | None) -> str:
     return url
 
 
-def _resolve_api_key(api_key: str | None, base_url: str) -> str:
+def resolve_api_key(api_key: str | None, base_url: str) -> str:
     if api_key:
         return api_key
     env = os.environ.get("MODELAPI_API_KEY", "").strip()
@@ -112,7 +112,7 @@ def _parse_features(value: str) -> frozenset[str]:
     return frozenset(part.strip().lower() for part in value.split(",") if part.strip())
 
 
-def _features_of(response: httpx.Response, base_url: str, known: frozenset[str] | None) -> frozenset[str] | None:
+def features_of(response: httpx.Response, base_url: str, known: frozenset[str] | None) -> frozenset[str] | None:
     """What ``response`` says about the server's features: its header when it has one; an
     answer of base_url's origin without it means none (unless they are already known: a proxy's
     error page does not erase them); other origins (presigned URLs) say nothing."""
@@ -142,7 +142,7 @@ def _parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def _error_from_response(response: httpx.Response, request_id: str | None = None) -> errors.APIStatusError:
+def error_from_response(response: httpx.Response, request_id: str | None = None) -> errors.APIStatusError:
     """An error response (its body read) -> the APIStatusError subclass of its HTTP status.
     Bodies that are not ``{"error_code", "error_message", "detail"}`` (a proxy's HTML page, a
     bucket's XML) keep the status and use a snippet of the text as ``error_message``."""
@@ -169,7 +169,7 @@ def _error_from_response(response: httpx.Response, request_id: str | None = None
     return cls.from_wire(status, error_code, message, detail, request_id)
 
 
-def _connection_error(base_url: str, exc: Exception) -> errors.APIConnectionError:
+def connection_error(base_url: str, exc: Exception) -> errors.APIConnectionError:
     return errors.APIConnectionError(f"could not reach {base_url}: {type(exc).__name__}: {exc}")
 
 
@@ -178,13 +178,13 @@ def _backoff(attempt: int) -> float:
     return min(_BACKOFF_CAP_S, _BACKOFF_BASE_S * 2**attempt) * (0.5 + random.random() / 2)
 
 
-def _may_retry(call: _Call, features: frozenset[str] | None) -> bool:
+def _may_retry(call: Call, features: frozenset[str] | None) -> bool:
     if call.retry == "if_server_dedupes":
         return features is not None and FEATURE_IDEMPOTENCY in features
     return call.retry == "always"
 
 
-def _retry_delay(call: _Call, attempt: int, max_retries: int, response: httpx.Response | None,
+def retry_delay(call: Call, attempt: int, max_retries: int, response: httpx.Response | None,
                  features: frozenset[str] | None = None) -> float | None:
     """Seconds to wait before retrying ``call`` (attempt 0 = the first retry), or None when it
     must not be retried. ``response`` None means a connection error; ``features`` are the
@@ -200,7 +200,7 @@ def _retry_delay(call: _Call, attempt: int, max_retries: int, response: httpx.Re
     return _backoff(attempt)
 
 
-def _needs_features(call: _Call, features: frozenset[str] | None) -> bool:
+def needs_features(call: Call, features: frozenset[str] | None) -> bool:
     """True when a transport error on ``call`` can be retried only once the server's features
     are known (a submit with an Idempotency-Key, to a server not heard from yet)."""
     return call.retry == "if_server_dedupes" and features is None
@@ -213,16 +213,16 @@ def _path_id(value: str) -> str:
     return quote(value, safe="")
 
 
-def _submit_call(model_id: str, input: dict[str, Any], idempotency_key: str | None,
-                 webhook: str | None = None) -> _Call:
+def submit_call(model_id: str, input: dict[str, Any], idempotency_key: str | None,
+                 webhook: str | None = None) -> Call:
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
     params = {"webhook": webhook} if webhook else None
     # Never pay twice: a submit is retried only when it has a key and the server deduplicates by it.
-    return _Call("POST", f"/v1/models/{quote(model_id, safe='/')}", json=input, headers=headers, params=params,
+    return Call("POST", f"/v1/models/{quote(model_id, safe='/')}", json=input, headers=headers, params=params,
                  retry="if_server_dedupes" if idempotency_key else "never")
 
 
-def _auto_idempotency_key(given: str | None, features: frozenset[str] | None) -> str | None:
+def auto_idempotency_key(given: str | None, features: frozenset[str] | None) -> str | None:
     """The caller's key; else, unless the server is known not to honour keys, a fresh one (so
     that a submit cut off by a transport error can be sent again safely)."""
     if given or (features is not None and FEATURE_IDEMPOTENCY not in features):
@@ -230,42 +230,42 @@ def _auto_idempotency_key(given: str | None, features: frozenset[str] | None) ->
     return f"modelapi-python-{uuid.uuid4()}"
 
 
-def _status_call(request_id: str) -> _Call:
-    return _Call("GET", f"/v1/requests/{_path_id(request_id)}/status", request_id=request_id)
+def status_call(request_id: str) -> Call:
+    return Call("GET", f"/v1/requests/{_path_id(request_id)}/status", request_id=request_id)
 
 
-def _result_call(request_id: str, include_cost: bool, wait_s: float | None = None,
-                 timeout_s: float | None = None) -> _Call:
+def result_call(request_id: str, include_cost: bool, wait_s: float | None = None,
+                 timeout_s: float | None = None) -> Call:
     params = {"include_cost": "true"} if include_cost else {}
     call_timeout = None
     if wait_s is not None:
         params["wait"] = f"{wait_s:g}"
         call_timeout = max(timeout_s or 0.0, wait_s + 15.0)  # the server holds the answer wait_s
-    return _Call("GET", f"/v1/requests/{_path_id(request_id)}/result", params=params or None,
+    return Call("GET", f"/v1/requests/{_path_id(request_id)}/result", params=params or None,
                  request_id=request_id, timeout_s=call_timeout)
 
 
-def _cancel_call(request_id: str) -> _Call:
+def cancel_call(request_id: str) -> Call:
     # Cancel is idempotent on the server, so it is retried like a read.
-    return _Call("POST", f"/v1/requests/{_path_id(request_id)}/cancel", request_id=request_id)
+    return Call("POST", f"/v1/requests/{_path_id(request_id)}/cancel", request_id=request_id)
 
 
-def _models_call() -> _Call:
-    return _Call("GET", "/v1/models")
+def models_call() -> Call:
+    return Call("GET", "/v1/models")
 
 
-def _schema_call(model_id: str) -> _Call:
-    return _Call("GET", f"/v1/models/{quote(model_id, safe='/')}/schema")
+def schema_call(model_id: str) -> Call:
+    return Call("GET", f"/v1/models/{quote(model_id, safe='/')}/schema")
 
 
-def _webhook_secret_call() -> _Call:
-    return _Call("GET", "/v1/webhooks/default/secret")
+def webhook_secret_call() -> Call:
+    return Call("GET", "/v1/webhooks/default/secret")
 
 
-_MAX_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 100
 
 
-class _Listing:
+class Listing:
     """Paging through ``GET /v1/requests`` (no IO): :meth:`next_call` is the next page's call,
     or None when done; :meth:`page` turns its answer into summaries and moves the cursor.
     ``limit``: at most this many in all (None: all). Raises ValueError for a ``page_size``
@@ -273,8 +273,8 @@ class _Listing:
 
     def __init__(self, status: Status | str | None, model: str | None, limit: int | None, page_size: int,
                  cursor: str | None) -> None:
-        if not 1 <= page_size <= _MAX_PAGE_SIZE:
-            raise ValueError(f"page_size must be 1..{_MAX_PAGE_SIZE}, not {page_size}")
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise ValueError(f"page_size must be 1..{MAX_PAGE_SIZE}, not {page_size}")
         self.status = status.value if isinstance(status, Status) else status
         self.model, self.remaining, self.page_size, self.cursor = model, limit, page_size, cursor
         self.done = False
@@ -282,14 +282,14 @@ class _Listing:
     def _size(self) -> int:
         return self.page_size if self.remaining is None else min(self.page_size, self.remaining)
 
-    def next_call(self) -> _Call | None:
+    def next_call(self) -> Call | None:
         if self.done or (self.remaining is not None and self.remaining <= 0):
             return None
         params = {"limit": str(self._size())}
         for name, value in (("status", self.status), ("model", self.model), ("cursor", self.cursor)):
             if value:
                 params[name] = value
-        return _Call("GET", "/v1/requests", params=params)
+        return Call("GET", "/v1/requests", params=params)
 
     def page(self, body: Any) -> list[RequestSummary]:
         """One listing answer (``{"requests": [...], "next_cursor"}``) -> its summaries."""
@@ -304,15 +304,15 @@ class _Listing:
         return [parse_summary(item) for item in items]
 
 
-def _download_call(url: str, base_url: str) -> _Call:
+def download_call(url: str, base_url: str) -> Call:
     # Presigned object-store URLs must not receive our key; our own signed URLs don't need it.
-    return _Call("GET", url, auth=_same_origin(url, base_url), follow_redirects=True)
+    return Call("GET", url, auth=_same_origin(url, base_url), follow_redirects=True)
 
 
 # --------------------------------------------------------------------------- waiting
 
 
-class _Deadline:
+class Deadline:
     """A client-side deadline (``timeout_s`` None: none)."""
 
     def __init__(self, request_id: str, timeout_s: float | None, clock: Callable[[], float]) -> None:
@@ -340,14 +340,14 @@ class _Deadline:
         return delay if remaining is None else min(delay, remaining)
 
 
-class _Poll:
+class Poll:
     """Poll timing shared by sync and async: interval x1.5 up to a cap, a client-side deadline."""
 
     def __init__(self, request_id: str, poll_interval_s: float, max_interval_s: float,
                  timeout_s: float | None, clock: Callable[[], float]) -> None:
         self.interval = poll_interval_s
         self.max_interval = max_interval_s
-        self.deadline = _Deadline(request_id, timeout_s, clock)
+        self.deadline = Deadline(request_id, timeout_s, clock)
 
     def next_sleep(self, retry_after_s: float | None = None) -> float:
         """Seconds to wait before the next poll; raises RequestTimeout once the deadline passed."""
@@ -356,17 +356,17 @@ class _Poll:
         return self.deadline.cap(delay)
 
 
-def _needs_result(update: StatusUpdate) -> bool:
+def needs_result(update: StatusUpdate) -> bool:
     """A terminal update parsed from a status body: its output or error is on the result route."""
     return isinstance(update, (Completed, Failed)) and update.result is None
 
 
-class _StreamState:
+class StreamState:
     """The status stream of one request across reconnects: the last event id (sent back as
     ``Last-Event-ID``), consecutive failures (at most ``max_retries`` reconnects without a new
     event, with jittered backoff, then APIConnectionError), repeats skipped, the deadline."""
 
-    def __init__(self, request_id: str, *, max_retries: int, read_timeout_s: float, deadline: _Deadline) -> None:
+    def __init__(self, request_id: str, *, max_retries: int, read_timeout_s: float, deadline: Deadline) -> None:
         self.request_id = request_id
         self.max_retries = max_retries
         self.read_timeout_s = max(read_timeout_s, STREAM_MIN_READ_TIMEOUT_S)
@@ -375,13 +375,13 @@ class _StreamState:
         self.failures = 0
         self.last: StatusUpdate | None = None
 
-    def call(self) -> _Call:
+    def call(self) -> Call:
         """The next connection's call (with ``Last-Event-ID`` once an event was seen)."""
         headers = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
         if self.last_event_id:
             headers["Last-Event-ID"] = self.last_event_id
         read = self.deadline.cap(self.read_timeout_s)
-        return _Call("GET", f"/v1/requests/{_path_id(self.request_id)}/status/stream", headers=headers,
+        return Call("GET", f"/v1/requests/{_path_id(self.request_id)}/status/stream", headers=headers,
                      request_id=self.request_id, retry="never", timeout_s=max(read, 0.001))
 
     def check_open(self, response: httpx.Response) -> float | None:
@@ -396,7 +396,7 @@ class _StreamState:
                     f"{response.request.url} answered {content_type or 'no content type'}, not an event stream")
             return None
         if response.status_code not in _RETRY_STATUSES:
-            raise _error_from_response(response, self.request_id)
+            raise error_from_response(response, self.request_id)
         return self.dropped(None, response)
 
     def event(self, sse: ServerSentEvent) -> StatusUpdate | None:
@@ -426,7 +426,7 @@ class _StreamState:
         self.failures += 1
         if self.failures > self.max_retries:
             if response is not None:
-                raise _error_from_response(response, self.request_id)
+                raise error_from_response(response, self.request_id)
             why = f"{type(exc).__name__}: {exc}" if exc is not None else "the server ended it before the last status"
             raise errors.APIConnectionError(
                 f"the status stream of {self.request_id} dropped {self.failures} times in a row ({why})") from exc
@@ -434,11 +434,11 @@ class _StreamState:
         return self.deadline.cap(retry_after if retry_after is not None else _backoff(self.failures - 1))
 
 
-def _run_outcome(update: StatusUpdate) -> dict[str, Any]:
-    """The terminal update of run() -> the result body, or the matching exception."""
+def run_outcome(update: StatusUpdate) -> Result:
+    """The terminal update of run() -> its result, or the matching exception."""
     if isinstance(update, Completed):
-        return update.result if update.result is not None else {
-            "request_id": update.request_id, "status": "completed", "output": update.output}
+        return parse_result(update.result if update.result is not None else {
+            "request_id": update.request_id, "status": "completed", "output": update.output})
     if isinstance(update, Failed):
         raise errors.RequestFailed(update.request_id, update.error)
     raise errors.RequestCancelled(update.request_id)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -14,7 +15,8 @@ from typing import Any, Literal
 import httpx
 
 from modelapi import errors
-from modelapi._calls import _Call
+from modelapi._calls import Call
+from modelapi._models import image_urls
 from modelapi.validation import image_fields, sniff_format
 
 DEFAULT_MAX_UPLOAD_BYTES = 15 * 1024 * 1024
@@ -32,7 +34,7 @@ _EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "image/jpg": ".jpg", "
 # --------------------------------------------------------------------------- downloads
 
 
-def _output_urls(result: dict[str, Any]) -> list[str]:
+def output_urls(result: Mapping[str, Any]) -> list[str]:
     output = result.get("output")
     if not isinstance(output, dict):
         raise ValueError(f"result of request {result.get('request_id')} has no output "
@@ -40,14 +42,7 @@ def _output_urls(result: dict[str, Any]) -> list[str]:
     return image_urls(output)
 
 
-def image_urls(output: dict[str, Any]) -> list[str]:
-    """The image URLs of a result's ``output`` (``images``, else the single ``image``)."""
-    if output.get("images"):
-        return list(output["images"])
-    return [output["image"]] if output.get("image") else []
-
-
-def _download_name(request_id: str, index: int, content_type: str | None, url: str) -> str:
+def download_name(request_id: str, index: int, content_type: str | None, url: str) -> str:
     """``<request_id>_<index><ext>``: ext from the Content-Type, else the URL's suffix, else
     ``.bin``; characters other than letters, digits, ``.``, ``_`` and ``-`` become ``_``."""
     media_type = (content_type or "").split(";")[0].strip().lower()
@@ -58,7 +53,7 @@ def _download_name(request_id: str, index: int, content_type: str | None, url: s
     return _UNSAFE_NAME.sub("_", f"{request_id}_{index}{ext}")
 
 
-def _write(directory: Path, name: str, content: bytes) -> Path:
+def write(directory: Path, name: str, content: bytes) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / name
     path.write_bytes(content)
@@ -86,7 +81,7 @@ _URL_PREFIX = re.compile(r"^(?:[A-Za-z][A-Za-z0-9+.-]*://|data:)")
 
 
 @dataclass(frozen=True)
-class _LocalImage:
+class LocalImage:
     loc: list[Any]
     path: Path
     content: bytes
@@ -96,7 +91,7 @@ class _LocalImage:
         return f"data:{self.content_type};base64,{base64.b64encode(self.content).decode('ascii')}"
 
 
-def _local_images(input: dict[str, Any], schema: dict[str, Any] | None, max_bytes: int) -> list[_LocalImage]:
+def local_images(input: dict[str, Any], schema: dict[str, Any] | None, max_bytes: int) -> list[LocalImage]:
     """Every local path in an image field, read and checked. Raises InputError (naming the file
     and the rule) for a missing path, a file over ``max_bytes``, or one that is not JPEG/PNG."""
     found = []
@@ -121,11 +116,11 @@ def _local_images(input: dict[str, Any], schema: dict[str, Any] | None, max_byte
             if content_type is None:
                 raise errors.InputError(f"{item}: only JPEG and PNG images are accepted (checked by content)",
                                         loc, "unsupported_image_type")
-            found.append(_LocalImage(loc, path, content, content_type))
+            found.append(LocalImage(loc, path, content, content_type))
     return found
 
 
-def _effective_mode(mode: FileMode, base_url: str) -> Literal["upload", "data_uri"]:
+def effective_mode(mode: FileMode, base_url: str) -> Literal["upload", "data_uri"]:
     if mode == "auto":
         host = httpx.URL(base_url).host.lower()
         hosted = host == _HOSTED_DOMAIN or host.endswith("." + _HOSTED_DOMAIN)
@@ -135,7 +130,7 @@ def _effective_mode(mode: FileMode, base_url: str) -> Literal["upload", "data_ur
     return mode
 
 
-def _with_replacements(input: dict[str, Any], replacements: list[tuple[list[Any], str]]) -> dict[str, Any]:
+def with_replacements(input: dict[str, Any], replacements: list[tuple[list[Any], str]]) -> dict[str, Any]:
     out = dict(input)
     for loc, url in replacements:
         name = loc[1]
@@ -148,11 +143,11 @@ def _with_replacements(input: dict[str, Any], replacements: list[tuple[list[Any]
     return out
 
 
-def _upload_call(name: str, content: bytes, content_type: str) -> _Call:
-    return _Call("POST", "/v1/files", files={"file": (name, content, content_type)}, retry="never")
+def upload_call(name: str, content: bytes, content_type: str) -> Call:
+    return Call("POST", "/v1/files", files={"file": (name, content, content_type)}, retry="never")
 
 
-def _upload_call_for(path: str | os.PathLike[str]) -> _Call:
+def upload_call_for(path: str | os.PathLike[str]) -> Call:
     file = Path(path).expanduser()
     content = file.read_bytes()
-    return _upload_call(file.name, content, _sniff_image(content[:8]) or "application/octet-stream")
+    return upload_call(file.name, content, _sniff_image(content[:8]) or "application/octet-stream")

@@ -2,7 +2,7 @@
 (:class:`RequestHandle`), a request's status (:data:`StatusUpdate`: :class:`Queued`,
 :class:`InProgress`, :class:`Completed`, :class:`Failed`, :class:`Cancelled`, or
 :class:`Unknown` for a status string this SDK does not know), and one row of the request
-listing (:class:`RequestSummary`).
+listing (:class:`RequestSummary`), and a request's result body (:class:`Result`).
 
 Parsers accept the shapes of both our server and the hosted service: optional fields may be
 missing, and an unknown status string is an :class:`Unknown` update rather than an error.
@@ -10,6 +10,7 @@ missing, and an unknown status string is an :class:`Unknown` update rather than 
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
@@ -26,9 +27,11 @@ __all__ = [
     "Queued",
     "RequestHandle",
     "RequestSummary",
+    "Result",
     "StatusUpdate",
     "Unknown",
     "parse_handle",
+    "parse_result",
     "parse_status",
     "parse_summary",
 ]
@@ -234,3 +237,63 @@ def parse_summary(item: dict[str, Any]) -> RequestSummary:
     update = parse_status(item)
     return RequestSummary(update.request_id, str(item.get("model_id") or ""), update,
                           _parse_time(item.get("created_at")), _parse_time(item.get("finished_at")), item)
+
+
+@dataclass(frozen=True, eq=False)
+class Result(Mapping[str, Any]):
+    """A request's result body (what :meth:`Client.result` and :meth:`Client.run` return), typed.
+
+    Attributes:
+        request_id (`str`).
+        update (:data:`StatusUpdate`): its status, typed: :class:`Completed` (with ``output``),
+            :class:`Failed` (with ``error``), or the status of a request not finished yet.
+        images (`list[str]`): the output image URLs, in order (empty unless completed).
+        output (`dict | None`): ``{"images": [...], "image": ...}`` when completed.
+        error (`dict | None`): ``{"code", "message"}`` when failed.
+        seed (`int | None`), metadata (`dict`: e.g. ``prompts``, ``random_weights``; empty when
+            the server sent none), cost (`float | None`: only asked with ``include_cost``).
+        created_at, finished_at (`datetime | None`): timezone-aware.
+        body (`dict`): the body as the server sent it.
+
+    It also reads as that body (a read-only mapping: ``result["output"]["images"]``,
+    ``result.get("seed")``) and equals a dict of the same body, so code written for the raw
+    body keeps working; ``dict(result)`` or ``result.body`` is the plain dict (e.g. for JSON).
+    """
+
+    request_id: str
+    update: StatusUpdate
+    images: list[str]
+    output: dict[str, Any] | None
+    error: dict[str, Any] | None
+    seed: int | None
+    metadata: dict[str, Any]
+    cost: float | None
+    created_at: datetime | None
+    finished_at: datetime | None
+    body: dict[str, Any] = field(repr=False)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.body[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.body)
+
+    def __len__(self) -> int:
+        return len(self.body)
+
+
+def image_urls(output: Mapping[str, Any]) -> list[str]:
+    """The image URLs of a result's ``output`` (``images``, else the single ``image``)."""
+    if output.get("images"):
+        return list(output["images"])
+    return [output["image"]] if output.get("image") else []
+
+
+def parse_result(body: dict[str, Any]) -> Result:
+    """A result body -> :class:`Result`. Never raises for a missing optional field."""
+    output, error, metadata = body.get("output"), body.get("error"), body.get("metadata")
+    output = output if isinstance(output, dict) else None
+    return Result(str(body.get("request_id", "")), parse_status(body), image_urls(output or {}), output,
+                  error if isinstance(error, dict) else None, _optional_int(body.get("seed")),
+                  metadata if isinstance(metadata, dict) else {}, _optional_float(body.get("cost")),
+                  _parse_time(body.get("created_at")), _parse_time(body.get("finished_at")), body)

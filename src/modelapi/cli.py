@@ -340,8 +340,7 @@ def run(
                 result = client.run(model_id, body, timeout_s=timeout_s, webhook=webhook,
                                     on_update=lambda update: _show(bar, task, update))
             paths = client.download(result, out_dir)
-            meta = result.get("metadata") or {}
-            if meta.get("random_weights"):
+            if result.metadata.get("random_weights"):
                 console.print("[yellow]note: the server runs RANDOM weights; these images are noise[/]")
             for path in paths:
                 typer.echo(str(path))
@@ -359,7 +358,7 @@ def watch(
     """Follow a request live (queue position while queued, progress while running; from the
     status stream, else by polling) until it ends, then print its output URLs, one per line.
     Exits 1 when it failed or was cancelled."""
-    from ._files import image_urls
+    from ._models import image_urls
     from .client import Cancelled, Completed, Failed
 
     try:
@@ -448,11 +447,11 @@ def submit(
 @app.command()
 def status(request_id: str, base_url: Optional[str] = BaseUrl, api_key: Optional[str] = ApiKeyOpt) -> None:
     """Print a request's status JSON."""
-    from ._calls import _status_call
+    from ._calls import status_call
 
     try:
         with _client(base_url, api_key) as client:
-            _print_json(client._json(_status_call(request_id)))  # the raw body, not the typed StatusUpdate
+            _print_json(client._call(client._json(status_call(request_id))))  # the raw body, not the typed StatusUpdate
     except ModelAPIError as exc:
         _fail(exc)
 
@@ -462,7 +461,7 @@ def result(request_id: str, include_cost: bool = typer.Option(False, "--include-
     """Print a request's result JSON."""
     try:
         with _client(base_url, api_key) as client:
-            _print_json(client.result(request_id, include_cost=include_cost))
+            _print_json(client.result(request_id, include_cost=include_cost).body)
     except ModelAPIError as exc:
         _fail(exc)
 

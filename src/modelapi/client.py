@@ -7,6 +7,7 @@ Example::
     from modelapi import Client
     client = Client(base_url="http://127.0.0.1:8000")
     result = client.run("bytedance/seedream-4-0/sequential", {"text": "Generate 3 images of a red fox"})
+    result.images, result.seed   # typed (a Result); result["output"] reads the body as sent
     client.download(result, "out/")
 
 Step by step (what :meth:`Client.run` does for you)::
@@ -14,7 +15,7 @@ Step by step (what :meth:`Client.run` does for you)::
     handle = client.submit("bytedance/seedream-4-0/sequential", {"text": "Generate 2 images of a cat"})
     for update in client.watch(handle.request_id):
         print(update)            # Queued(position=0) -> InProgress(progress=0.5) -> Completed(output={...})
-    body = client.result(handle.request_id)
+    result = client.result(handle.request_id)
 
 Push or poll: our server says what it offers beyond the hosted contract in a
 ``Modelapi-Features`` response header (``status-stream, long-poll, webhooks,
@@ -41,65 +42,26 @@ connection errors raise :class:`~modelapi.errors.APIConnectionError` (its ``__ca
 
 Local files as inputs: see :meth:`Client.resolve_files`. Webhook deliveries: see
 :func:`modelapi.webhooks.verify`.
+
+Both clients perform the same operations, written once in :mod:`modelapi._steps` (no IO); this
+module is the two thin shells that send, wait and read streams, blocking or awaited.
 """
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import os
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, TypeVar
 
 import httpx
 from httpx_sse import EventSource
 
-from modelapi import errors
-from modelapi._calls import (
-    DEFAULT_BASE_URL,
-    FEATURE_STREAM,
-    FEATURES_HEADER,
-    _auto_idempotency_key,
-    _Call,
-    _cancel_call,
-    _connection_error,
-    _Deadline,
-    _download_call,
-    _error_from_response,
-    _features_of,
-    _Listing,
-    _MAX_PAGE_SIZE,
-    _models_call,
-    _needs_features,
-    _needs_result,
-    _Poll,
-    _resolve_api_key,
-    _resolve_base_url,
-    _result_call,
-    _retry_delay,
-    _run_outcome,
-    _schema_call,
-    _status_call,
-    _StreamState,
-    _submit_call,
-    _webhook_secret_call,
-    is_loopback_host,
-)
-from modelapi._files import (
-    DEFAULT_MAX_UPLOAD_BYTES,
-    FileMode,
-    _download_name,
-    _effective_mode,
-    _local_images,
-    _LocalImage,
-    _output_urls,
-    _upload_call,
-    _upload_call_for,
-    _with_replacements,
-    _write,
-)
+from modelapi import _steps
+from modelapi._calls import DEFAULT_BASE_URL, FEATURES_HEADER, MAX_PAGE_SIZE, Call
+from modelapi.types import is_loopback_host
+from modelapi._files import DEFAULT_MAX_UPLOAD_BYTES, FileMode
 from modelapi._models import (
     Cancelled,
     Completed,
@@ -108,12 +70,15 @@ from modelapi._models import (
     Queued,
     RequestHandle,
     RequestSummary,
+    Result,
     StatusUpdate,
     Unknown,
     parse_handle,
+    parse_result,
     parse_status,
     parse_summary,
 )
+from modelapi._steps import ClientCore, Close, Emit, NextEvent, Notify, Open, Sleep, Steps, Stream, returning
 from modelapi.types import Status
 
 __all__ = [
@@ -130,58 +95,20 @@ __all__ = [
     "Queued",
     "RequestHandle",
     "RequestSummary",
+    "Result",
     "StatusUpdate",
     "Unknown",
     "is_loopback_host",
     "parse_handle",
+    "parse_result",
     "parse_status",
     "parse_summary",
 ]
 
-class _BaseClient:
-    _http: httpx.Client | httpx.AsyncClient
-
-    def __init__(self, base_url: str | None, api_key: str | None, *, timeout_s: float, max_retries: int,
-                 max_upload_bytes: int, clock: Callable[[], float]) -> None:
-        self.base_url = _resolve_base_url(base_url)
-        self._api_key = _resolve_api_key(api_key, self.base_url)
-        self.timeout_s = timeout_s
-        self.max_retries = max_retries
-        self.max_upload_bytes = max_upload_bytes
-        self._clock = clock
-        self._features: frozenset[str] | None = None
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(base_url={self.base_url!r})"
-
-    def _request(self, call: _Call) -> httpx.Request:
-        headers = dict(call.headers)
-        if call.auth:
-            headers["Authorization"] = f"Bearer {self._api_key}"
-        timeout = httpx.USE_CLIENT_DEFAULT if call.timeout_s is None else httpx.Timeout(self.timeout_s, read=call.timeout_s)
-        return self._http.build_request(call.method, call.url, json=call.json, params=call.params,
-                                        files=call.files, headers=headers, timeout=timeout)
-
-    def _note(self, response: httpx.Response) -> None:
-        self._features = _features_of(response, self.base_url, self._features)
-
-    def _file_mode(self, mode: FileMode) -> Literal["upload", "data_uri"]:
-        return _effective_mode(mode, self.base_url)
-
-    def _poll(self, request_id: str, poll_interval_s: float, max_interval_s: float,
-              timeout_s: float | None) -> _Poll:
-        return _Poll(request_id, poll_interval_s, max_interval_s, timeout_s, self._clock)
-
-    def _stream_state(self, request_id: str, timeout_s: float | None) -> _StreamState:
-        return _StreamState(request_id, max_retries=self.max_retries, read_timeout_s=self.timeout_s,
-                            deadline=_Deadline(request_id, timeout_s, self._clock))
-
-    def _submit_call(self, model_id: str, input: dict[str, Any], idempotency_key: str | None,
-                     webhook: str | None) -> _Call:
-        return _submit_call(model_id, input, _auto_idempotency_key(idempotency_key, self._features), webhook)
+T = TypeVar("T")
 
 
-class Client(_BaseClient):
+class Client(ClientCore):
     """Blocking client for the Model API.
 
     Args:
@@ -195,7 +122,6 @@ class Client(_BaseClient):
             row without a new event (see the module docstring).
         transport (`httpx.BaseTransport | None`): e.g. ``httpx.MockTransport`` in tests.
         max_upload_bytes (`int`, bytes): largest local file ``resolve_files`` sends; 15 MB.
-        sleep, clock: ``time.sleep`` / ``time.monotonic`` replacements (tests: a fake clock).
         event_hooks: passed to ``httpx.Client`` (e.g. ``{"request": [log]}``).
 
     Example::
@@ -218,13 +144,10 @@ class Client(_BaseClient):
         max_retries: int = 4,
         transport: httpx.BaseTransport | None = None,
         max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
         event_hooks: dict[str, list[Callable[..., Any]]] | None = None,
     ) -> None:
         super().__init__(base_url, api_key, timeout_s=timeout_s, max_retries=max_retries,
-                         max_upload_bytes=max_upload_bytes, clock=clock)
-        self._sleep = sleep
+                         max_upload_bytes=max_upload_bytes)
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout_s, transport=transport,
                                   headers={"User-Agent": "modelapi-python"}, event_hooks=event_hooks)
 
@@ -238,46 +161,64 @@ class Client(_BaseClient):
         """Close the connection pool."""
         self._http.close()
 
-    def _send(self, call: _Call) -> httpx.Response:
-        attempt = 0
-        while True:
-            try:
-                response = self._http.send(self._request(call), follow_redirects=call.follow_redirects)
-            except httpx.TransportError as exc:
-                if _needs_features(call, self._features):
-                    self._learn_features()
-                delay = _retry_delay(call, attempt, self.max_retries, None, self._features)
-                if delay is None:
-                    raise _connection_error(self.base_url, exc) from exc
-            else:
-                self._note(response)
-                if response.is_success:
-                    return response
-                delay = _retry_delay(call, attempt, self.max_retries, response, self._features)
-                if delay is None:
-                    raise _error_from_response(response, call.request_id)
-            self._sleep(delay)
-            attempt += 1
+    # -- performing the steps (modelapi._steps), blocking
 
-    def _json(self, call: _Call) -> Any:
-        return self._send(call).json()
-
-    def _learn_features(self) -> None:
+    def _iterate(self, steps: Steps[Any]) -> Iterator[Any]:
+        """Perform each effect of ``steps`` and send its answer back (or throw its exception
+        in); yield what it emits. Streams still open when it ends are closed."""
+        opened: list[Stream] = []
+        answer: Any = None
+        failed = False
         try:
-            self._send(_models_call())
-        except errors.ModelAPIError:
-            pass  # an error answer of the server still told its features (when it has any)
+            while True:
+                try:
+                    effect = steps.throw(answer) if failed else steps.send(answer)
+                except StopIteration:
+                    return
+                answer, failed = None, False
+                if isinstance(effect, Emit):
+                    yield effect.value
+                    continue
+                try:
+                    answer = self._perform(effect, opened)
+                except Exception as exc:  # the steps decide: retry, reconnect or raise
+                    answer, failed = exc, True
+        finally:
+            steps.close()
+            for stream in opened:
+                stream.response.close()
+
+    def _perform(self, effect: Any, opened: list[Stream]) -> Any:
+        if isinstance(effect, Call):
+            return self._http.send(self._request(effect), follow_redirects=effect.follow_redirects)
+        if isinstance(effect, Sleep):
+            return _steps.sleep(effect.seconds)
+        if isinstance(effect, Open):
+            response = self._http.send(self._request(effect.call), stream=True)
+            opened.append(stream := Stream(response, EventSource(response).iter_sse()))
+            if not response.is_success:
+                response.read()
+            return stream
+        if isinstance(effect, NextEvent):
+            return next(effect.stream.events, None)
+        if isinstance(effect, Close):
+            opened.remove(effect.stream)
+            return effect.stream.response.close()
+        if isinstance(effect, Notify):
+            return None if effect.callback is None else effect.callback(effect.value)
+        raise TypeError(f"not an effect: {effect!r}")
+
+    def _call(self, steps: Steps[T]) -> T:
+        return list(self._iterate(returning(steps)))[-1]
+
+    # -- the API, one call each
 
     def features(self) -> frozenset[str]:
         """What the server offers beyond the hosted contract, from its ``Modelapi-Features``
         response header: a subset of ``{"status-stream", "long-poll", "webhooks",
         "idempotency-key"}``; empty for the hosted service. Read from any answer already
         received, else learnt with one ``GET /v1/models``."""
-        if self._features is None:
-            self._learn_features()
-        return self._features or frozenset()
-
-    # -- the API, one call each
+        return self._call(self._features_steps())
 
     def submit(self, model_id: str, input: dict[str, Any], *, idempotency_key: str | None = None,
                webhook: str | None = None) -> RequestHandle:
@@ -292,39 +233,40 @@ class Client(_BaseClient):
         Raises ValidationError (422, ``detail`` lists the problems), NotFoundError (unknown
         model), APIConnectionError.
         """
-        return parse_handle(self._json(self._submit_call(model_id, input, idempotency_key, webhook)), self.base_url)
+        return self._call(self._submit_steps(model_id, input, idempotency_key, webhook))
 
     def status(self, request_id: str) -> StatusUpdate:
         """The request's current status, typed. ``GET /v1/requests/{id}/status``."""
-        return parse_status(self._json(_status_call(request_id)))
+        return self._call(self._status_steps(request_id))
 
-    def result(self, request_id: str, *, include_cost: bool = False, wait_s: float | None = None) -> dict[str, Any]:
-        """The raw result body: ``output`` when completed, ``error`` when failed, else the status
-        body. ``include_cost`` adds ``"cost"``. ``wait_s`` (our server, 0-60 seconds): answer as
-        soon as the request ends, or after ``wait_s`` with the status body (long-poll; outside
-        0-60 is a ValidationError). ``GET /v1/requests/{id}/result``."""
-        return self._json(_result_call(request_id, include_cost, wait_s, self.timeout_s))
+    def result(self, request_id: str, *, include_cost: bool = False, wait_s: float | None = None) -> Result:
+        """The result, typed (:class:`Result`: ``images``, ``seed``, ``metadata``, ``cost``,
+        ``error``...; it also reads as the body sent): ``output`` when completed, ``error`` when
+        failed, else only the status. ``include_cost`` adds ``cost``. ``wait_s`` (our server,
+        0-60 seconds): answer as soon as the request ends, or after ``wait_s`` with the status
+        (long-poll; outside 0-60 is a ValidationError). ``GET /v1/requests/{id}/result``."""
+        return self._call(self._result_steps(request_id, include_cost, wait_s))
 
     def cancel(self, request_id: str) -> dict[str, Any]:
         """Cancel a queued request: ``{"request_id", "status", "outcome": "cancelled" |
         "not_cancellable"}``. Idempotent."""
-        return self._json(_cancel_call(request_id))
+        return self._call(self._cancel_steps(request_id))
 
     def models(self) -> list[dict[str, Any]]:
         """The catalogue (``GET /v1/models`` -> ``models``)."""
-        return self._json(_models_call())["models"]
+        return self._call(self._models_steps())
 
     def model_schema(self, model_id: str) -> dict[str, Any]:
         """``{"input_schema", "output_schema", ...}`` of one model."""
-        return self._json(_schema_call(model_id))
+        return self._call(self._schema_steps(model_id))
 
     def webhook_secret(self) -> str:
         """The signing secret of this key's webhook deliveries (``whsec_...``), for
         :func:`modelapi.webhooks.verify`. ``GET /v1/webhooks/default/secret`` (our server)."""
-        return str(self._json(_webhook_secret_call())["key"])
+        return self._call(self._webhook_secret_steps())
 
     def list_requests(self, *, status: Status | str | None = None, model: str | None = None,
-                      limit: int | None = None, page_size: int = _MAX_PAGE_SIZE,
+                      limit: int | None = None, page_size: int = MAX_PAGE_SIZE,
                       cursor: str | None = None) -> Iterator[RequestSummary]:
         """This key's requests, newest first, across pages (``GET /v1/requests``, our server).
 
@@ -338,117 +280,46 @@ class Client(_BaseClient):
             for item in client.list_requests(status="completed", limit=10):
                 print(item.request_id, item.model_id, item.finished_at)
         """
-        listing = _Listing(status, model, limit, page_size, cursor)
-        while (call := listing.next_call()) is not None:
-            yield from listing.page(self._json(call))
-
-    def _upload_image(self, img: _LocalImage) -> str:
-        return self._json(_upload_call(img.path.name, img.content, img.content_type))["url"]
+        return self._iterate(self._list_steps(status, model, limit, page_size, cursor))
 
     def upload(self, path: str | os.PathLike[str]) -> str:
         """Upload a local file to this server (``POST /v1/files``, not retried); returns its URL,
         usable as an image input. The hosted service has no upload route: use data URIs there."""
-        return self._json(_upload_call_for(path))["url"]
+        return self._call(self._upload_steps(path))
 
     # -- waiting for a request
 
-    def iter_status(self, request_id: str, *, poll_interval_s: float = 0.5, max_interval_s: float = 5.0,
-                    timeout_s: float | None = None) -> Iterator[StatusUpdate]:
-        """Poll until the request is terminal, yielding each new status (repeats are skipped).
-
-        The last update is fetched from the result route, so ``Completed.output`` and
-        ``Failed.error`` are filled. The interval grows x1.5 per poll up to ``max_interval_s``;
-        a 429 waits its ``Retry-After``. ``timeout_s`` (seconds, None = no deadline) raises
-        RequestTimeout (a ``TimeoutError``); the request itself is left running.
-        """
-        poll = self._poll(request_id, poll_interval_s, max_interval_s, timeout_s)
-        last: StatusUpdate | None = None
-        while True:
-            retry_after = None
-            update: StatusUpdate | None
-            try:
-                update = self.status(request_id)
-                if update.is_terminal:
-                    update = parse_status(self.result(request_id))
-            except errors.RateLimitError as exc:  # retries spent: slow the polling down instead
-                retry_after, update = exc.retry_after_s, last
-            if update is not None and update != last:
-                yield update
-                last = update
-            if update is not None and update.is_terminal:
-                return
-            self._sleep(poll.next_sleep(retry_after))
-
-    def stream(self, request_id: str, *, timeout_s: float | None = None) -> Iterator[StatusUpdate]:
-        """Yield each new status from the server's status stream
-        (``GET /v1/requests/{id}/status/stream``, server-sent events; our server) until the
-        request is terminal.
-
-        Queued updates carry the moving ``position``, InProgress the growing ``progress`` (and
-        ``partial_output`` when the server publishes images early). The last update is fetched
-        from the result route, so ``Completed.output`` / ``Failed.error`` are filled. A dropped
-        connection is resumed with ``Last-Event-ID`` (nothing repeats) after a jittered backoff;
-        ``max_retries`` reconnects in a row without a new event raise APIConnectionError. A
-        stream the server ends before the terminal event is checked with one ``/status`` call
-        (the request may have ended meanwhile) before reconnecting. ``timeout_s`` (seconds,
-        None = none): RequestTimeout, checked at each event and keep-alive. Raises
-        NotFoundError / AuthenticationError as ``status`` does, and NotFoundError on a server
-        without the stream (use :meth:`watch` to work with both).
-        """
-        state = self._stream_state(request_id, timeout_s)
-        while True:
-            try:
-                response = self._http.send(self._request(state.call()), stream=True)
-            except httpx.TransportError as exc:
-                delay = state.dropped(exc)
-            else:
-                try:
-                    self._note(response)
-                    if not response.is_success:
-                        response.read()
-                    opened = state.check_open(response)
-                    if opened is not None:
-                        delay = opened
-                    else:
-                        for sse in EventSource(response).iter_sse():
-                            update = state.event(sse)
-                            if update is not None and update.is_terminal:
-                                if _needs_result(update):
-                                    update = parse_status(self.result(request_id))
-                                yield update
-                                return
-                            if update is not None:
-                                yield update
-                            state.deadline.check()
-                        ended = self.status(request_id)  # closed before the terminal event: ended meanwhile?
-                        if ended.is_terminal:
-                            yield parse_status(self.result(request_id))
-                            return
-                        delay = state.dropped(None)
-                except httpx.TransportError as exc:
-                    delay = state.dropped(exc)
-                finally:
-                    response.close()
-            self._sleep(delay)
-
     def watch(self, request_id: str, *, timeout_s: float | None = None, poll_interval_s: float = 0.5,
               max_interval_s: float = 5.0) -> Iterator[StatusUpdate]:
-        """Yield each new status until the request is terminal: from the status stream when the
-        server advertises ``status-stream`` (see :meth:`stream`), else by polling (see
-        :meth:`iter_status`, whose intervals apply). The same code works against our server and
-        the hosted service. The last update has ``output`` / ``error`` filled."""
-        if FEATURE_STREAM in self.features():
-            yield from self.stream(request_id, timeout_s=timeout_s)
-        else:
-            yield from self.iter_status(request_id, poll_interval_s=poll_interval_s,
-                                        max_interval_s=max_interval_s, timeout_s=timeout_s)
+        """Yield each new status until the request is terminal; the last one has ``output`` /
+        ``error`` filled (fetched from the result route). The same code works against our
+        server and the hosted service.
+
+        Where the server advertises ``status-stream`` (ours), it reads the status stream
+        (``GET /v1/requests/{id}/status/stream``, server-sent events): Queued updates carry the
+        moving ``position``, InProgress the growing ``progress`` (and ``partial_output`` when
+        the server publishes images early). A dropped connection is resumed with
+        ``Last-Event-ID`` (nothing repeats) after a jittered backoff; ``max_retries`` reconnects
+        in a row without a new event raise APIConnectionError. A stream the server ends before
+        the terminal event is checked with one ``/status`` call before reconnecting.
+
+        Elsewhere it polls ``/status``, skipping repeats: the interval starts at
+        ``poll_interval_s`` and grows x1.5 per poll up to ``max_interval_s``; a 429 waits its
+        ``Retry-After``.
+
+        ``timeout_s`` (seconds, None = no deadline) raises RequestTimeout (a ``TimeoutError``);
+        the request itself is left running. Raises NotFoundError / AuthenticationError as
+        ``status`` does. Stopping early (``break``, or ``contextlib.closing``) closes the stream.
+        """
+        return self._iterate(self._watch_steps(request_id, timeout_s, poll_interval_s, max_interval_s))
 
     def run(self, model_id: str, input: dict[str, Any], *, timeout_s: float | None = 600,
             idempotency_key: str | None = None, webhook: str | None = None,
-            on_update: Callable[[StatusUpdate], Any] | None = None) -> dict[str, Any]:
+            on_update: Callable[[StatusUpdate], Any] | None = None) -> Result:
         """Submit, wait (the status stream where the server has one, else polling: see
-        :meth:`watch`), and return the completed result body
-        (``{"request_id", "status": "completed", "output": {"images": [...]}, ...}``).
+        :meth:`watch`), and return the completed :class:`Result` (``images``, ``seed``,
+        ``metadata``...; it also reads as the result body, ``{"request_id", "status":
+        "completed", "output": {"images": [...]}, ...}``).
 
         ``timeout_s`` (seconds; None = wait forever): client-side deadline -> RequestTimeout.
         ``on_update`` is called with every new StatusUpdate. ``idempotency_key`` and
@@ -460,27 +331,17 @@ class Client(_BaseClient):
             result = client.run("bytedance/seedream-4-0/sequential", {"text": "Generate 2 images of a cat"},
                                 on_update=print)
         """
-        handle = self.submit(model_id, input, idempotency_key=idempotency_key, webhook=webhook)
-        for update in self.watch(handle.request_id, timeout_s=timeout_s):
-            if on_update is not None:
-                on_update(update)
-            if update.is_terminal:
-                return _run_outcome(update)
-        raise AssertionError("unreachable: watch ends on a terminal update")
+        return self._call(self._run_steps(model_id, input, timeout_s, idempotency_key, webhook, on_update))
 
     # -- files
 
-    def download(self, result: dict[str, Any], dir: str | os.PathLike[str]) -> list[Path]:
-        """Save every output image of a completed ``result`` into ``dir`` (created if needed) as
+    def download(self, result: Mapping[str, Any], dir: str | os.PathLike[str]) -> list[Path]:
+        """Save every output image of a completed ``result`` (a :class:`Result`, or a result
+        body as a dict, e.g. a webhook's) into ``dir`` (created if needed) as
         ``<request_id>_<i>.<ext>`` (i from 0; ext from Content-Type: .png/.jpg/.webp, else the
         URL's suffix). Our key is sent only to URLs on base_url's own origin, never to presigned
         object-store URLs. Returns the paths in output order."""
-        paths = []
-        for index, url in enumerate(_output_urls(result)):
-            response = self._send(_download_call(url, self.base_url))
-            name = _download_name(result["request_id"], index, response.headers.get("content-type"), url)
-            paths.append(_write(Path(dir), name, response.content))
-        return paths
+        return self._call(self._download_steps(result, dir))
 
     def resolve_files(self, input: dict[str, Any], *, schema: dict[str, Any] | None = None,
                       mode: FileMode = "auto") -> dict[str, Any]:
@@ -505,17 +366,13 @@ class Client(_BaseClient):
 
             input = client.resolve_files({"images": ["a.png", "https://x/b.jpg"], "text": "..."})
         """
-        effective = self._file_mode(mode)
-        images = _local_images(input, schema, self.max_upload_bytes)
-        if effective == "data_uri":
-            return _with_replacements(input, [(img.loc, img.data_uri()) for img in images])
-        return _with_replacements(input, [(img.loc, self._upload_image(img)) for img in images])
+        return self._call(self._resolve_files_steps(input, schema, mode))
 
 
-class AsyncClient(_BaseClient):
+class AsyncClient(ClientCore):
     """asyncio client for the Model API: the same methods as :class:`Client`, awaited
-    (``iter_status``, ``stream``, ``watch`` and ``list_requests`` are async iterators).
-    ``transport`` is an ``httpx.AsyncBaseTransport``; ``sleep`` defaults to ``asyncio.sleep``.
+    (``watch`` and ``list_requests`` are async iterators). ``transport`` is an
+    ``httpx.AsyncBaseTransport``.
 
     Example::
 
@@ -537,13 +394,10 @@ class AsyncClient(_BaseClient):
         max_retries: int = 4,
         transport: httpx.AsyncBaseTransport | None = None,
         max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        clock: Callable[[], float] = time.monotonic,
         event_hooks: dict[str, list[Callable[..., Any]]] | None = None,
     ) -> None:
         super().__init__(base_url, api_key, timeout_s=timeout_s, max_retries=max_retries,
-                         max_upload_bytes=max_upload_bytes, clock=clock)
-        self._sleep = sleep
+                         max_upload_bytes=max_upload_bytes)
         self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout_s, transport=transport,
                                        headers={"User-Agent": "modelapi-python"}, event_hooks=event_hooks)
 
@@ -557,187 +411,119 @@ class AsyncClient(_BaseClient):
         """Close the connection pool."""
         await self._http.aclose()
 
-    async def _send(self, call: _Call) -> httpx.Response:
-        attempt = 0
-        while True:
-            try:
-                response = await self._http.send(self._request(call), follow_redirects=call.follow_redirects)
-            except httpx.TransportError as exc:
-                if _needs_features(call, self._features):
-                    await self._learn_features()
-                delay = _retry_delay(call, attempt, self.max_retries, None, self._features)
-                if delay is None:
-                    raise _connection_error(self.base_url, exc) from exc
-            else:
-                self._note(response)
-                if response.is_success:
-                    return response
-                delay = _retry_delay(call, attempt, self.max_retries, response, self._features)
-                if delay is None:
-                    raise _error_from_response(response, call.request_id)
-            await self._sleep(delay)
-            attempt += 1
+    # -- performing the steps (modelapi._steps), awaited: as Client's, with await
 
-    async def _json(self, call: _Call) -> Any:
-        return (await self._send(call)).json()
-
-    async def _learn_features(self) -> None:
+    async def _iterate(self, steps: Steps[Any]) -> AsyncIterator[Any]:
+        """See :meth:`Client._iterate`."""
+        opened: list[Stream] = []
+        answer: Any = None
+        failed = False
         try:
-            await self._send(_models_call())
-        except errors.ModelAPIError:
-            pass
+            while True:
+                try:
+                    effect = steps.throw(answer) if failed else steps.send(answer)
+                except StopIteration:
+                    return
+                answer, failed = None, False
+                if isinstance(effect, Emit):
+                    yield effect.value
+                    continue
+                try:
+                    answer = await self._perform(effect, opened)
+                except Exception as exc:  # the steps decide: retry, reconnect or raise
+                    answer, failed = exc, True
+        finally:
+            steps.close()
+            for stream in opened:
+                await stream.response.aclose()
+
+    async def _perform(self, effect: Any, opened: list[Stream]) -> Any:
+        if isinstance(effect, Call):
+            return await self._http.send(self._request(effect), follow_redirects=effect.follow_redirects)
+        if isinstance(effect, Sleep):
+            return await _steps.async_sleep(effect.seconds)
+        if isinstance(effect, Open):
+            response = await self._http.send(self._request(effect.call), stream=True)
+            opened.append(stream := Stream(response, EventSource(response).aiter_sse()))
+            if not response.is_success:
+                await response.aread()
+            return stream
+        if isinstance(effect, NextEvent):
+            return await anext(effect.stream.events, None)
+        if isinstance(effect, Close):
+            opened.remove(effect.stream)
+            return await effect.stream.response.aclose()
+        if isinstance(effect, Notify):
+            if effect.callback is not None and inspect.isawaitable(awaited := effect.callback(effect.value)):
+                await awaited
+            return None
+        raise TypeError(f"not an effect: {effect!r}")
+
+    async def _call(self, steps: Steps[T]) -> T:
+        return [value async for value in self._iterate(returning(steps))][-1]
+
+    # -- the API: see Client's methods
 
     async def features(self) -> frozenset[str]:
         """See :meth:`Client.features`."""
-        if self._features is None:
-            await self._learn_features()
-        return self._features or frozenset()
+        return await self._call(self._features_steps())
 
     async def submit(self, model_id: str, input: dict[str, Any], *, idempotency_key: str | None = None,
                      webhook: str | None = None) -> RequestHandle:
         """See :meth:`Client.submit`."""
-        body = await self._json(self._submit_call(model_id, input, idempotency_key, webhook))
-        return parse_handle(body, self.base_url)
+        return await self._call(self._submit_steps(model_id, input, idempotency_key, webhook))
 
     async def status(self, request_id: str) -> StatusUpdate:
         """See :meth:`Client.status`."""
-        return parse_status(await self._json(_status_call(request_id)))
+        return await self._call(self._status_steps(request_id))
 
-    async def result(self, request_id: str, *, include_cost: bool = False,
-                     wait_s: float | None = None) -> dict[str, Any]:
+    async def result(self, request_id: str, *, include_cost: bool = False, wait_s: float | None = None) -> Result:
         """See :meth:`Client.result`."""
-        return await self._json(_result_call(request_id, include_cost, wait_s, self.timeout_s))
+        return await self._call(self._result_steps(request_id, include_cost, wait_s))
 
     async def cancel(self, request_id: str) -> dict[str, Any]:
         """See :meth:`Client.cancel`."""
-        return await self._json(_cancel_call(request_id))
+        return await self._call(self._cancel_steps(request_id))
 
     async def models(self) -> list[dict[str, Any]]:
         """See :meth:`Client.models`."""
-        return (await self._json(_models_call()))["models"]
+        return await self._call(self._models_steps())
 
     async def model_schema(self, model_id: str) -> dict[str, Any]:
         """See :meth:`Client.model_schema`."""
-        return await self._json(_schema_call(model_id))
+        return await self._call(self._schema_steps(model_id))
 
     async def webhook_secret(self) -> str:
         """See :meth:`Client.webhook_secret`."""
-        return str((await self._json(_webhook_secret_call()))["key"])
+        return await self._call(self._webhook_secret_steps())
 
-    async def list_requests(self, *, status: Status | str | None = None, model: str | None = None,
-                            limit: int | None = None, page_size: int = _MAX_PAGE_SIZE,
-                            cursor: str | None = None) -> AsyncIterator[RequestSummary]:
+    def list_requests(self, *, status: Status | str | None = None, model: str | None = None,
+                      limit: int | None = None, page_size: int = MAX_PAGE_SIZE,
+                      cursor: str | None = None) -> AsyncIterator[RequestSummary]:
         """See :meth:`Client.list_requests`; use with ``async for``."""
-        listing = _Listing(status, model, limit, page_size, cursor)
-        while (call := listing.next_call()) is not None:
-            for summary in listing.page(await self._json(call)):
-                yield summary
-
-    async def _upload_image(self, img: _LocalImage) -> str:
-        return (await self._json(_upload_call(img.path.name, img.content, img.content_type)))["url"]
+        return self._iterate(self._list_steps(status, model, limit, page_size, cursor))
 
     async def upload(self, path: str | os.PathLike[str]) -> str:
         """See :meth:`Client.upload`."""
-        return (await self._json(_upload_call_for(path)))["url"]
+        return await self._call(self._upload_steps(path))
 
-    async def iter_status(self, request_id: str, *, poll_interval_s: float = 0.5, max_interval_s: float = 5.0,
-                          timeout_s: float | None = None) -> AsyncIterator[StatusUpdate]:
-        """See :meth:`Client.iter_status`; use with ``async for``."""
-        poll = self._poll(request_id, poll_interval_s, max_interval_s, timeout_s)
-        last: StatusUpdate | None = None
-        while True:
-            retry_after = None
-            update: StatusUpdate | None
-            try:
-                update = await self.status(request_id)
-                if update.is_terminal:
-                    update = parse_status(await self.result(request_id))
-            except errors.RateLimitError as exc:
-                retry_after, update = exc.retry_after_s, last
-            if update is not None and update != last:
-                yield update
-                last = update
-            if update is not None and update.is_terminal:
-                return
-            await self._sleep(poll.next_sleep(retry_after))
-
-    async def stream(self, request_id: str, *, timeout_s: float | None = None) -> AsyncIterator[StatusUpdate]:
-        """See :meth:`Client.stream`; use with ``async for`` (``contextlib.aclosing`` closes the
-        connection at once when you stop early)."""
-        state = self._stream_state(request_id, timeout_s)
-        while True:
-            try:
-                response = await self._http.send(self._request(state.call()), stream=True)
-            except httpx.TransportError as exc:
-                delay = state.dropped(exc)
-            else:
-                try:
-                    self._note(response)
-                    if not response.is_success:
-                        await response.aread()
-                    opened = state.check_open(response)
-                    if opened is not None:
-                        delay = opened
-                    else:
-                        async for sse in EventSource(response).aiter_sse():
-                            update = state.event(sse)
-                            if update is not None and update.is_terminal:
-                                if _needs_result(update):
-                                    update = parse_status(await self.result(request_id))
-                                yield update
-                                return
-                            if update is not None:
-                                yield update
-                            state.deadline.check()
-                        ended = await self.status(request_id)
-                        if ended.is_terminal:
-                            yield parse_status(await self.result(request_id))
-                            return
-                        delay = state.dropped(None)
-                except httpx.TransportError as exc:
-                    delay = state.dropped(exc)
-                finally:
-                    await response.aclose()
-            await self._sleep(delay)
-
-    async def watch(self, request_id: str, *, timeout_s: float | None = None, poll_interval_s: float = 0.5,
-                    max_interval_s: float = 5.0) -> AsyncIterator[StatusUpdate]:
-        """See :meth:`Client.watch`; use with ``async for``."""
-        if FEATURE_STREAM in await self.features():
-            async for update in self.stream(request_id, timeout_s=timeout_s):
-                yield update
-        else:
-            async for update in self.iter_status(request_id, poll_interval_s=poll_interval_s,
-                                                 max_interval_s=max_interval_s, timeout_s=timeout_s):
-                yield update
+    def watch(self, request_id: str, *, timeout_s: float | None = None, poll_interval_s: float = 0.5,
+              max_interval_s: float = 5.0) -> AsyncIterator[StatusUpdate]:
+        """See :meth:`Client.watch`; use with ``async for`` (``contextlib.aclosing`` closes the
+        stream at once when you stop early)."""
+        return self._iterate(self._watch_steps(request_id, timeout_s, poll_interval_s, max_interval_s))
 
     async def run(self, model_id: str, input: dict[str, Any], *, timeout_s: float | None = 600,
                   idempotency_key: str | None = None, webhook: str | None = None,
-                  on_update: Callable[[StatusUpdate], Any] | None = None) -> dict[str, Any]:
+                  on_update: Callable[[StatusUpdate], Any] | None = None) -> Result:
         """See :meth:`Client.run`. ``on_update`` may be a plain function or a coroutine function."""
-        handle = await self.submit(model_id, input, idempotency_key=idempotency_key, webhook=webhook)
-        async for update in self.watch(handle.request_id, timeout_s=timeout_s):
-            if on_update is not None and inspect.isawaitable(awaited := on_update(update)):
-                await awaited
-            if update.is_terminal:
-                return _run_outcome(update)
-        raise AssertionError("unreachable: watch ends on a terminal update")
+        return await self._call(self._run_steps(model_id, input, timeout_s, idempotency_key, webhook, on_update))
 
-    async def download(self, result: dict[str, Any], dir: str | os.PathLike[str]) -> list[Path]:
+    async def download(self, result: Mapping[str, Any], dir: str | os.PathLike[str]) -> list[Path]:
         """See :meth:`Client.download`."""
-        paths = []
-        for index, url in enumerate(_output_urls(result)):
-            response = await self._send(_download_call(url, self.base_url))
-            name = _download_name(result["request_id"], index, response.headers.get("content-type"), url)
-            paths.append(_write(Path(dir), name, response.content))
-        return paths
+        return await self._call(self._download_steps(result, dir))
 
     async def resolve_files(self, input: dict[str, Any], *, schema: dict[str, Any] | None = None,
                             mode: FileMode = "auto") -> dict[str, Any]:
         """See :meth:`Client.resolve_files`."""
-        effective = self._file_mode(mode)
-        images = _local_images(input, schema, self.max_upload_bytes)
-        if effective == "data_uri":
-            return _with_replacements(input, [(img.loc, img.data_uri()) for img in images])
-        return _with_replacements(input, [(img.loc, await self._upload_image(img)) for img in images])
-
+        return await self._call(self._resolve_files_steps(input, schema, mode))

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from . import catalog
-from .client import Client, InProgress, Queued
+from .client import Client, Completed, InProgress, Queued, Result
 
 PHOTOS = {
     "bytedance/seedream-4-0/edit-sequential": ["astronaut.png", "chelsea.png"],
@@ -49,7 +49,7 @@ class _Run:
     request_id: str
     submitted: float
     finished: float = 0.0
-    result: dict[str, Any] = field(default_factory=dict)
+    result: Result | None = None
     outputs: list[Path] = field(default_factory=list)
 
 
@@ -99,8 +99,8 @@ def run_demo(out_dir: Path, *, port: int = 0, console: Console | None = None) ->
             for run in runs:
                 result = client.result(run.request_id, include_cost=True)
                 run.result = result
-                if result["status"] != "completed":
-                    raise RuntimeError(f"{run.model_id} ended {result['status']}: {result.get('error')}")
+                if not isinstance(result.update, Completed):
+                    raise RuntimeError(f"{run.model_id} ended {result.update.status_value}: {result.error}")
                 folder = out_dir / run.model_id.replace("/", "__")
                 run.outputs = [p.relative_to(out_dir) for p in client.download(result, folder)]
         index = out_dir / "index.html"
@@ -148,7 +148,9 @@ def _page(runs: list[_Run], info: dict[str, Any]) -> str:
                   "(no FLUX.2 weights were found); they are noise. Serve real weights with <code>--model</code>.</p>")
     sections = []
     for run in runs:
-        result, meta = run.result, run.result.get("metadata") or {}
+        result = run.result
+        assert result is not None, "the page is written once every result is in"
+        meta = result.metadata
         prompt = run.body.get("text") or run.body.get("prompt")
         inputs = "".join(f'<img src="inputs/{esc(n)}" alt="{esc(n)}">' for n in run.inputs) or "<i>none (text only)</i>"
         outputs = "".join(f'<a href="{esc(str(p))}"><img src="{esc(str(p))}"></a>' for p in run.outputs)
@@ -158,9 +160,9 @@ def _page(runs: list[_Run], info: dict[str, Any]) -> str:
   <h2>{esc(run.model_id)}</h2>
   <p><b>Prompt:</b> {esc(prompt or '')}</p>
   <p><b>Plan:</b> {meta.get('image_count')} image(s) at {meta.get('width')}×{meta.get('height')},
-     seed {result.get('seed')}, count from {esc(str(meta.get('source')))}; per-image prompts:</p><ol>{plan}</ol>
+     seed {result.seed}, count from {esc(str(meta.get('source')))}; per-image prompts:</p><ol>{plan}</ol>
   <p><b>Timings:</b> {run.finished - run.submitted:.1f} s from submit to finished
-     (created {esc(result['created_at'])}, finished {esc(result['finished_at'])}); cost ${result.get('cost', 0):.2f}</p>
+     (created {esc(result['created_at'])}, finished {esc(result['finished_at'])}); cost ${result.cost or 0:.2f}</p>
   <h3>Inputs</h3><div class=row>{inputs}</div>
   <h3>Outputs</h3><div class=row>{outputs}</div>
 </section>""")
