@@ -14,7 +14,7 @@ import time
 from PIL import Image, ImageDraw
 
 from modelapi.engine.base import EngineInfo
-from modelapi.engine.params import crop_center
+from modelapi.series.params import crop_center
 from modelapi.errors import GenerationStopped
 
 

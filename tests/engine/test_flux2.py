@@ -19,7 +19,7 @@ from PIL import Image
 from modelapi.catalog import models
 from modelapi.engine.base import EngineInfo, GenerationSpec
 from modelapi.engine.flux2 import DEFAULT_MODEL_ID, Flux2Engine, resolve_default_model
-from modelapi.engine.params import prepare
+from modelapi.series.params import prepare
 from modelapi.engine.tiny import RANDOM_WEIGHTS_MARKER, build_tiny_pipeline, make_tiny
 from modelapi.errors import EngineError, GenerationStopped
 

@@ -52,7 +52,7 @@ from typing import Any, get_args
 from PIL import Image
 
 from modelapi.engine.base import EngineInfo, GenerationSpec, ImageCallback, ProgressCallback, StopCheck
-from modelapi.engine.params import crop_center
+from modelapi.series.params import crop_center
 from modelapi.engine.tiny import is_random_weights, make_tiny
 from modelapi.errors import EngineError, GenerationStopped
 from modelapi.types import DEFAULT_VAE_TILING_PIXELS, OffloadMode
@@ -662,7 +662,7 @@ class Flux2Engine:
         CPU except on cuda, so the same spec gives pixel-identical images on CPU. Both passes
         run at ``spec.width`` x ``spec.height`` (multiples of 16, image 1 is chained uncropped);
         every image is then cropped centrally to ``spec.requested_size``
-        (:func:`~modelapi.engine.params.crop_center`): exact sizes, no distortion, no padding.
+        (:func:`~modelapi.series.params.crop_center`): exact sizes, no distortion, no padding.
         Steps: ``spec.num_inference_steps`` or the family default; guidance: :meth:`guidance_for`;
         user references are first downsized to :meth:`reference_area_for`.
 
@@ -814,7 +814,7 @@ class Flux2Engine:
     def rewrite_prompts(self, prompts: list[str], instruction: str) -> list[str]:
         """Rewrite each prompt with the pipeline's own text encoder used as a causal LM
         (``optimize_prompt_options="standard"``), in the prompt's own language as
-        ``instruction`` asks (:func:`~modelapi.engine.planner.rewrite_instruction` says why).
+        ``instruction`` asks (:func:`~modelapi.series.planner.rewrite_instruction` says why).
 
         Each prompt is sent as ``[system: instruction, user: prompt]`` through the tokenizer's
         chat template (thinking off) and answered greedily, at most

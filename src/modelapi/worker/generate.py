@@ -28,7 +28,7 @@ from .. import catalog
 from ..core.jobs import Done, Failed, Outcome, Request, Stopped
 from ..core.storage import Storage
 from ..engine.base import Engine, GenerationSpec
-from ..engine.params import prepare
+from ..series.params import prepare
 from ..errors import GenerationStopped, InputError
 
 log = logging.getLogger("modelapi.worker")

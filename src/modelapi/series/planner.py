@@ -7,7 +7,7 @@ number of images ("Generate 3 images of ...", "a series of four", a numbered lis
 
 The rules (which language, shot lists, count phrases, story beats, what is removed from the
 per-image prompts) are numbered and documented, with their per-language data, in one place:
-:mod:`modelapi.engine.languages`. In short: a shot list gives one image per item; else the
+:mod:`modelapi.series.languages`. In short: a shot list gives one image per item; else the
 first count phrase gives the count and every image gets the prompt without the request's
 instruction ("Generate 3 images of a beautiful sunset over a calm ocean." -> "a beautiful
 sunset over a calm ocean"), or one story beat each when a colon list of exactly N items
@@ -26,7 +26,7 @@ from functools import lru_cache
 from typing import Any
 
 from modelapi.catalog import SEQUENTIAL_MODES
-from modelapi.engine.languages import LANGUAGES, Language, by_code
+from modelapi.series.languages import LANGUAGES, Language, by_code
 
 MAX_TOTAL_IMAGES = 15
 """References + outputs per request, at most (API.md "Semantics"; seedream upstream)."""
@@ -70,12 +70,12 @@ class SeriesPlan:
 
 @dataclass(frozen=True)
 class CountPhrase:
-    """A count phrase found in a prompt (rule 3 of :mod:`modelapi.engine.languages`).
+    """A count phrase found in a prompt (rule 3 of :mod:`modelapi.series.languages`).
 
     Attributes:
         start, end (`int`): the phrase's span in the prompt (characters).
         count (`int`, >= 0): the number it states.
-        language (:class:`~modelapi.engine.languages.Language`): the table that matched.
+        language (:class:`~modelapi.series.languages.Language`): the table that matched.
         noun (`str | None`): the image noun as written, None when the phrase has none.
         noun_span (`tuple[int, int] | None`): where ``noun`` is in the prompt.
         modifier (`str | None`): an English modifier before the noun (``"cinematic"``).
@@ -98,7 +98,7 @@ def plan_series(
     sequential: str = "auto",
     force_single: bool = False,
 ) -> SeriesPlan:
-    """Plan the series for one request (rules: :mod:`modelapi.engine.languages`).
+    """Plan the series for one request (rules: :mod:`modelapi.series.languages`).
 
     Args:
         prompt (`str`): the user's prompt.
@@ -163,10 +163,10 @@ _WORD_RE = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)?")
 
 
 def detect_language(prompt: str) -> Language:
-    """The language whose rules read ``prompt`` first (rule 1 of :mod:`~modelapi.engine.languages`).
+    """The language whose rules read ``prompt`` first (rule 1 of :mod:`~modelapi.series.languages`).
 
     Hangul -> Korean; kana -> Japanese; other Han characters -> Chinese; else the Latin
-    language with the most words of its :attr:`~modelapi.engine.languages.Language.vocabulary`
+    language with the most words of its :attr:`~modelapi.series.languages.Language.vocabulary`
     (ties, and no hits: English first, then Italian, Portuguese, German).
     """
     if _HANGUL_RE.search(prompt):
@@ -409,7 +409,7 @@ def _without(prompt: str, phrase: CountPhrase) -> str:
 
 
 def strip_count(prompt: str) -> str:
-    """``prompt`` without its count instruction (rules 5-6 of :mod:`~modelapi.engine.languages`):
+    """``prompt`` without its count instruction (rules 5-6 of :mod:`~modelapi.series.languages`):
     ``"Generate 3 images of a beautiful sunset over a calm ocean."`` -> ``"a beautiful sunset
     over a calm ocean"``; unchanged when it states no count."""
     phrase = find_count(prompt)

@@ -15,7 +15,7 @@ from PIL import Image
 
 from modelapi.catalog import Model
 from modelapi.engine.base import GenerationSpec
-from modelapi.engine.planner import (
+from modelapi.series.planner import (
     MAX_TOTAL_IMAGES,
     apply_rewrites,
     plan_series,
@@ -110,7 +110,7 @@ def prepare(
         rewrite: the LLM prompt rewriter, used only when ``optimize_prompt_options`` is
             ``"standard"``: it rewrites the rule-based per-image prompts (count instruction
             already removed) in the prompt's own language
-            (:func:`~modelapi.engine.planner.rewrite_instruction` says why); its exceptions
+            (:func:`~modelapi.series.planner.rewrite_instruction` says why); its exceptions
             propagate. None = rules only.
         seed (`int | None`): used when the inputs carry no ``seed``; None = a random 31-bit int.
 
@@ -124,7 +124,7 @@ def prepare(
         (:func:`~modelapi.engine.flux2.text_weight`).
         Counting: the cap is ``inputs[task.max_images_field]`` (15 when the task has none),
         ``sequential_image_generation`` (default ``"auto"``) and ``force_single`` (default
-        False) as in :func:`~modelapi.engine.planner.plan_series`.
+        False) as in :func:`~modelapi.series.planner.plan_series`.
 
     Raises:
         ValueError: the size is unparseable, or ``sequential_image_generation`` is neither

@@ -1,10 +1,10 @@
 """Per-language rules for reading a prompt's image count: the one place where they are written down.
 
-The planner (:mod:`modelapi.engine.planner`) applies the numbered rules below with one
+The planner (:mod:`modelapi.series.planner`) applies the numbered rules below with one
 :class:`Language` table per language: English, Italian, Portuguese and German (the languages
 the hosted documentation is published in, besides Korean), Korean, Chinese and Japanese
 (which Seedream's own users write). To support a phrasing, extend a table and add a line to
-``tests/engine/prompt_corpus.toml``; the rules themselves rarely need to change.
+``tests/series/prompt_corpus.toml``; the rules themselves rarely need to change.
 
 Rules (case-insensitive; a "clause" ends at ``. ! ? 。 ！ ？`` or a line break):
 
