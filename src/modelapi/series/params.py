@@ -1,8 +1,9 @@
 """Turn a validated request into a :class:`~modelapi.engine.base.GenerationSpec`.
 
 Inputs arrive already checked against the model's schema, with defaults applied; field names
-come from the model's :class:`~modelapi.catalog.Task`. Source of the semantics: API.md
-"Semantics" and the specs' field descriptions.
+come from the model's :class:`~modelapi.catalog.Task`. Source of the semantics: the specs' field
+descriptions (``src/modelapi/catalog/specs/*.json``) and the README's "How many images, and how
+they stay coherent".
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from modelapi.series.planner import (
 
 SIZE_MULTIPLE = 16
 """The pipelines accept width and height only in multiples of this, px (FLUX.2: VAE factor 8 x
-patch 2; diffusers floors other sizes with a warning). ENGINE.md "Pipeline facts"."""
+patch 2; diffusers' ``Flux2KleinPipeline`` floors other sizes with a warning)."""
 
 Rewriter = Callable[[list[str], str], list[str]]
 """``(prompts, instruction) -> rewritten prompts``, e.g. ``Engine.rewrite_prompts``."""

@@ -1,6 +1,7 @@
 """Series planning: how many images a request makes, and the prompt for each one.
 
-Source: API.md "Semantics" and the seedream specs' field descriptions. The prompt states the
+Source: the seedream specs' field descriptions (``src/modelapi/catalog/specs/*.json``) and the
+README's "How many images, and how they stay coherent". The prompt states the
 number of images ("Generate 3 images of ...", "a series of four", a numbered list of shots);
 ``sequential_image_generation_options`` is only the cap (and the billed unit);
 ``sequential_image_generation="disabled"`` means one image; references + outputs <= 15.
@@ -29,7 +30,8 @@ from modelapi.catalog import SEQUENTIAL_MODES
 from modelapi.series.languages import LANGUAGES, Language, by_code
 
 MAX_TOTAL_IMAGES = 15
-"""References + outputs per request, at most (API.md "Semantics"; seedream upstream)."""
+"""References + outputs per request, at most (as seedream upstream; the edit-sequential spec's
+``max_images`` description: the count "also depends on the number of reference images")."""
 
 SOURCES = ("prompt_count", "shot_list", "beats", "none", "disabled", "force_single")
 """How a plan's count was found (:attr:`SeriesPlan.source`)."""
@@ -182,9 +184,6 @@ def detect_language(prompt: str) -> Language:
 
 # -- rule 3: count phrases -----------------------------------------------------------------------
 
-_HAN_NUMERALS = "一二三四五六七八九十两百千万〇零第"
-
-
 def _alternation(words: Any) -> str:
     return "|".join(re.escape(w) for w in sorted(set(words), key=len, reverse=True))
 
@@ -197,7 +196,7 @@ def _number_pattern(lang: Language) -> str:
         return rf"(?P<num>(?<![\d.,:/×])\d{{1,3}}(?![\d.,:/×])|(?<![가-힣])(?:{words}))"
     return (
         rf"(?P<num>(?<![\d.,:/×A-Za-z])\d{{1,3}}(?![\d.,:/×])"
-        rf"|(?<![{_HAN_NUMERALS}])(?:{words})(?![{_HAN_NUMERALS}]))"
+        rf"|(?<![{lang.numeral_chars}])(?:{words})(?![{lang.numeral_chars}]))"
     )
 
 
@@ -497,45 +496,57 @@ def _numbered_re() -> re.Pattern[str]:
         f"(?<!{re.escape(noun)} )" for lang in LANGUAGES for noun in lang.reference_nouns
     )
     start = r"(?:^|(?<=\s)|(?<=[：:；;，,。、]))"
-    zh_numerals = _alternation(w for w in by_code("zh").numbers)
+    ordinals = _alternation(lang.list_ordinal for lang in LANGUAGES if lang.list_ordinal)
+    ordinal_numerals = _alternation(_ordinal_numbers())
+    ordinal_counters = _alternation(c for lang in LANGUAGES for c in lang.list_ordinal_counters)
     return re.compile(
         rf"{start}{references}(?P<n1>\d{{1,2}})(?:[.)]\s+|[）．、]\s*)"
         rf"|{start}[(（](?P<n2>\d{{1,2}})[)）]\s*"
         r"|(?P<n3>[\u2460-\u2473])\s*"
         rf"|\b(?:{latin_labels})\s+(?P<n4>\d{{1,2}})\s*(?:[.)](?=\s)|[:：])\s*"
         rf"|(?:{cjk_labels})\s*(?P<n5>\d{{1,2}})\s*[.)）:：]\s*"
-        rf"|第(?P<n6>\d{{1,2}}|{zh_numerals})\s*(?:张|幅|格|个|幕|帧|镜|コマ|枚)?\s*[：:、.．]\s*"
+        rf"|(?:{ordinals})(?P<n6>\d{{1,2}}|{ordinal_numerals})\s*(?:{ordinal_counters})?\s*[：:、.．]\s*"
         rf"|{start}(?P<n7>\d{{1,2}})\s*(?:{suffixes})\s*[：:.)）]\s*",
         re.IGNORECASE,
     )
+
+
+@lru_cache(maxsize=1)
+def _ordinal_numbers() -> dict[str, int]:
+    """The number words an ordinal item number may be written with (rule 2): those of the
+    tables that have a :attr:`~modelapi.series.languages.Language.list_ordinal`."""
+    return {word: value for lang in LANGUAGES if lang.list_ordinal for word, value in lang.numbers.items()}
 
 
 def _marker_number(m: re.Match[str]) -> int:
     if m["n3"]:
         return _circled(m["n3"])
     value = next(v for k, v in m.groupdict().items() if v and k != "n3")
-    return int(value) if value.isdigit() else by_code("zh").numbers[value]
+    return int(value) if value.isdigit() else _ordinal_numbers()[value]
 
 
 _BULLET_RE = re.compile(r"^[ \t]*(?:[-*•–][ \t]+|[・●■▪◦][ \t]*)", re.MULTILINE)
 _BLANK_LINE_RE = re.compile(r"\n[ \t]*\n")
 _ITEM_TAIL_RE = re.compile(
-    r"[\s,;，；、]*(?:\b(?:and|e|und)\b|그리고|以及|然后)?[\s,;，；、]*$", re.IGNORECASE
+    r"[\s,;，；、]*(?:\b(?:"
+    + _alternation(w for lang in LANGUAGES if lang.script == "latin" for w in lang.item_conjunctions)
+    + r")\b|"
+    + _alternation(w for lang in LANGUAGES if lang.script != "latin" for w in lang.item_conjunctions)
+    + r")?[\s,;，；、]*$",
+    re.IGNORECASE,
 )
-_BARE_WORDS = frozenset(
-    "a an the following these this some of below di de von una un uma um eine ein seguenti "
-    "seguintes folgenden folgende per for für para le i os as die".split()
-)
+_SPACED_BARE_WORDS = frozenset(w.lower() for lang in LANGUAGES if _spaced(lang) for w in lang.bare_words)
+_UNSPACED_BARE_WORDS = "|".join(re.escape(w) for lang in LANGUAGES if not _spaced(lang) for w in lang.bare_words)
 
 
 def _is_bare(lang: Language, text: str) -> bool:
     """The text is only an instruction's leftovers (articles, group words, image nouns)."""
     text = text.strip().rstrip(":：")
     if not _spaced(lang):
-        rest = re.sub(rf"{_alternation([*lang.groups, *lang.nouns])}|以下|下面|的|个|一", "", text)
+        rest = re.sub(rf"{_alternation([*lang.groups, *lang.nouns])}|{_UNSPACED_BARE_WORDS}", "", text)
         return not re.search(r"\w", rest)
     words = {w.lower() for w in _WORD_RE.findall(text)}
-    known = _BARE_WORDS | {w.lower() for w in (*lang.groups, *lang.nouns, *lang.series_modifiers)}
+    known = _SPACED_BARE_WORDS | {w.lower() for w in (*lang.groups, *lang.nouns, *lang.series_modifiers)}
     return words <= known
 
 
