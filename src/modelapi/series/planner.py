@@ -31,7 +31,7 @@ from modelapi.series.languages import LANGUAGES, Language, by_code
 
 MAX_TOTAL_IMAGES = 15
 """References + outputs per request, at most (as seedream upstream; the edit-sequential spec's
-``max_images`` description: the count "also depends on the number of reference images")."""
+``sequential_image_generation_options`` description: the count "also depends on the number of reference images")."""
 
 SOURCES = ("prompt_count", "shot_list", "beats", "none", "disabled", "force_single")
 """How a plan's count was found (:attr:`SeriesPlan.source`)."""
