@@ -26,7 +26,7 @@ LARGE_PX = 2048 * 2048
 
 @pytest.fixture(scope="module")
 def engine(tiny_path: Path) -> Flux2Engine:
-    return Flux2Engine(str(tiny_path), device="cpu")
+    return Flux2Engine.from_pretrained(str(tiny_path), device="cpu")
 
 
 def _sizes(model_id: str) -> list[str]:
