@@ -249,10 +249,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
         if tiny:
-            engine = Flux2Engine(str(make_tiny(Path(tmp) / "tiny")), device=device, compile=args.compile)
+            engine = Flux2Engine.from_pretrained(str(make_tiny(Path(tmp) / "tiny")), device=device, compile=args.compile)
         else:
             pipe = build_klein_4b_random(torch.device(device))
-            engine = Flux2Engine.from_pipeline(
+            engine = Flux2Engine(
                 pipe, weights="FLUX.2-klein-4B architecture, random bf16 weights", random_weights=True,
                 compile=args.compile,
             )

@@ -4,7 +4,7 @@ tile (what the engine does above ``--vae-tiling-pixels``): peak memory and secon
 The VAE is the real architecture, built from FLUX.2's ``vae/config.json`` (:data:`FLUX2_VAE_CONFIG`,
 the same for klein and dev: 84 M parameters) with random weights: memory and time do not depend
 on the weights' values. Latents are random, of the shape the pipeline hands the VAE for the
-generated size (:func:`~modelapi.engine.params.generation_size`: 6198x2656 is generated at
+generated size (:func:`~modelapi.series.params.generation_size`: 6198x2656 is generated at
 6208x2656). Tiling uses the engine's own settings (:func:`~modelapi.engine.flux2.configure_vae_tiling`:
 1024-px tiles, a quarter overlapping).
 
@@ -85,7 +85,7 @@ def child(width: int, height: int, tiled: bool, cap_gib: float, dtype_name: str)
     from diffusers import AutoencoderKLFlux2
 
     from modelapi.engine.flux2 import configure_vae_tiling
-    from modelapi.engine.params import generation_size
+    from modelapi.series.params import generation_size
 
     dtype = getattr(torch, dtype_name)
     torch.manual_seed(0)

@@ -14,8 +14,8 @@ import time
 from PIL import Image, ImageDraw
 
 from modelapi.engine.base import EngineInfo
-from modelapi.engine.params import crop_center
 from modelapi.engine.errors import GenerationStopped
+from modelapi.series.params import crop_center
 
 
 class DrawingEngine:

@@ -15,7 +15,7 @@ from drawing_engine import DrawingEngine
 from modelapi import catalog
 from modelapi.core.config import Settings
 from modelapi.core.storage import FileStorage
-from modelapi.engine.params import prepare
+from modelapi.series.params import prepare
 from modelapi.types import Status
 from modelapi.validation import check_input
 from modelapi.worker.generate import FORMATS, Outputs, embedded_text, encode

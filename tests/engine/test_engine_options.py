@@ -59,11 +59,11 @@ def test_start_up_runs_one_light_warm_up_generation(tiny_path: Path, monkeypatch
         return generate(self, spec, *args, **kwargs)
 
     monkeypatch.setattr(Flux2Engine, "generate", spy)
-    Flux2Engine(str(tiny_path), device="cpu")
+    Flux2Engine.from_pretrained(str(tiny_path), device="cpu")
     # On CPU: one image, one step, 64 px, with one reference (the VAE's encoder runs too).
     assert [(s.count, s.width, s.height, len(s.references), s.num_inference_steps) for s in specs] == [(1, 64, 64, 1, 1)]
     specs.clear()
-    Flux2Engine(str(tiny_path), device="cpu", warmup=False)
+    Flux2Engine.from_pretrained(str(tiny_path), device="cpu", warmup=False)
     assert specs == []
 
 
@@ -74,8 +74,8 @@ def test_a_compiled_transformer_compiles_nothing_after_the_full_warm_up() -> Non
         graphs.append(gm)
         return gm.forward
 
-    plain = Flux2Engine.from_pipeline(build_tiny_pipeline(), weights="tiny", random_weights=True, warmup=False)
-    engine = Flux2Engine.from_pipeline(build_tiny_pipeline(), weights="tiny", random_weights=True, warmup=False)
+    plain = Flux2Engine(build_tiny_pipeline(), weights="tiny", random_weights=True, warmup=False)
+    engine = Flux2Engine(build_tiny_pipeline(), weights="tiny", random_weights=True, warmup=False)
     assert compile_transformer(engine.pipe.transformer, backend=recording_backend, fullgraph=True, dynamic=True) == "regional"
     blocks = [*engine.pipe.transformer.transformer_blocks, *engine.pipe.transformer.single_transformer_blocks]
     assert all(block._compiled_call_impl is not None for block in blocks)
@@ -96,26 +96,26 @@ def test_gpu_options_do_nothing_on_cpu_and_say_so(
     tiny_path: Path, offload: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level("INFO", logger="modelapi.engine"):
-        engine = Flux2Engine(str(tiny_path), device="cpu", compile=True, offload=offload)  # type: ignore[arg-type]
+        engine = Flux2Engine.from_pretrained(str(tiny_path), device="cpu", compile=True, offload=offload)  # type: ignore[arg-type]
     assert f"--offload {offload} does nothing on cpu" in caplog.text
     assert "--compile does nothing on cpu" in caplog.text
     assert engine.compiled is None and engine.pipe.transformer.transformer_blocks[0]._compiled_call_impl is None
     assert not hasattr(engine.pipe.transformer, "_hf_hook")  # no accelerate offload hooks
-    plain = Flux2Engine(str(tiny_path), device="cpu", warmup=False)
+    plain = Flux2Engine.from_pretrained(str(tiny_path), device="cpu", warmup=False)
     spec = spec_for(["a", "b"])
     assert all(np.array_equal(x, y) for x, y in zip(run(engine, spec), run(plain, spec), strict=True))
 
 
 def test_an_unknown_offload_mode_is_a_clear_error(tiny_path: Path) -> None:
     with pytest.raises(EngineError, match="unknown offload mode 'disk'.*none, model, sequential"):
-        Flux2Engine(str(tiny_path), device="cpu", offload="disk")  # type: ignore[arg-type]
+        Flux2Engine.from_pretrained(str(tiny_path), device="cpu", offload="disk")  # type: ignore[arg-type]
 
 
 def test_an_attention_backend_runs_the_transformer(tiny_path: Path) -> None:
-    engine = Flux2Engine(str(tiny_path), device="cpu", attention_backend="_native_math")
+    engine = Flux2Engine.from_pretrained(str(tiny_path), device="cpu", attention_backend="_native_math")
     processors = [m.processor for m in engine.pipe.transformer.modules() if hasattr(m, "processor")]
     assert processors and all(p._attention_backend == AttentionBackendName._NATIVE_MATH for p in processors)
-    plain = Flux2Engine(str(tiny_path), device="cpu", warmup=False)
+    plain = Flux2Engine.from_pretrained(str(tiny_path), device="cpu", warmup=False)
     spec = spec_for(["a", "b"])
     for x, y in zip(run(engine, spec), run(plain, spec), strict=True):
         assert np.abs(x.astype(int) - y).max() <= 1  # the math kernel vs SDPA's fused one
@@ -132,7 +132,7 @@ def test_an_attention_backend_runs_the_transformer(tiny_path: Path) -> None:
 )
 def test_an_attention_backend_that_cannot_run_is_a_clear_error_at_start(tiny_path: Path, backend: str, message: str) -> None:
     with pytest.raises(EngineError, match=message):
-        Flux2Engine(str(tiny_path), device="cpu", attention_backend=backend)
+        Flux2Engine.from_pretrained(str(tiny_path), device="cpu", attention_backend=backend)
 
 
 def test_load_engine_passes_the_options_from_the_settings(tiny_path: Path, tmp_path: Path) -> None:

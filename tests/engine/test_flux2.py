@@ -19,8 +19,9 @@ from PIL import Image
 from modelapi.catalog import models
 from modelapi.engine.base import EngineInfo, GenerationSpec
 from modelapi.engine.errors import EngineError, GenerationStopped
-from modelapi.engine.flux2 import DEFAULT_MODEL_ID, Flux2Engine, resolve_default_model
-from modelapi.engine.params import prepare
+from modelapi.engine.flux2 import Flux2Engine
+from modelapi.engine.weights import DEFAULT_MODEL_ID, resolve_default_model
+from modelapi.series.params import prepare
 from modelapi.engine.tiny import RANDOM_WEIGHTS_MARKER, build_tiny_pipeline, make_tiny
 
 pytestmark = pytest.mark.slow
@@ -28,7 +29,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="session")
 def engine(tiny_path: Path) -> Flux2Engine:
-    return Flux2Engine(str(tiny_path), device="cpu")
+    return Flux2Engine.from_pretrained(str(tiny_path), device="cpu")
 
 
 @pytest.fixture
@@ -212,7 +213,7 @@ def test_dreamina_scale_reaches_the_default_family_as_reference_detail(
 def test_scale_multiplies_guidance_where_the_family_uses_it() -> None:
     pipe = build_tiny_pipeline()
     pipe.register_to_config(is_distilled=False)  # klein "base": real classifier-free guidance
-    base = Flux2Engine.from_pipeline(pipe, weights="tiny klein base", random_weights=True, warmup=False)
+    base = Flux2Engine(pipe, weights="tiny klein base", random_weights=True, warmup=False)
     assert base.info.default_guidance == 4.0
     assert [base.guidance_for(spec_for(["x"], scale=s)) for s in (0.0, 0.5, 1.0)] == [2.0, 4.0, 8.0]
     assert base.guidance_for(spec_for(["x"])) == 4.0  # seedream: no scale
@@ -223,7 +224,7 @@ def test_scale_multiplies_guidance_where_the_family_uses_it() -> None:
 def test_above_the_threshold_the_vae_decodes_tiled_to_the_same_size(
     tiny_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    engine = Flux2Engine(str(tiny_path), device="cpu", vae_tiling_pixels=1024 * 1024)
+    engine = Flux2Engine.from_pretrained(str(tiny_path), device="cpu", vae_tiling_pixels=1024 * 1024)
     vae = engine.pipe.vae
     tiled: list[tuple[int, ...]] = []
     tiled_decode = vae.tiled_decode
@@ -296,17 +297,17 @@ def test_requested_size_must_be_just_below_the_generated_one(engine: Flux2Engine
 
 def test_missing_folder_is_a_clear_error() -> None:
     with pytest.raises(EngineError, match="make-tiny"):
-        Flux2Engine("/nonexistent/path")
+        Flux2Engine.from_pretrained("/nonexistent/path")
 
 
 def test_folder_without_a_pipeline_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(EngineError, match="no model_index.json"):
-        Flux2Engine(str(tmp_path))
+        Flux2Engine.from_pretrained(str(tmp_path))
 
 
 def test_uncached_hub_id_offline_is_a_clear_error(hub_cache: Path) -> None:
     with pytest.raises(EngineError) as caught:
-        Flux2Engine(DEFAULT_MODEL_ID)
+        Flux2Engine.from_pretrained(DEFAULT_MODEL_ID)
     message = str(caught.value)
     assert "not found locally" in message and "HF_HUB_OFFLINE" in message
     assert f"hf download {DEFAULT_MODEL_ID}" in message and "--model PATH" in message
@@ -315,7 +316,7 @@ def test_uncached_hub_id_offline_is_a_clear_error(hub_cache: Path) -> None:
 def test_hub_id_in_the_local_cache_loads_offline(hub_cache: Path, tiny_path: Path, tmp_path: Path) -> None:
     put_in_hub_cache(hub_cache, DEFAULT_MODEL_ID, tiny_path)
     assert resolve_default_model(tmp_path / "data") == (DEFAULT_MODEL_ID, True)  # marker seen
-    engine = Flux2Engine(DEFAULT_MODEL_ID, device="cpu")
+    engine = Flux2Engine.from_pretrained(DEFAULT_MODEL_ID, device="cpu")
     assert engine.info.weights == DEFAULT_MODEL_ID and engine.info.random_weights is True
     assert len(run(engine, spec_for(["a"]))) == 1
     assert not (tmp_path / "data").exists()  # no tiny pipeline was built

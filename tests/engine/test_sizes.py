@@ -17,7 +17,7 @@ from PIL import Image
 
 from modelapi.catalog import models
 from modelapi.engine.flux2 import DEFAULT_VAE_TILING_PIXELS, Flux2Engine
-from modelapi.engine.params import SIZE_MULTIPLE, parse_size, prepare
+from modelapi.series.params import SIZE_MULTIPLE, parse_size, prepare
 
 DREAMINA = "bytedance/dreamina-4-0/edit"
 SEQ = "bytedance/seedream-4-0/sequential"
@@ -26,7 +26,7 @@ LARGE_PX = 2048 * 2048
 
 @pytest.fixture(scope="module")
 def engine(tiny_path: Path) -> Flux2Engine:
-    return Flux2Engine(str(tiny_path), device="cpu")
+    return Flux2Engine.from_pretrained(str(tiny_path), device="cpu")
 
 
 def _sizes(model_id: str) -> list[str]:

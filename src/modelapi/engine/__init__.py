@@ -14,9 +14,9 @@ if TYPE_CHECKING:
 
 def load_engine(settings: "Settings") -> "Engine":
     """The engine named by ``settings.engine``: ``"flux2"`` (diffusers FLUX.2, weights from
-    ``settings.model`` or the default resolution; ``device``, ``vae_tiling_pixels``,
+    ``settings.model`` or :func:`~modelapi.engine.weights.resolve_default_model`; ``device``, ``vae_tiling_pixels``,
     ``compile``, ``offload`` and ``attention_backend`` from the settings, see
-    :class:`~modelapi.engine.flux2.Flux2Engine`; warmed up before it is returned), or
+    :meth:`~modelapi.engine.flux2.Flux2Engine.from_pretrained`; warmed up before it is returned), or
     ``"module:factory"`` — a callable taking the settings and returning an engine (used by
     tests).
 
@@ -24,12 +24,13 @@ def load_engine(settings: "Settings") -> "Engine":
         EngineError: the weights could not be found or loaded (with what to do about it).
     """
     if settings.engine == "flux2":
-        from .flux2 import Flux2Engine, resolve_default_model
+        from .flux2 import Flux2Engine
+        from .weights import resolve_default_model
 
         model = settings.model
         if model is None:
             model, _ = resolve_default_model(settings.data_dir)
-        return Flux2Engine(
+        return Flux2Engine.from_pretrained(
             model,
             device=settings.device,
             vae_tiling_pixels=settings.vae_tiling_pixels,

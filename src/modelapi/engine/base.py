@@ -1,7 +1,7 @@
 """The engine interface: what the jobs layer hands a generation engine, and what it gets back.
 
 The engine never sees HTTP, keys or the database. The worker turns a validated request into a
-:class:`GenerationSpec` (see :mod:`modelapi.engine.params`), then calls ``engine.generate``.
+:class:`GenerationSpec` (see :mod:`modelapi.series.params`), then calls ``engine.generate``.
 """
 
 from __future__ import annotations
@@ -32,10 +32,10 @@ class GenerationSpec:
         prompts (`list[str]`): one prompt per output image; ``len(prompts)`` images are made.
         width, height (`int`, px, multiples of 16): the size the pipeline generates at: the
             nearest accepted size at or above ``requested_size``
-            (:func:`~modelapi.engine.params.generation_size`).
+            (:func:`~modelapi.series.params.generation_size`).
         requested_size (`tuple[int, int]`, px): the size the request asked for and the size of
             every returned image: each is cropped centrally from ``width`` x ``height``
-            (:func:`~modelapi.engine.params.crop_center`); equal to ``(width, height)`` when
+            (:func:`~modelapi.series.params.crop_center`); equal to ``(width, height)`` when
             those are already multiples of 16.
         seed (`int`): the request's seed; image ``i`` uses ``seed + i`` for its generator.
         references (`list[PIL.Image.Image]`): the user's reference images (RGB), maybe empty.

@@ -26,22 +26,18 @@ GPU options (all off by default; see :class:`Flux2Engine`): ``compile`` (regiona
 ``torch.compile``), ``offload`` (``model`` / ``sequential``), ``attention_backend`` (diffusers'
 attention dispatcher). Every engine is warmed up at start (:meth:`Flux2Engine.warm_up`).
 
-Weights are located without hanging: a local folder is used as is; a hub id is looked up in the
-local hub cache first, and the hub is only asked (with a short timeout) when ``HF_HUB_OFFLINE``
-is not set. Missing weights raise :class:`~modelapi.engine.errors.EngineError` saying what to do.
-
-:func:`resolve_default_model` picks FLUX.2-klein-4B when present locally, else the tiny
-random-weight pipeline of :mod:`modelapi.engine.tiny` (noise images, loudly logged).
+:meth:`Flux2Engine.from_pretrained` loads weights that :mod:`modelapi.engine.weights` locates
+(a folder, the hub cache or the hub; :func:`~modelapi.engine.weights.resolve_default_model`
+when none is named); ``Flux2Engine(pipe, ...)`` wraps a pipeline already built. Prompt
+rewriting with the text encoder is :mod:`modelapi.engine.rewrite`. Missing weights raise
+:class:`~modelapi.engine.errors.EngineError` saying what to do.
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
-import json
 import logging
-import os
-import re
 import threading
 import time
 from dataclasses import dataclass
@@ -52,31 +48,15 @@ from typing import Any, get_args
 from PIL import Image
 
 from modelapi.engine.base import EngineInfo, GenerationSpec, ImageCallback, ProgressCallback, StopCheck
-from modelapi.engine.params import crop_center
-from modelapi.engine.tiny import is_random_weights, make_tiny
+from modelapi.engine import rewrite
 from modelapi.engine.errors import EngineError, GenerationStopped
+from modelapi.engine.tiny import is_random_weights
+from modelapi.engine.weights import locate, pipeline_class_name
+from modelapi.series.params import crop_center
 from modelapi.types import DEFAULT_VAE_TILING_PIXELS, OffloadMode
 
 logger = logging.getLogger("modelapi.engine")
 
-DEFAULT_MODEL_ID = "black-forest-labs/FLUX.2-klein-4B"
-"""The default weights (Apache-2.0, ~4 B transformer + Qwen3-4B text encoder)."""
-
-TINY_DIRNAME = "tiny-flux2-klein"
-"""Folder under the data dir where the tiny random-weight pipeline is built on first use."""
-
-LOCAL_KLEIN_DIRNAME = "FLUX.2-klein-4B"
-"""Folder under the data dir that :func:`resolve_default_model` checks for real klein weights
-(``hf download black-forest-labs/FLUX.2-klein-4B --local-dir <data_dir>/FLUX.2-klein-4B``)."""
-
-HUB_TIMEOUT_S = 5.0
-"""How long the hub may take to answer the "does this model exist" probe, seconds."""
-
-REWRITE_MAX_NEW_TOKENS = 60
-"""Most tokens :meth:`Flux2Engine.rewrite_prompts` generates per prompt."""
-
-REWRITE_MAX_TIME_S = 20.0
-"""Most time :meth:`Flux2Engine.rewrite_prompts` spends generating one prompt, seconds."""
 
 PIPELINE_MAX_REFERENCE_PX = 1024 * 1024
 """The pipelines resize each reference to at most this area (pixels) before encoding it."""
@@ -109,113 +89,21 @@ _FAMILY_BY_CLASS = {"Flux2KleinPipeline": _KLEIN, "Flux2Pipeline": _DEV}
 
 
 MIN_REFERENCE_PX = 64
-"""Flux2 pipelines refuse references under 64 px a side (ENGINE.md)."""
-
-
-def _missing_weights_message(model: str, why: str) -> str:
-    return (
-        f"weights for {model} not found locally and {why}: download them with "
-        f"`hf download {model}` on a connected machine (then copy the hub cache, or pass the "
-        "folder with --model PATH), or run `modelapi model make-tiny PATH` for a tiny "
-        "random-weight pipeline (noise images) and pass --model PATH"
-    )
-
-
-def _hub_offline() -> bool:
-    import huggingface_hub.constants
-
-    env = os.environ.get("HF_HUB_OFFLINE", "").strip().upper()
-    return bool(huggingface_hub.constants.HF_HUB_OFFLINE) or env in {"1", "ON", "YES", "TRUE"}
-
-
-def _looks_like_path(model: str) -> bool:
-    return (
-        model.startswith(("/", "./", "../", "~", "\\"))
-        or model.count("/") > 1
-        or (len(model) > 1 and model[1] == ":")  # C:\...
-    )
-
-
-def _cached_snapshot(repo_id: str) -> Path | None:
-    """The local hub-cache folder of ``repo_id`` (no network), or None when not cached."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
-
-    try:
-        return Path(snapshot_download(repo_id, local_files_only=True))
-    except (LocalEntryNotFoundError, HFValidationError, OSError, ValueError):
-        return None
-
-
-def _locate(model: str) -> tuple[str, Path | None]:
-    """Where to load ``model`` from: ``(source for from_pretrained, local folder or None)``.
-
-    Raises:
-        EngineError: not found locally, and the hub is off (``HF_HUB_OFFLINE``) or unreachable,
-            or has no such model.
-    """
-    folder = Path(model).expanduser()
-    if folder.is_dir():
-        if not (folder / "model_index.json").is_file():
-            raise EngineError(
-                f"{folder} is not a diffusers pipeline folder (no model_index.json); pass the "
-                "folder made by `hf download` or `modelapi model make-tiny PATH`"
-            )
-        return str(folder), folder
-    if _looks_like_path(model) or folder.exists():
-        raise EngineError(
-            f"model folder {model} does not exist: pass a folder holding model_index.json, "
-            f"a hub id such as {DEFAULT_MODEL_ID}, or run `modelapi model make-tiny {model}` "
-            "for a tiny random-weight pipeline"
-        )
-    snapshot = _cached_snapshot(model)
-    if snapshot is not None:
-        return str(snapshot), snapshot
-    if _hub_offline():
-        raise EngineError(_missing_weights_message(model, "HF_HUB_OFFLINE is set"))
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
-
-    try:
-        HfApi().model_info(model, timeout=HUB_TIMEOUT_S)
-    except GatedRepoError as exc:
-        raise EngineError(
-            f"{model} is gated on the hub: accept its licence on huggingface.co and log in "
-            "with `hf auth login`, or pass --model PATH to downloaded weights"
-        ) from exc
-    except RepositoryNotFoundError as exc:
-        raise EngineError(f"no model {model} on the hub (or it is private): check the id") from exc
-    except Exception as exc:  # connection refused, DNS, timeout, proxy errors...
-        raise EngineError(
-            _missing_weights_message(model, f"the hub is unreachable ({type(exc).__name__})")
-        ) from exc
-    return model, None
+"""Smallest side of a reference the FLUX.2 pipelines accept, px; smaller references are upscaled."""
 
 
 def _family_for(model: str, folder: Path | None) -> _Family:
-    if folder is not None:
-        try:
-            class_name = json.loads((folder / "model_index.json").read_text())["_class_name"]
-        except (OSError, ValueError, KeyError) as exc:
-            raise EngineError(
-                f"cannot read {folder / 'model_index.json'} ({exc}); an incomplete download? "
-                f"run `hf download {model}` again, or pass another --model"
-            ) from exc
-    elif "klein" in model.lower():
-        class_name = "Flux2KleinPipeline"
-    elif "flux.2-dev" in model.lower():
-        class_name = "Flux2Pipeline"
-    else:
-        raise EngineError(
-            f"cannot tell which FLUX.2 pipeline {model} is: download it and pass the folder "
-            "(its model_index.json names the pipeline)"
-        )
+    """The family of ``model``'s pipeline class (:func:`~modelapi.engine.weights.pipeline_class_name`).
+
+    Raises:
+        EngineError: the class is unknown, or not one this engine runs.
+    """
+    class_name = pipeline_class_name(model, folder)
     if class_name not in _FAMILY_BY_CLASS:
         raise EngineError(
             f"{model} is a {class_name}; this engine runs {', '.join(_FAMILY_BY_CLASS)}"
         )
     return _FAMILY_BY_CLASS[class_name]
-
 
 def _pick_device(device: str):
     import torch
@@ -360,13 +248,18 @@ def attention_backends() -> list[str]:
 
 
 class Flux2Engine:
-    """A FLUX.2 pipeline loaded once and kept warm; implements :class:`~modelapi.engine.base.Engine`.
+    """A FLUX.2 pipeline kept warm; implements :class:`~modelapi.engine.base.Engine`.
+
+    Load weights with :meth:`from_pretrained`; the constructor wraps a pipeline already built
+    (e.g. a random-weight full-size architecture for benchmarks), as diffusers' pipelines take
+    their components.
 
     Args:
-        model (`str`): a hub id (e.g. ``"black-forest-labs/FLUX.2-klein-4B"``) or a local
-            pipeline folder (holding ``model_index.json``).
-        device (`str`, default ``"auto"``): ``"auto"`` = cuda, then mps, then cpu; or a torch
-            device string. bfloat16 on cuda/mps, float32 on cpu.
+        pipe: a ``Flux2KleinPipeline`` or ``Flux2Pipeline``.
+        weights (`str`): what ``info.weights`` reports (the hub id or folder it came from).
+        random_weights (`bool`): the weights are random (outputs are noise; logged loudly).
+        device (`torch.device | None`, default None): where the pipeline runs; None = where it
+            is (``pipe._execution_device``).
         vae_tiling_pixels (`int`, default :data:`~modelapi.types.DEFAULT_VAE_TILING_PIXELS`): generated images
             larger than this (width x height, px) are decoded tile by tile (tiles of
             :data:`VAE_TILE_PX`, overlapping and blended: diffusers' VAE tiling), so the VAE's
@@ -401,91 +294,33 @@ class Flux2Engine:
             guidance scale.
 
     Raises:
-        EngineError: weights missing (with what to do), unreadable, the device unusable, an
-            unknown offload mode or attention backend, or the warm-up failed.
+        EngineError: not a FLUX.2 pipeline this engine runs, it does not fit in the device's
+            memory, an unknown offload mode or attention backend, or the warm-up failed.
 
     ``generate`` and ``rewrite_prompts`` hold a lock: one call runs at a time per engine.
     """
 
     def __init__(
         self,
-        model: str,
+        pipe: Any,
         *,
-        device: str = "auto",
+        weights: str,
+        random_weights: bool,
+        device: Any = None,
         vae_tiling_pixels: int = DEFAULT_VAE_TILING_PIXELS,
         compile: bool = False,
         offload: OffloadMode = "none",
         attention_backend: str | None = None,
         warmup: bool = True,
     ) -> None:
-        import diffusers
         import torch
 
-        _check_offload(offload)
-        torch_device = _pick_device(device)
-        source, folder = _locate(model)
-        family = _family_for(model, folder)
-        dtype = torch.float32 if torch_device.type == "cpu" else torch.bfloat16
-        pipeline_class = getattr(diffusers, family.pipeline_class)
-        try:
-            pipe = pipeline_class.from_pretrained(source, dtype=dtype)
-        except Exception as exc:
-            raise EngineError(
-                f"could not load {model} from {source} ({type(exc).__name__}: {exc}); the "
-                f"download may be incomplete: run `hf download {model}` again, or pass another "
-                "--model"
-            ) from exc
-        random_weights = folder is not None and is_random_weights(folder)
-        self._setup(
-            pipe, torch_device, weights=model, random_weights=random_weights, family=family,
-            vae_tiling_pixels=vae_tiling_pixels, compile=compile, offload=offload,
-            attention_backend=attention_backend, warmup=warmup,
-        )
-
-    @classmethod
-    def from_pipeline(
-        cls,
-        pipe: Any,
-        *,
-        weights: str,
-        random_weights: bool,
-        vae_tiling_pixels: int = DEFAULT_VAE_TILING_PIXELS,
-        compile: bool = False,
-        offload: OffloadMode = "none",
-        attention_backend: str | None = None,
-        warmup: bool = True,
-    ) -> Flux2Engine:
-        """Wrap an already built pipeline (on its device), e.g. a random-weight full-size
-        architecture for benchmarks. ``weights`` is what ``info.weights`` reports; the other
-        options are :class:`Flux2Engine`'s."""
         family = _FAMILY_BY_CLASS.get(type(pipe).__name__)
         if family is None:
             raise EngineError(f"{type(pipe).__name__} is not a FLUX.2 pipeline this engine runs")
         _check_offload(offload)
-        engine = cls.__new__(cls)
-        engine._setup(
-            pipe, pipe._execution_device, weights=weights, random_weights=random_weights, family=family,
-            vae_tiling_pixels=vae_tiling_pixels, compile=compile, offload=offload,
-            attention_backend=attention_backend, warmup=warmup,
-        )
-        return engine
-
-    def _setup(
-        self,
-        pipe: Any,
-        device: Any,
-        *,
-        weights: str,
-        random_weights: bool,
-        family: _Family,
-        vae_tiling_pixels: int,
-        compile: bool,
-        offload: str,
-        attention_backend: str | None,
-        warmup: bool,
-    ) -> None:
-        import torch
-
+        if device is None:
+            device = pipe._execution_device
         if family is _KLEIN and not pipe.config.get("is_distilled", False):
             family = _KLEIN_BASE
         pipe.set_progress_bar_config(disable=True)
@@ -533,6 +368,62 @@ class Flux2Engine:
             )
         if warmup:
             self.warm_up()
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str,
+        *,
+        device: str = "auto",
+        vae_tiling_pixels: int = DEFAULT_VAE_TILING_PIXELS,
+        compile: bool = False,
+        offload: OffloadMode = "none",
+        attention_backend: str | None = None,
+        warmup: bool = True,
+    ) -> Flux2Engine:
+        """Load ``model`` with diffusers' ``from_pretrained`` (located by
+        :func:`~modelapi.engine.weights.locate`; the family from
+        :func:`~modelapi.engine.weights.pipeline_class_name`) and wrap it.
+
+        Args:
+            model (`str`): a hub id (e.g. ``"black-forest-labs/FLUX.2-klein-4B"``) or a local
+                pipeline folder (holding ``model_index.json``).
+            device (`str`, default ``"auto"``): ``"auto"`` = cuda, then mps, then cpu; or a
+                torch device string. bfloat16 on cuda/mps, float32 on cpu.
+            vae_tiling_pixels, compile, offload, attention_backend, warmup: as for
+                :class:`Flux2Engine`.
+
+        Returns:
+            Flux2Engine: ``info.weights == model``; ``info.random_weights`` from the folder's
+            marker (:func:`~modelapi.engine.tiny.is_random_weights`).
+
+        Raises:
+            EngineError: weights missing (with what to do), unreadable, the device unusable, an
+                unknown offload mode or attention backend, or the warm-up failed.
+        """
+        import diffusers
+        import torch
+
+        _check_offload(offload)
+        torch_device = _pick_device(device)
+        source, folder = locate(model)
+        family = _family_for(model, folder)
+        dtype = torch.float32 if torch_device.type == "cpu" else torch.bfloat16
+        pipeline_class = getattr(diffusers, family.pipeline_class)
+        try:
+            pipe = pipeline_class.from_pretrained(source, dtype=dtype)
+        except Exception as exc:
+            raise EngineError(
+                f"could not load {model} from {source} ({type(exc).__name__}: {exc}); the "
+                f"download may be incomplete: run `hf download {model}` again, or pass another "
+                "--model"
+            ) from exc
+        random_weights = folder is not None and is_random_weights(folder)
+        return cls(
+            pipe, weights=model, random_weights=random_weights, device=torch_device,
+            vae_tiling_pixels=vae_tiling_pixels, compile=compile, offload=offload,
+            attention_backend=attention_backend, warmup=warmup,
+        )
 
     def warm_up(self, full: bool | None = None) -> float:
         """Generate untimed by any request, so that lazy initialisation (kernels, memory pools,
@@ -662,7 +553,7 @@ class Flux2Engine:
         CPU except on cuda, so the same spec gives pixel-identical images on CPU. Both passes
         run at ``spec.width`` x ``spec.height`` (multiples of 16, image 1 is chained uncropped);
         every image is then cropped centrally to ``spec.requested_size``
-        (:func:`~modelapi.engine.params.crop_center`): exact sizes, no distortion, no padding.
+        (:func:`~modelapi.series.params.crop_center`): exact sizes, no distortion, no padding.
         Steps: ``spec.num_inference_steps`` or the family default; guidance: :meth:`guidance_for`;
         user references are first downsized to :meth:`reference_area_for`.
 
@@ -746,7 +637,14 @@ class Flux2Engine:
         emit: Callable[[Image.Image], None],
     ) -> list[Image.Image]:
         """One pipeline call; each image is decoded and handed to ``emit`` in turn. Returns
-        the uncropped images (for chaining)."""
+        the uncropped images (for chaining).
+
+        The pipeline (``output_type="latent"``) returns latents of ``(len(prompts), C,
+        spec.height / 8, spec.width / 8)``, split into ``(1, C, ...)`` per image for
+        :meth:`_decode`. ``on_step_end`` gets the step index, the ``timestep`` (a 0-d tensor) and
+        the pipeline's callback tensors (by default ``{"latents": ...}``, packed tokens of
+        ``(B, (spec.height / 16) * (spec.width / 16), 4 * C)``); it changes none of them.
+        """
         import torch
 
         if should_stop():
@@ -793,7 +691,18 @@ class Flux2Engine:
         """One image's latents (as the pipeline returns for ``output_type="latent"``) to a PIL
         image: what the pipeline itself does after denoising (``vae.decode`` on the VAE's
         execution device, then ``image_processor.postprocess``), tile by tile when ``tiled``.
-        Tiling is on only during this decode: the references' encoding is never tiled."""
+        Tiling is on only during this decode: the references' encoding is never tiled.
+
+        Args:
+            latents (`torch.Tensor`, ``(1, C, H / 8, W / 8)``): unpatchified, de-normalised
+                latents of one ``W`` x ``H`` px image; ``C = vae.config.latent_channels`` (32
+                for FLUX.2's VAE), 8 = ``pipe.vae_scale_factor``. The VAE turns them into
+                pixels of ``(1, 3, H, W)`` in -1..1.
+            tiled (`bool`): decode tile by tile (:meth:`tiled_for`).
+
+        Returns:
+            PIL.Image.Image (RGB), ``W`` x ``H`` px.
+        """
         import torch
         from diffusers.utils.torch_utils import get_module_execution_device
 
@@ -813,15 +722,8 @@ class Flux2Engine:
 
     def rewrite_prompts(self, prompts: list[str], instruction: str) -> list[str]:
         """Rewrite each prompt with the pipeline's own text encoder used as a causal LM
-        (``optimize_prompt_options="standard"``), in the prompt's own language as
-        ``instruction`` asks (:func:`~modelapi.engine.planner.rewrite_instruction` says why).
-
-        Each prompt is sent as ``[system: instruction, user: prompt]`` through the tokenizer's
-        chat template (thinking off) and answered greedily, at most
-        :data:`REWRITE_MAX_NEW_TOKENS` tokens and :data:`REWRITE_MAX_TIME_S` seconds per prompt.
-        An empty answer keeps that prompt unchanged. With random weights the answer is garbage:
-        generation runs once (for the first prompt, so the path is exercised) and ``prompts``
-        are returned unchanged.
+        (``optimize_prompt_options="standard"``): :func:`modelapi.engine.rewrite.rewrite_prompts`,
+        one call at a time with ``generate``.
 
         Returns:
             list of str, ``len == len(prompts)``.
@@ -832,80 +734,8 @@ class Flux2Engine:
         if not prompts:
             return []
         with self._lock:
-            try:
-                if self.info.random_weights:
-                    self._chat(instruction, prompts[0])
-                    return list(prompts)
-                return [self._chat(instruction, p) or p for p in prompts]
-            except EngineError:
-                raise
-            except Exception as exc:
-                raise EngineError(f"prompt rewriting failed ({type(exc).__name__}: {exc})") from exc
-
-    def _chat(self, instruction: str, prompt: str) -> str:
-        import torch
-
-        tokenizer = self.pipe.tokenizer
-        if self._family is _DEV:  # a PixtralProcessor: content is a list of parts
-            messages = [
-                {"role": "system", "content": [{"type": "text", "text": instruction}]},
-                {"role": "user", "content": [{"type": "text", "text": prompt}]},
-            ]
-            inputs = tokenizer.apply_chat_template(
-                messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+            return rewrite.rewrite_prompts(
+                self.pipe, prompts, instruction, random_weights=self.info.random_weights,
+                processor=self._family is _DEV,
             )
-            text_tokenizer = tokenizer.tokenizer
-        else:
-            messages = [{"role": "system", "content": instruction}, {"role": "user", "content": prompt}]
-            text = tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=True, enable_thinking=False
-            )
-            inputs = tokenizer(text, return_tensors="pt")
-            text_tokenizer = tokenizer
-        model = self.pipe.text_encoder
-        inputs = {k: v.to(model.device) for k, v in inputs.items() if k in ("input_ids", "attention_mask")}
-        with torch.inference_mode():
-            output = model.generate(
-                **inputs,
-                max_new_tokens=REWRITE_MAX_NEW_TOKENS,
-                max_time=REWRITE_MAX_TIME_S,
-                do_sample=False,
-                pad_token_id=text_tokenizer.pad_token_id,
-                eos_token_id=text_tokenizer.eos_token_id,
-            )
-        new_tokens = output[0, inputs["input_ids"].shape[1] :]
-        answer = text_tokenizer.decode(new_tokens, skip_special_tokens=True)
-        answer = re.sub(r"<think>.*?(</think>|$)", "", answer, flags=re.DOTALL)
-        return " ".join(answer.split())
-
-
-def resolve_default_model(data_dir: Path) -> tuple[str, bool]:
-    """The weights to run when none were named: ``(model for Flux2Engine, is_random)``.
-
-    In order: ``data_dir/FLUX.2-klein-4B`` (a pipeline folder); FLUX.2-klein-4B in the local hub
-    cache (returned as the hub id; no network); else the tiny random-weight pipeline at
-    ``data_dir/tiny-flux2-klein``, built on first use with
-    :func:`~modelapi.engine.tiny.make_tiny` (about a second), with a loud warning: its images
-    are noise.
-    """
-    data_dir = Path(data_dir).expanduser()
-    local = data_dir / LOCAL_KLEIN_DIRNAME
-    if (local / "model_index.json").is_file():
-        return str(local), is_random_weights(local)
-    snapshot = _cached_snapshot(DEFAULT_MODEL_ID)
-    if snapshot is not None:
-        return DEFAULT_MODEL_ID, is_random_weights(snapshot)
-    tiny = data_dir / TINY_DIRNAME
-    if not (tiny / "model_index.json").is_file():
-        make_tiny(tiny)
-    logger.warning(
-        "%s not found locally (no %s, not in the hub cache): using the TINY RANDOM-WEIGHT "
-        "pipeline at %s; every image will be NOISE. Download real weights with "
-        "`hf download %s` or pass --model PATH.",
-        DEFAULT_MODEL_ID,
-        local,
-        tiny,
-        DEFAULT_MODEL_ID,
-    )
-    return str(tiny), True
 

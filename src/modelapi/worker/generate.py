@@ -29,8 +29,8 @@ from ..core.jobs import Done, Failed, Outcome, Request, Stopped
 from ..core.storage import Storage
 from ..engine.base import Engine, GenerationSpec
 from ..engine.errors import GenerationStopped
-from ..engine.params import prepare
 from ..errors import InputError
+from ..series.params import prepare
 
 log = logging.getLogger("modelapi.worker")
 

@@ -1,8 +1,9 @@
 """Turn a validated request into a :class:`~modelapi.engine.base.GenerationSpec`.
 
 Inputs arrive already checked against the model's schema, with defaults applied; field names
-come from the model's :class:`~modelapi.catalog.Task`. Source of the semantics: API.md
-"Semantics" and the specs' field descriptions.
+come from the model's :class:`~modelapi.catalog.Task`. Source of the semantics: the specs' field
+descriptions (``src/modelapi/catalog/specs/*.json``) and the README's "How many images, and how
+they stay coherent".
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from PIL import Image
 
 from modelapi.catalog import Model
 from modelapi.engine.base import GenerationSpec
-from modelapi.engine.planner import (
+from modelapi.series.planner import (
     MAX_TOTAL_IMAGES,
     apply_rewrites,
     plan_series,
@@ -24,7 +25,7 @@ from modelapi.engine.planner import (
 
 SIZE_MULTIPLE = 16
 """The pipelines accept width and height only in multiples of this, px (FLUX.2: VAE factor 8 x
-patch 2; diffusers floors other sizes with a warning). ENGINE.md "Pipeline facts"."""
+patch 2; diffusers' ``Flux2KleinPipeline`` floors other sizes with a warning)."""
 
 Rewriter = Callable[[list[str], str], list[str]]
 """``(prompts, instruction) -> rewritten prompts``, e.g. ``Engine.rewrite_prompts``."""
@@ -110,7 +111,7 @@ def prepare(
         rewrite: the LLM prompt rewriter, used only when ``optimize_prompt_options`` is
             ``"standard"``: it rewrites the rule-based per-image prompts (count instruction
             already removed) in the prompt's own language
-            (:func:`~modelapi.engine.planner.rewrite_instruction` says why); its exceptions
+            (:func:`~modelapi.series.planner.rewrite_instruction` says why); its exceptions
             propagate. None = rules only.
         seed (`int | None`): used when the inputs carry no ``seed``; None = a random 31-bit int.
 
@@ -124,7 +125,7 @@ def prepare(
         (:func:`~modelapi.engine.flux2.text_weight`).
         Counting: the cap is ``inputs[task.max_images_field]`` (15 when the task has none),
         ``sequential_image_generation`` (default ``"auto"``) and ``force_single`` (default
-        False) as in :func:`~modelapi.engine.planner.plan_series`.
+        False) as in :func:`~modelapi.series.planner.plan_series`.
 
     Raises:
         ValueError: the size is unparseable, or ``sequential_image_generation`` is neither

@@ -1,10 +1,10 @@
 """Per-language rules for reading a prompt's image count: the one place where they are written down.
 
-The planner (:mod:`modelapi.engine.planner`) applies the numbered rules below with one
+The planner (:mod:`modelapi.series.planner`) applies the numbered rules below with one
 :class:`Language` table per language: English, Italian, Portuguese and German (the languages
 the hosted documentation is published in, besides Korean), Korean, Chinese and Japanese
 (which Seedream's own users write). To support a phrasing, extend a table and add a line to
-``tests/engine/prompt_corpus.toml``; the rules themselves rarely need to change.
+``tests/series/prompt_corpus.toml``; the rules themselves rarely need to change.
 
 Rules (case-insensitive; a "clause" ends at ``. ! ? 。 ！ ？`` or a line break):
 
@@ -15,11 +15,14 @@ Rules (case-insensitive; a "clause" ends at ``. ! ? 。 ！ ？`` or a line brea
    whose table found the count (or the detected one).
 2. **Shot lists.** Items numbered 1, 2, 3, ... in order (``"1. "``, ``"2) "``, ``"3、"``,
    ``"(4)"``, ``"①"``, a label from :attr:`Language.list_labels` such as ``"Shot 1:"`` /
-   ``"Scena 2:"`` / ``"컷 3:"`` / ``"第4张："``, or a label after the number such as
+   ``"Scena 2:"`` / ``"컷 3:"``, an ordinal (:attr:`Language.list_ordinal`, with
+   :attr:`Language.list_ordinal_counters`: ``"第4张："``), or a label after the number such as
    ``"1枚目："``), or bulleted at line start (``- * • ・ ●``), >= 2 of them: one image per
    item, ``preamble + item (+ postscript)``. ``"image 1."`` (and its translations) names a
    reference, not an item. The preamble loses its instruction (rules 5-6); a preamble that is
-   only an instruction (``"Make a storyboard:"``) is dropped.
+   only an instruction (``"Make a storyboard:"``; its words all groups, nouns or
+   :attr:`Language.bare_words`) is dropped, and an item loses a trailing
+   :attr:`Language.item_conjunctions` word (``"and"``).
 3. **Count phrases.** The first match in reading order of one of :attr:`Language.forms`
    gives the count: a number (digits, or :attr:`Language.numbers`) attached to an image noun
    (:attr:`Language.nouns`), a counter (:attr:`Language.counters` count on their own,
@@ -132,6 +135,8 @@ class Language:
             an adjective after it stays, as written (rule 5).
         follow (`str`): what may follow a group count that has no noun (rule 3).
         particles (`str`): words glued after a counter (Korean particles).
+        numeral_chars (`str`): Han script: characters that, right beside a number word, make
+            it part of another numeral or an ordinal, not a count (rule 3: ``"十三"``, ``"第三"``).
         determiners (`tuple[str, ...]`): words right before a count phrase that make it
             name the inputs (rule 3).
         lead_in (`str`): one instruction word or phrase at a clause start (rule 6).
@@ -148,6 +153,16 @@ class Language:
             beats, ``"a black and white cat"`` one) (rule 4).
         list_labels (`tuple[str, ...]`): labels before an item number (rule 2).
         list_suffixes (`tuple[str, ...]`): labels after an item number (rule 2).
+        list_ordinal (`str`): a prefix that makes the number after it (digits, or a word of
+            ``numbers``) an item number (rule 2: ``"第4张："``, ``"第三幅："``).
+        list_ordinal_counters (`tuple[str, ...]`): counters that may follow such an ordinal
+            item number, whichever table's prefix it has (rule 2: ``"张"``, ``"コマ"``).
+        item_conjunctions (`tuple[str, ...]`): a list word left at the end of a list item,
+            removed from it (rule 2: ``"a beach, and"``).
+        bare_words (`tuple[str, ...]`): words that, with ``groups`` and ``nouns``, are only an
+            instruction's leftovers (``"the following"``, ``"以下"``): a shot list's preamble
+            or a story's subject made of nothing else is dropped (rules 2 and 4). Space-separated
+            languages share theirs; the others share theirs.
         reference_nouns (`tuple[str, ...]`): nouns that, before ``"1."``, name an input (rule 2).
         vocabulary (`frozenset[str]`): words that tell this language apart (rule 1).
     """
@@ -167,6 +182,7 @@ class Language:
     adjectives_after: bool = False
     follow: str = ""
     particles: str = ""
+    numeral_chars: str = ""
     determiners: tuple[str, ...] = ()
     lead_in: str = ""
     tail: str = ""
@@ -181,6 +197,10 @@ class Language:
     article_words: tuple[str, ...] = ()
     list_labels: tuple[str, ...] = ()
     list_suffixes: tuple[str, ...] = ()
+    list_ordinal: str = ""
+    list_ordinal_counters: tuple[str, ...] = ()
+    item_conjunctions: tuple[str, ...] = ()
+    bare_words: tuple[str, ...] = ()
     reference_nouns: tuple[str, ...] = ()
     vocabulary: frozenset[str] = frozenset()
 
@@ -270,6 +290,8 @@ EN = _language(
     conjunctions=("and then", "and", "then", "finally"),
     article_words=("a", "an", "the", "one", "some", "his", "her", "their", "my", "your", "our", "its"),
     list_labels=("shot", "panel", "scene", "frame", "slide"),
+    item_conjunctions=("and",),
+    bare_words=("a", "an", "the", "following", "these", "this", "some", "of", "below", "for"),
     reference_nouns=("image", "picture", "photo"),
     vocabulary="the a an of and with in on at to for from by is this that it generate create make draw show please",
 )
@@ -344,6 +366,8 @@ IT = _language(
         "alla", "ai", "agli", "alle", "nel", "nella", "del", "della", "all", "dell", "nell",
     ),
     list_labels=("scena", "vignetta", "inquadratura", "tavola", "scatto", "pannello"),
+    item_conjunctions=("e",),
+    bare_words=("di", "una", "un", "seguenti", "per", "le", "i"),
     reference_nouns=("immagine", "foto"),
     vocabulary=(
         "il lo la i gli le un una uno di del della dei delle con per che e è su sul nel nella "
@@ -422,6 +446,8 @@ PT = _language(
         "nos", "nas", "do", "da", "dos", "das",
     ),
     list_labels=("cena", "quadro", "painel", "tomada"),
+    item_conjunctions=("e",),
+    bare_words=("de", "uma", "um", "seguintes", "para", "os", "as"),
     reference_nouns=("imagem", "foto"),
     vocabulary=(
         "o a os as um uma de do da dos das com para que e em no na é sobre gere crie faça mostre "
@@ -499,6 +525,8 @@ DE = _language(
         "ihr", "ihre", "im", "am", "zum", "zur", "beim",
     ),
     list_labels=("szene", "einstellung", "panel"),
+    item_conjunctions=("und",),
+    bare_words=("von", "eine", "ein", "folgenden", "folgende", "für", "die"),
     reference_nouns=("bild", "foto"),
     vocabulary=(
         "der die das den dem des ein eine einen einem einer und von mit im in auf für ist zu "
@@ -563,11 +591,15 @@ KO = _language(
     story_suffix=r"(?:의\s*)?(?:이야기|스토리)",
     conjunctions=("그리고", "그다음", "그 다음", "마지막으로"),
     list_labels=("컷", "장면", "씬"),
+    item_conjunctions=("그리고",),
     list_suffixes=("컷", "번째 컷", "번째 장면", "번째", "번"),
     reference_nouns=("이미지", "사진"),
 )
 
 # -- Chinese ---------------------------------------------------------------------------------
+
+_HAN_NUMERALS = "一二三四五六七八九十两百千万〇零第"
+"""Numeral characters of Chinese and Japanese, and the ordinal 第 (:attr:`Language.numeral_chars`)."""
 
 _ZH_DIGITS = "一 二/两 三 四 五 六 七 八 九 十"
 ZH = _language(
@@ -583,6 +615,7 @@ ZH = _language(
         "表情包 贴纸 效果图 设计图 宣传图 写真"
     ),
     counters=("张", "幅", "格", "帧", "款", "版"),
+    numeral_chars=_HAN_NUMERALS,
     noun_counters=("个",),
     groups=("漫画", "连环画", "系列", "组图", "套图", "分镜", "故事板", "故事"),
     verbs=("生成", "画", "绘制", "制作", "创作", "做", "设计", "输出", "来", "拍摄", "拍", "出", "创建", "给我", "要"),
@@ -612,6 +645,10 @@ ZH = _language(
     conjunctions=("然后", "最后", "以及", "和"),
     list_labels=("镜头", "分镜", "画面", "场景"),
     list_suffixes=(),
+    list_ordinal="第",
+    list_ordinal_counters=("张", "幅", "格", "个", "幕", "帧", "镜"),
+    item_conjunctions=("以及", "然后"),
+    bare_words=("以下", "下面", "的", "个", "一"),
     reference_nouns=("图",),
 )
 
@@ -634,6 +671,7 @@ JA = _language(
         "似顔絵 肖像画 スケッチ 漫画 マンガ サムネイル 表紙 ステッカー"
     ),
     counters=("枚", "コマ", "カット", "パターン", "案"),
+    numeral_chars=_HAN_NUMERALS,
     noun_counters=("つ", "個", "点", "種類", "通り"),
     groups=("漫画", "マンガ", "シリーズ", "セット", "ストーリーボード", "絵コンテ", "連作", "物語", "ストーリー"),
     verbs=(
@@ -660,6 +698,7 @@ JA = _language(
     conjunctions=("そして", "次に", "最後に"),
     list_labels=("シーン", "カット", "コマ"),
     list_suffixes=("枚目", "コマ目", "カット目"),
+    list_ordinal_counters=("コマ", "枚"),
     reference_nouns=("画像",),
 )
 

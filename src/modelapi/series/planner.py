@@ -1,13 +1,14 @@
 """Series planning: how many images a request makes, and the prompt for each one.
 
-Source: API.md "Semantics" and the seedream specs' field descriptions. The prompt states the
+Source: the seedream specs' field descriptions (``src/modelapi/catalog/specs/*.json``) and the
+README's "How many images, and how they stay coherent". The prompt states the
 number of images ("Generate 3 images of ...", "a series of four", a numbered list of shots);
 ``sequential_image_generation_options`` is only the cap (and the billed unit);
 ``sequential_image_generation="disabled"`` means one image; references + outputs <= 15.
 
 The rules (which language, shot lists, count phrases, story beats, what is removed from the
 per-image prompts) are numbered and documented, with their per-language data, in one place:
-:mod:`modelapi.engine.languages`. In short: a shot list gives one image per item; else the
+:mod:`modelapi.series.languages`. In short: a shot list gives one image per item; else the
 first count phrase gives the count and every image gets the prompt without the request's
 instruction ("Generate 3 images of a beautiful sunset over a calm ocean." -> "a beautiful
 sunset over a calm ocean"), or one story beat each when a colon list of exactly N items
@@ -26,10 +27,11 @@ from functools import lru_cache
 from typing import Any
 
 from modelapi.catalog import SEQUENTIAL_MODES
-from modelapi.engine.languages import LANGUAGES, Language, by_code
+from modelapi.series.languages import LANGUAGES, Language, by_code
 
 MAX_TOTAL_IMAGES = 15
-"""References + outputs per request, at most (API.md "Semantics"; seedream upstream)."""
+"""References + outputs per request, at most (as seedream upstream; the edit-sequential spec's
+``sequential_image_generation_options`` description: the count "also depends on the number of reference images")."""
 
 SOURCES = ("prompt_count", "shot_list", "beats", "none", "disabled", "force_single")
 """How a plan's count was found (:attr:`SeriesPlan.source`)."""
@@ -70,12 +72,12 @@ class SeriesPlan:
 
 @dataclass(frozen=True)
 class CountPhrase:
-    """A count phrase found in a prompt (rule 3 of :mod:`modelapi.engine.languages`).
+    """A count phrase found in a prompt (rule 3 of :mod:`modelapi.series.languages`).
 
     Attributes:
         start, end (`int`): the phrase's span in the prompt (characters).
         count (`int`, >= 0): the number it states.
-        language (:class:`~modelapi.engine.languages.Language`): the table that matched.
+        language (:class:`~modelapi.series.languages.Language`): the table that matched.
         noun (`str | None`): the image noun as written, None when the phrase has none.
         noun_span (`tuple[int, int] | None`): where ``noun`` is in the prompt.
         modifier (`str | None`): an English modifier before the noun (``"cinematic"``).
@@ -98,7 +100,7 @@ def plan_series(
     sequential: str = "auto",
     force_single: bool = False,
 ) -> SeriesPlan:
-    """Plan the series for one request (rules: :mod:`modelapi.engine.languages`).
+    """Plan the series for one request (rules: :mod:`modelapi.series.languages`).
 
     Args:
         prompt (`str`): the user's prompt.
@@ -163,10 +165,10 @@ _WORD_RE = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)?")
 
 
 def detect_language(prompt: str) -> Language:
-    """The language whose rules read ``prompt`` first (rule 1 of :mod:`~modelapi.engine.languages`).
+    """The language whose rules read ``prompt`` first (rule 1 of :mod:`~modelapi.series.languages`).
 
     Hangul -> Korean; kana -> Japanese; other Han characters -> Chinese; else the Latin
-    language with the most words of its :attr:`~modelapi.engine.languages.Language.vocabulary`
+    language with the most words of its :attr:`~modelapi.series.languages.Language.vocabulary`
     (ties, and no hits: English first, then Italian, Portuguese, German).
     """
     if _HANGUL_RE.search(prompt):
@@ -182,9 +184,6 @@ def detect_language(prompt: str) -> Language:
 
 # -- rule 3: count phrases -----------------------------------------------------------------------
 
-_HAN_NUMERALS = "一二三四五六七八九十两百千万〇零第"
-
-
 def _alternation(words: Any) -> str:
     return "|".join(re.escape(w) for w in sorted(set(words), key=len, reverse=True))
 
@@ -197,7 +196,7 @@ def _number_pattern(lang: Language) -> str:
         return rf"(?P<num>(?<![\d.,:/×])\d{{1,3}}(?![\d.,:/×])|(?<![가-힣])(?:{words}))"
     return (
         rf"(?P<num>(?<![\d.,:/×A-Za-z])\d{{1,3}}(?![\d.,:/×])"
-        rf"|(?<![{_HAN_NUMERALS}])(?:{words})(?![{_HAN_NUMERALS}]))"
+        rf"|(?<![{lang.numeral_chars}])(?:{words})(?![{lang.numeral_chars}]))"
     )
 
 
@@ -409,7 +408,7 @@ def _without(prompt: str, phrase: CountPhrase) -> str:
 
 
 def strip_count(prompt: str) -> str:
-    """``prompt`` without its count instruction (rules 5-6 of :mod:`~modelapi.engine.languages`):
+    """``prompt`` without its count instruction (rules 5-6 of :mod:`~modelapi.series.languages`):
     ``"Generate 3 images of a beautiful sunset over a calm ocean."`` -> ``"a beautiful sunset
     over a calm ocean"``; unchanged when it states no count."""
     phrase = find_count(prompt)
@@ -497,45 +496,57 @@ def _numbered_re() -> re.Pattern[str]:
         f"(?<!{re.escape(noun)} )" for lang in LANGUAGES for noun in lang.reference_nouns
     )
     start = r"(?:^|(?<=\s)|(?<=[：:；;，,。、]))"
-    zh_numerals = _alternation(w for w in by_code("zh").numbers)
+    ordinals = _alternation(lang.list_ordinal for lang in LANGUAGES if lang.list_ordinal)
+    ordinal_numerals = _alternation(_ordinal_numbers())
+    ordinal_counters = _alternation(c for lang in LANGUAGES for c in lang.list_ordinal_counters)
     return re.compile(
         rf"{start}{references}(?P<n1>\d{{1,2}})(?:[.)]\s+|[）．、]\s*)"
         rf"|{start}[(（](?P<n2>\d{{1,2}})[)）]\s*"
         r"|(?P<n3>[\u2460-\u2473])\s*"
         rf"|\b(?:{latin_labels})\s+(?P<n4>\d{{1,2}})\s*(?:[.)](?=\s)|[:：])\s*"
         rf"|(?:{cjk_labels})\s*(?P<n5>\d{{1,2}})\s*[.)）:：]\s*"
-        rf"|第(?P<n6>\d{{1,2}}|{zh_numerals})\s*(?:张|幅|格|个|幕|帧|镜|コマ|枚)?\s*[：:、.．]\s*"
+        rf"|(?:{ordinals})(?P<n6>\d{{1,2}}|{ordinal_numerals})\s*(?:{ordinal_counters})?\s*[：:、.．]\s*"
         rf"|{start}(?P<n7>\d{{1,2}})\s*(?:{suffixes})\s*[：:.)）]\s*",
         re.IGNORECASE,
     )
+
+
+@lru_cache(maxsize=1)
+def _ordinal_numbers() -> dict[str, int]:
+    """The number words an ordinal item number may be written with (rule 2): those of the
+    tables that have a :attr:`~modelapi.series.languages.Language.list_ordinal`."""
+    return {word: value for lang in LANGUAGES if lang.list_ordinal for word, value in lang.numbers.items()}
 
 
 def _marker_number(m: re.Match[str]) -> int:
     if m["n3"]:
         return _circled(m["n3"])
     value = next(v for k, v in m.groupdict().items() if v and k != "n3")
-    return int(value) if value.isdigit() else by_code("zh").numbers[value]
+    return int(value) if value.isdigit() else _ordinal_numbers()[value]
 
 
 _BULLET_RE = re.compile(r"^[ \t]*(?:[-*•–][ \t]+|[・●■▪◦][ \t]*)", re.MULTILINE)
 _BLANK_LINE_RE = re.compile(r"\n[ \t]*\n")
 _ITEM_TAIL_RE = re.compile(
-    r"[\s,;，；、]*(?:\b(?:and|e|und)\b|그리고|以及|然后)?[\s,;，；、]*$", re.IGNORECASE
+    r"[\s,;，；、]*(?:\b(?:"
+    + _alternation(w for lang in LANGUAGES if lang.script == "latin" for w in lang.item_conjunctions)
+    + r")\b|"
+    + _alternation(w for lang in LANGUAGES if lang.script != "latin" for w in lang.item_conjunctions)
+    + r")?[\s,;，；、]*$",
+    re.IGNORECASE,
 )
-_BARE_WORDS = frozenset(
-    "a an the following these this some of below di de von una un uma um eine ein seguenti "
-    "seguintes folgenden folgende per for für para le i os as die".split()
-)
+_SPACED_BARE_WORDS = frozenset(w.lower() for lang in LANGUAGES if _spaced(lang) for w in lang.bare_words)
+_UNSPACED_BARE_WORDS = "|".join(re.escape(w) for lang in LANGUAGES if not _spaced(lang) for w in lang.bare_words)
 
 
 def _is_bare(lang: Language, text: str) -> bool:
     """The text is only an instruction's leftovers (articles, group words, image nouns)."""
     text = text.strip().rstrip(":：")
     if not _spaced(lang):
-        rest = re.sub(rf"{_alternation([*lang.groups, *lang.nouns])}|以下|下面|的|个|一", "", text)
+        rest = re.sub(rf"{_alternation([*lang.groups, *lang.nouns])}|{_UNSPACED_BARE_WORDS}", "", text)
         return not re.search(r"\w", rest)
     words = {w.lower() for w in _WORD_RE.findall(text)}
-    known = _BARE_WORDS | {w.lower() for w in (*lang.groups, *lang.nouns, *lang.series_modifiers)}
+    known = _SPACED_BARE_WORDS | {w.lower() for w in (*lang.groups, *lang.nouns, *lang.series_modifiers)}
     return words <= known
 
 

@@ -1,6 +1,6 @@
 """Series planning: counts from prompts, caps, shot lists, beats and rewrites
-(modelapi.engine.planner, with the tables of modelapi.engine.languages). The per-language
-prompt corpus is tests/engine/prompt_corpus.toml (test_prompt_corpus.py)."""
+(modelapi.series.planner, with the tables of modelapi.series.languages). The per-language
+prompt corpus is tests/series/prompt_corpus.toml (test_prompt_corpus.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from modelapi.engine.languages import LANGUAGES, by_code
-from modelapi.engine.planner import (
+from modelapi.series.languages import LANGUAGES, by_code
+from modelapi.series.planner import (
     SOURCES,
     SeriesPlan,
     apply_rewrites,

@@ -1,4 +1,4 @@
-"""Request -> GenerationSpec (modelapi.engine.params), against the real catalogue specs."""
+"""Request -> GenerationSpec (modelapi.series.params), against the real catalogue specs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from PIL import Image
 
 from modelapi.catalog import Model, models
 from modelapi.engine.flux2 import text_weight
-from modelapi.engine.params import (
+from modelapi.series.params import (
     SIZE_MULTIPLE,
     crop_box,
     crop_center,

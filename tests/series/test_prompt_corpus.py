@@ -1,4 +1,4 @@
-"""The series-planning corpus (tests/engine/prompt_corpus.toml): real-looking prompts in the
+"""The series-planning corpus (tests/series/prompt_corpus.toml): real-looking prompts in the
 seven supported languages, each with its count and per-image prompts. Extend the data file,
 not this test."""
 
@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from modelapi.engine.languages import LANGUAGES
-from modelapi.engine.planner import plan_series
+from modelapi.series.languages import LANGUAGES
+from modelapi.series.planner import plan_series
 
 CORPUS = Path(__file__).with_name("prompt_corpus.toml")
 CASES: list[dict[str, Any]] = tomllib.loads(CORPUS.read_text(encoding="utf-8"))["case"]
