@@ -126,7 +126,13 @@ def test_kill9_before_the_delivery_succeeds_then_it_is_delivered_after_restart(m
     with srv.client() as c:
         rid = c.post(f"/v1/models/{SEQ}", params={"webhook": receiver.url}, json={"text": "one image"}).json()["request_id"]
         assert wait_terminal(c, rid)["status"] == "completed"
-    receiver.wait(1)
+        receiver.wait(1)
+        # killed once the failed attempt is on record (a kill between the POST and its record
+        # would rightly count that attempt as never made)
+        for _ in range(200):
+            if c.get(f"/v1/requests/{rid}/result").json()["webhook"]["attempts"] >= 1:
+                break
+            time.sleep(0.05)
     srv.kill9()
     attempts = len(receiver.deliveries)
     receiver.statuses = [200]
