@@ -85,7 +85,7 @@ def test_defaults_are_applied():
 
 
 def test_edit_sequential_accepts_sequential_image_generation():
-    # The Portuguese page omits it; accepted everywhere, default "auto" (API.md).
+    # The Portuguese page omits it; accepted everywhere, default "auto" (the other languages' pages).
     inputs, problems = check_input(EDIT.input_schema, {"images": ["https://x/a.png"], "text": "t", "sequential_image_generation": "disabled"})
     assert problems == [] and inputs["sequential_image_generation"] == "disabled"
 

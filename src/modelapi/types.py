@@ -12,7 +12,7 @@ import platformdirs
 
 
 class Status(str, enum.Enum):
-    """A request's status (API.md "Statuses"). Unknown wire values raise ``ValueError``."""
+    """A request's status (README, "The API": in_queue, in_progress, completed, failed, cancelled). Unknown wire values raise ``ValueError``."""
 
     IN_QUEUE = "in_queue"
     IN_PROGRESS = "in_progress"

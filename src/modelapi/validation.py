@@ -10,7 +10,7 @@ Two layers:
   applied to each reference image (schema: ``validations``; the message is the schema's own
   ``validation_error``).
 
-Each problem is one ``{"loc": [...], "msg": str, "type": str}`` entry (API.md "Errors").
+Each problem is one ``{"loc": [...], "msg": str, "type": str}`` entry (the 422 ``detail``; README, "The API").
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ ERROR_MESSAGES = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404
 
 
 def error_response(status: int, message: str, detail: Any = None, headers: dict[str, str] | None = None) -> JSONResponse:
-    """The error body of API.md: ``{"error_code", "error_message", "detail"}``."""
+    """The contract's error body: ``{"error_code", "error_message", "detail"}`` (README, "The API")."""
     return JSONResponse(
         {"error_code": status * 1000 + 1, "error_message": message, "detail": detail},
         status_code=status, headers=headers,

@@ -1,4 +1,4 @@
-"""Response shapes of API.md, for /openapi.json and response checking."""
+"""Response shapes of the hosted contract (README, "The API"), for /openapi.json and response checking."""
 
 from __future__ import annotations
 
@@ -86,7 +86,7 @@ class Uploaded(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    """Every error (API.md "Errors"): ``error_code`` is ``status * 1000 + 1``."""
+    """Every error (README, "The API"): ``error_code`` is ``status * 1000 + 1``."""
 
     error_code: int
     error_message: str

@@ -1,4 +1,4 @@
-"""The JSON bodies of API.md that more than one role writes: the status body (status routes and
+"""The JSON bodies of the contract (README, "The API") that more than one role writes: the status body (status routes and
 streams) and the result body (the result route, and webhook deliveries sent by workers).
 Absolute URLs are built on ``base_url``, the base the client reached the API at."""
 

@@ -1,4 +1,4 @@
-"""Fetching and decoding input images (API.md "Input images") without becoming an SSRF proxy.
+"""Fetching and decoding input images (the schema's image fields: URLs, data URIs, uploads) without becoming an SSRF proxy.
 
 Entry points:
 

@@ -6,7 +6,7 @@ this module holds the names both sides must agree on:
 
 - ``APP_VERSION`` is pinned: a process of another modelapi release would otherwise tag its
   entries with a version hash of its own source, and workers of the other release would never
-  take them (../shared/SCALE.md). Change it only when ``run_request``'s arguments or meaning
+  take them (DBOS hands an entry only to processes of its own version). Change it only when ``run_request``'s arguments or meaning
   change, and drain the queue before such an upgrade.
 - Every entry carries the request's owner key as its partition key; ``--max-running-per-key``
   turns partition limits on (DBOS partitioned queues), otherwise the key is inert.

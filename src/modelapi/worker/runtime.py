@@ -4,7 +4,8 @@ One worker per GPU, as a thread of ``modelapi serve`` or as its own ``modelapi w
 Each worker has a stable, unique id (``--worker-id``, default ``<hostname>-<device>``) that is
 its DBOS executor id, held by a lock for its life (:class:`~modelapi.core.workers.WorkerIdLock`),
 and runs under the pinned queue version (:data:`modelapi.core.queue.APP_VERSION`) — the two
-conditions under which DBOS never runs one job twice (../shared/SCALE.md).
+conditions under which DBOS never runs one job twice (two processes sharing an executor id
+recover each other's claims; a process of another version never takes an entry).
 
 - Restart under the same id: DBOS recovers this worker's claimed job, which runs again.
 - Death without restart: the heartbeat stops; after ``--worker-timeout-s`` a live worker's
