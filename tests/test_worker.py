@@ -100,7 +100,8 @@ def test_the_next_job_s_inference_starts_before_the_last_job_s_outputs_are_store
     # first job would fail with a storage error.
     done = [jobs.get(r.request_id) for r in reqs]
     assert [r.status for r in done] == [Status.COMPLETED, Status.COMPLETED], [r.error for r in done]
-    assert storage.stored[0].startswith("outputs/req_first/")
+    # (which job's outputs land first after the gate opens is a race: the second's may)
+    assert sorted(k for k in storage.stored if k.startswith("outputs/req_first/")) == sorted(done[0].outputs)
     assert all(k.endswith(".jpg") for r in done for k in r.outputs)
     timings = done[0].metadata["timings"]
     assert timings["postprocess_s"] > 0 and timings["total_s"] >= timings["inference_s"]
