@@ -242,6 +242,7 @@ class JobStore:
         self.max_attempts = max_attempts
         self.prices_usd = prices_usd or {}
         self.order = QueueOrder(engine)
+        self._poll_read, self._ahead_read = db.DriverRead(engine, self._POLL), db.DriverRead(engine, self._AHEAD)
 
     # -- reads -------------------------------------------------------------------------------
     _AHEAD = sa.select(sa.func.count()).select_from(
@@ -277,18 +278,21 @@ class JobStore:
     def poll(self, request_id: str, key_hash: str) -> tuple[bool, Polled | None]:
         """The hot path of status polls, in one round trip (two while queued): (is the key live,
         and that key's request's status, progress, queue position and partial outputs, or None)."""
-        with self._reads.connect() as conn:
-            row = conn.execute(self._POLL, {"rid": request_id, "h": key_hash}).first()
-            if row is None or row.revoked_at is not None:
+        with db.driver_reads(self.engine) as fetchone:  # the driver's cursor: see db.driver_reads
+            row = fetchone(self._poll_read, {"rid": request_id, "h": key_hash})
+            if row is None or row[1] is not None:  # no such key, or revoked
                 return False, None
-            if row.status is None:
+            _, _, status_name, progress, priority, seq, partial = row
+            if status_name is None:
                 return True, None
-            status = Status(row.status)
-            position = self._position(conn, request_id, row.priority, row.seq) if status is Status.IN_QUEUE else None
-        partial = row.partial_outputs
-        if isinstance(partial, str):  # a raw JSON column through text()
+            status = Status(status_name)
+            position = None
+            if status is Status.IN_QUEUE:
+                ahead = fetchone(self._ahead_read, {"priority": priority, "seq": seq, "cap": self.order.exact})[0]
+                position = ahead if ahead < self.order.exact else self.order.position(request_id)
+        if isinstance(partial, str):  # a raw JSON column (SQLite)
             partial = json.loads(partial)
-        return True, Polled(status, row.progress, position, partial if status is Status.IN_PROGRESS else None)
+        return True, Polled(status, progress, position, partial if status is Status.IN_PROGRESS else None)
 
     def versions(self, request_ids: list[str]) -> dict[str, int]:
         """The change counter of each of ``request_ids`` (any owner): the cheap read a status
