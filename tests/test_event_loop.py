@@ -101,7 +101,7 @@ def test_no_route_runs_database_or_storage_work_on_the_event_loop(app):
 
     storage = c.app.state.service.storage  # type: ignore[attr-defined]
     storage.put("outputs/x/0.png", png(), "image/png")
-    signed = httpx.URL(storage.url("outputs/x/0.png", time.time() + 60))
+    signed = httpx.URL(storage.url("outputs/x/0.png", time.time() + 60, "http://testserver"))
     call("GET", signed.path, params=signed.params)
 
     assert offenders == {}, "run on the event loop"

@@ -23,9 +23,11 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.sql.compiler import SQLCompiler
 
 metadata = sa.MetaData()
 
@@ -197,6 +199,65 @@ def connect(url: str) -> sa.Engine:
     return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, pool_timeout=10,
                             connect_args={"connect_timeout": 5})
 
+
+
+class DriverRead:
+    """A read-only statement compiled once for ``engine``'s driver, run by :func:`driver_reads`."""
+
+    def __init__(self, engine: sa.Engine, statement: sa.ClauseElement) -> None:
+        compiled = cast(SQLCompiler, statement.compile(dialect=engine.dialect))
+        self.sql = compiled.string
+        self.defaults = {name: bind.value for bind, name in compiled.bind_names.items()}
+        self.order = tuple(compiled.positiontup or ()) if compiled.positional else None
+
+    def args(self, params: dict[str, Any]) -> dict[str, Any] | tuple[Any, ...]:
+        values = self.defaults | params
+        return values if self.order is None else tuple(values[name] for name in self.order)
+
+
+@contextlib.contextmanager
+def driver_reads(engine: sa.Engine) -> Iterator[Callable[[DriverRead, dict[str, Any]], Any]]:
+    """``fetchone(read, params)`` (a row tuple, or None) on one pooled connection in autocommit,
+    through the driver's own cursor: for the status poll, the most frequent read, SQLAlchemy's
+    Connection and Result layers cost several times the driver's work. The connection is checked
+    out as usual (on Postgres, pinged first); driver errors are raised as SQLAlchemy's
+    (``OperationalError``, ...: the API answers :data:`UNAVAILABLE` with 503), and a connection an
+    error shows dead is invalidated, as ``sa.Connection.execute`` does. Values come back as the
+    driver gives them, as through ``sa.text``. SQLite reads outside a transaction anyway (its
+    driver begins one only before a write); a psycopg connection is put in autocommit for the
+    block (no ``BEGIN`` and ``ROLLBACK`` round trips)."""
+    dialect = engine.dialect
+    error = dialect.loaded_dbapi.Error
+    try:
+        fairy = engine.raw_connection()
+    except error as exc:
+        raise sa.exc.DBAPIError.instance(None, None, exc, error, dialect=dialect) from exc
+    postgres = dialect.name == "postgresql"
+    try:
+        if postgres:
+            fairy.driver_connection.autocommit = True  # type: ignore[union-attr]
+        cursor = fairy.cursor()
+
+        def fetchone(read: DriverRead, params: dict[str, Any]) -> Any:
+            args = read.args(params)
+            try:
+                cursor.execute(read.sql, args)
+                return cursor.fetchone()
+            except error as exc:
+                dead = dialect.is_disconnect(exc, fairy.dbapi_connection, cursor)
+                if dead:
+                    fairy.invalidate(exc)
+                raise sa.exc.DBAPIError.instance(read.sql, args, exc, error, connection_invalidated=dead,
+                                                 dialect=dialect) from exc
+
+        yield fetchone
+        cursor.close()
+    finally:
+        try:
+            if postgres and fairy.is_valid:
+                fairy.driver_connection.autocommit = False  # type: ignore[union-attr]
+        finally:
+            fairy.close()
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _PG_STARTUP_LOCK = 0x6D6F64656C617069  # "modelapi"

@@ -29,6 +29,7 @@ The queue itself (ordering, claiming, recovery of a restarted worker's claims) i
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import threading
@@ -238,6 +239,7 @@ class JobStore:
         self.max_attempts = max_attempts
         self.prices_usd = prices_usd or {}
         self.order = QueueOrder(database)
+        self._poll_read, self._ahead_read = db.DriverRead(database, self._POLL), db.DriverRead(database, self._AHEAD)
 
     # -- reads -------------------------------------------------------------------------------
     _AHEAD = sa.select(sa.func.count()).select_from(
@@ -274,16 +276,21 @@ class JobStore:
     def poll(self, request_id: str, key_hash: str) -> tuple[bool, Polled | None]:
         """The hot path of status polls, in one round trip (two while queued): (is the key live,
         and that key's request's status, progress, queue position and partial outputs, or None)."""
-        with self._reads.connect() as conn:
-            row = conn.execute(self._POLL, {"rid": request_id, "h": key_hash}).first()
+        with db.driver_reads(self.db) as fetchone:  # the driver's cursor: see db.driver_reads
+            row = fetchone(self._poll_read, {"rid": request_id, "h": key_hash})
             if row is None:  # no live key of that hash
                 return False, None
-            if row.status is None:
+            _, status_name, progress, priority, seq, partial = row
+            if status_name is None:
                 return True, None
-            status = Status(row.status)
-            position = self._position(conn, request_id, row.priority, row.seq) if status is Status.IN_QUEUE else None
-        partial = row.partial_outputs
-        return True, Polled(status, row.progress, position, partial if status is Status.IN_PROGRESS else None)
+            status = Status(status_name)
+            position = None
+            if status is Status.IN_QUEUE:
+                ahead = fetchone(self._ahead_read, {"priority": priority, "seq": seq, "cap": self.order.exact})[0]
+                position = ahead if ahead < self.order.exact else self.order.position(request_id)
+        if isinstance(partial, str):  # a raw JSON column (SQLite)
+            partial = json.loads(partial)
+        return True, Polled(status, progress, position, partial if status is Status.IN_PROGRESS else None)
 
     def versions(self, request_ids: list[str]) -> dict[str, int]:
         """The change counter of each of ``request_ids`` (any owner): the cheap read a status
