@@ -59,6 +59,8 @@ def build(settings: Settings, *, announce_key: bool = True) -> tuple[FastAPI, Se
         if worker is not None:
             log.info("shutting down: no new jobs; a running job has %.0f s to finish", settings.shutdown_grace_s)
             await run_in_threadpool(worker.shutdown, settings.shutdown_grace_s)
+        if core.jobs.async_reads is not None:
+            await core.jobs.async_reads.close()
         core.close()
         log.info("stopped")
 

@@ -25,7 +25,7 @@ from ..core.auth import ApiKey, hash_key
 from ..core.context import Core
 from ..core.fetch import FetchPolicy, check_url, decode_image, fetch_bytes, read_data_uri
 from ..core.files import FileStore
-from ..core.jobs import Request, new_request_id
+from ..core.jobs import Polled, Request, new_request_id
 from ..core.storage import content_type_of
 from ..errors import AuthenticationError, InputError, NotFoundError, RateLimitError, ValidationError
 from ..types import Status
@@ -212,7 +212,16 @@ class Service:
             AuthenticationError: missing, unknown or revoked key.
             NotFoundError: unknown request, or another key's (the same 404).
         """
-        key_ok, found = self.jobs.poll(request_id, hash_key(token)) if token else (False, None)
+        polled = self.jobs.poll(request_id, hash_key(token)) if token else (False, None)
+        return self._polled_body(request_id, polled, base_url)
+
+    async def status_async(self, request_id: str, token: str | None, base_url: str) -> dict[str, Any]:
+        """:meth:`status` without blocking (``jobs.async_reads`` must exist: Postgres)."""
+        polled = await self.jobs.poll_async(request_id, hash_key(token)) if token else (False, None)
+        return self._polled_body(request_id, polled, base_url)
+
+    def _polled_body(self, request_id: str, polled: tuple[bool, Polled | None], base_url: str) -> dict[str, Any]:
+        key_ok, found = polled
         if not key_ok:
             raise AuthenticationError("missing, unknown or revoked API key")
         if found is None:

@@ -20,14 +20,16 @@ import contextlib
 import fcntl
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.sql.compiler import SQLCompiler
+
+T = TypeVar("T")
 
 metadata = sa.MetaData()
 
@@ -258,6 +260,79 @@ def driver_reads(engine: sa.Engine) -> Iterator[Callable[[DriverRead, dict[str, 
                 fairy.driver_connection.autocommit = False  # type: ignore[union-attr]
         finally:
             fairy.close()
+
+class AsyncReads:
+    """Postgres only: reads awaited on the event loop (psycopg's asyncio connections, pooled by
+    ``psycopg_pool``, in autocommit), so the status poll, the most frequent call, costs no thread
+    hand-over (which costs more CPU than the read itself). :meth:`for_engine` gives None on
+    SQLite, which has no non-blocking reads.
+
+    The pool opens on first use (on the running loop), at most ``max_size`` connections (default
+    10), no ping on checkout: a connection that a Postgres restart broke fails its statement, is
+    dropped by the pool, and the read is tried again on another (``max_size + 1`` tries in all).
+    Driver and pool errors are raised as SQLAlchemy's ``OperationalError``: the API answers 503,
+    as for :data:`UNAVAILABLE`."""
+
+    def __init__(self, conninfo: str, max_size: int = 10) -> None:
+        from psycopg_pool import AsyncConnectionPool
+
+        self.max_size = max_size
+        self.pool = AsyncConnectionPool(conninfo, min_size=1, max_size=max_size, open=False, timeout=10,
+                                        kwargs={"autocommit": True, "connect_timeout": 5})
+        self._opened = False
+
+    @classmethod
+    def for_engine(cls, engine: sa.Engine) -> "AsyncReads | None":
+        if engine.dialect.name != "postgresql":
+            return None
+        url = engine.url.set(drivername="postgresql")
+        return cls(url.render_as_string(hide_password=False))
+
+    async def run(self, steps: Callable[[], Generator[tuple[DriverRead, dict[str, Any]], Any, T]]) -> T:
+        """Drive ``steps()`` — a generator that yields ``(read, params)`` and is sent each read's
+        row (a tuple, or None) — on one connection; its return value."""
+        import psycopg
+        from psycopg_pool import PoolTimeout
+
+        if not self._opened:
+            self._opened = True
+            await self.pool.open()
+        for attempt in range(self.max_size + 1):
+            conn = None
+            try:
+                async with self.pool.connection() as conn:
+                    gen = steps()
+                    row = None
+                    try:
+                        while True:
+                            read, params = gen.send(row)
+                            row = await (await conn.execute(read.sql, read.args(params))).fetchone()
+                    except StopIteration as done:
+                        return done.value
+            except psycopg.OperationalError as exc:
+                if conn is None or not conn.broken or attempt == self.max_size:
+                    raise sa.exc.OperationalError(None, None, exc) from exc
+            except PoolTimeout as exc:
+                raise sa.exc.OperationalError(None, None, exc) from exc
+        raise AssertionError("unreachable")
+
+    async def close(self) -> None:
+        if self._opened:
+            await self.pool.close()
+
+
+def run_reads(engine: sa.Engine, steps: Callable[[], Generator[tuple[DriverRead, dict[str, Any]], Any, T]]) -> T:
+    """:meth:`AsyncReads.run`'s blocking twin: ``steps()`` driven through :func:`driver_reads`."""
+    with driver_reads(engine) as fetchone:
+        gen = steps()
+        row = None
+        try:
+            while True:
+                read, params = gen.send(row)
+                row = fetchone(read, params)
+        except StopIteration as done:
+            return done.value
+
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _PG_STARTUP_LOCK = 0x6D6F64656C617069  # "modelapi"

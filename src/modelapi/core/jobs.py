@@ -29,6 +29,7 @@ The queue itself (ordering, claiming, recovery of a restarted worker's claims) i
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import secrets
@@ -36,6 +37,7 @@ import threading
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime
+from collections.abc import Generator
 from typing import Any, Callable, TypeVar
 
 import sqlalchemy as sa
@@ -239,6 +241,8 @@ class JobStore:
         self.max_attempts = max_attempts
         self.prices_usd = prices_usd or {}
         self.order = QueueOrder(database)
+        self.async_reads = db.AsyncReads.for_engine(database)
+        """Non-blocking reads for :meth:`poll_async` (Postgres), else None."""
         self._poll_read, self._ahead_read = db.DriverRead(database, self._POLL), db.DriverRead(database, self._AHEAD)
 
     # -- reads -------------------------------------------------------------------------------
@@ -276,20 +280,37 @@ class JobStore:
     def poll(self, request_id: str, key_hash: str) -> tuple[bool, Polled | None]:
         """The hot path of status polls, in one round trip (two while queued): (is the key live,
         and that key's request's status, progress, queue position and partial outputs, or None)."""
-        with db.driver_reads(self.db) as fetchone:  # the driver's cursor: see db.driver_reads
-            row = fetchone(self._poll_read, {"rid": request_id, "h": key_hash})
-            if row is None:  # no live key of that hash
-                return False, None
-            _, status_name, progress, priority, seq, partial = row
-            if status_name is None:
-                return True, None
-            status = Status(status_name)
-            position = None
-            if status is Status.IN_QUEUE:
-                ahead = fetchone(self._ahead_read, {"priority": priority, "seq": seq, "cap": self.order.exact})[0]
-                position = ahead if ahead < self.order.exact else self.order.position(request_id)
+        key_ok, polled = db.run_reads(self.db, lambda: self._poll_steps(request_id, key_hash))
+        if polled is not None and polled.queue_position is not None and polled.queue_position >= self.order.exact:
+            polled = replace(polled, queue_position=self.order.position(request_id))
+        return key_ok, polled
+
+    async def poll_async(self, request_id: str, key_hash: str) -> tuple[bool, Polled | None]:
+        """:meth:`poll` awaited on the event loop, where the database has non-blocking reads
+        (:attr:`async_reads`: Postgres); the same reads, the same answer."""
+        assert self.async_reads is not None, "no non-blocking reads on this database"
+        key_ok, polled = await self.async_reads.run(lambda: self._poll_steps(request_id, key_hash))
+        if polled is not None and polled.queue_position is not None and polled.queue_position >= self.order.exact:
+            # beyond the exact range: from the snapshot, which may need a (blocking) read
+            polled = replace(polled, queue_position=await asyncio.to_thread(self.order.position, request_id))
+        return key_ok, polled
+
+    def _poll_steps(self, request_id: str, key_hash: str) -> Generator[tuple[db.DriverRead, dict[str, Any]], Any, tuple[bool, Polled | None]]:
+        """The poll's reads, written once for :meth:`poll` and :meth:`poll_async`: yields each
+        ``(read, params)`` and is sent its row. A queue position of ``order.exact`` or more is
+        only "that far back" (the callers read it from the snapshot)."""
+        row = yield self._poll_read, {"rid": request_id, "h": key_hash}
+        if row is None:  # no live key of that hash
+            return False, None
+        _, status_name, progress, priority, seq, partial = row
+        if status_name is None:
+            return True, None
         if isinstance(partial, str):  # a raw JSON column (SQLite)
             partial = json.loads(partial)
+        status = Status(status_name)
+        position = None
+        if status is Status.IN_QUEUE:
+            position = (yield self._ahead_read, {"priority": priority, "seq": seq, "cap": self.order.exact})[0]
         return True, Polled(status, progress, position, partial if status is Status.IN_PROGRESS else None)
 
     def versions(self, request_ids: list[str]) -> dict[str, int]:
