@@ -194,6 +194,7 @@ def test_status_is_typed(make_client, body, expected):
     update = client.status(RID)
     assert update == expected and type(update) is type(expected)
     assert update.status.value == body["status"]
+    assert update.body == body, "the body as sent (what `modelapi status` prints)"
     assert update.is_terminal == (body["status"] in ("completed", "failed", "cancelled"))
     assert rec.paths() == [f"GET /v1/requests/{RID}/status"]
 

@@ -61,6 +61,8 @@ class RequestHandle:
 class _StatusUpdate:
     request_id: str
     status: ClassVar[Status | None]
+    body: dict[str, Any] = field(default_factory=dict, compare=False, repr=False, kw_only=True)
+    """The body it was parsed from, as the server sent it (keyword only; not compared)."""
 
     @property
     def is_terminal(self) -> bool:
@@ -126,10 +128,9 @@ class Cancelled(_StatusUpdate):
 class Unknown(_StatusUpdate):
     """A status string this SDK does not know (a newer server, or a service with more states).
     Not terminal: polling and streaming go on. ``value``: the string as sent (``""`` when the
-    body had none); ``body``: the whole body."""
+    body had none)."""
 
     value: str
-    body: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     status: ClassVar[None] = None
 
     @property
@@ -171,22 +172,22 @@ def parse_status(body: dict[str, Any]) -> StatusUpdate:
     try:
         status = Status(raw)
     except ValueError:
-        return Unknown(request_id, "" if raw is None else str(raw), body)
+        return Unknown(request_id, "" if raw is None else str(raw), body=body)
     if status is Status.IN_QUEUE:
-        return Queued(request_id, _optional_int(body.get("queue_position")))
+        return Queued(request_id, _optional_int(body.get("queue_position")), body=body)
     if status is Status.IN_PROGRESS:
         partial = body.get("partial_output")
         return InProgress(request_id, _optional_float(body.get("progress")),
-                          partial if isinstance(partial, dict) else None)
+                          partial if isinstance(partial, dict) else None, body=body)
     if status is Status.COMPLETED:
         output = body.get("output")
         return Completed(request_id, output if isinstance(output, dict) else {},
-                         result=body if isinstance(output, dict) else None)
+                         result=body if isinstance(output, dict) else None, body=body)
     if status is Status.FAILED:
         error = body.get("error")
         return Failed(request_id, error if isinstance(error, dict) else {},
-                      result=body if isinstance(error, dict) else None)
-    return Cancelled(request_id)
+                      result=body if isinstance(error, dict) else None, body=body)
+    return Cancelled(request_id, body=body)
 
 
 def parse_handle(body: Any, base_url: str) -> RequestHandle:

@@ -447,11 +447,9 @@ def submit(
 @app.command()
 def status(request_id: str, base_url: Optional[str] = BaseUrl, api_key: Optional[str] = ApiKeyOpt) -> None:
     """Print a request's status JSON."""
-    from ._calls import status_call
-
     try:
         with _client(base_url, api_key) as client:
-            _print_json(client._call(client._json(status_call(request_id))))  # the raw body, not the typed StatusUpdate
+            _print_json(client.status(request_id).body)  # the body as the server sent it
     except ModelAPIError as exc:
         _fail(exc)
 

@@ -26,15 +26,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..errors import ModelAPIError
 from . import db
 
 log = logging.getLogger("modelapi.workers")
 W = db.workers.c
 
 
-class WorkerIdInUse(ModelAPIError):
-    """Another live worker holds this worker id."""
+class WorkerIdInUse(RuntimeError):
+    """Another live worker holds this worker id (a server-side error, not in the SDK's tree)."""
 
 
 def runner_id(worker_id: str, instance: str) -> str:
