@@ -5,6 +5,7 @@ connections a Postgres restart broke."""
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import sqlalchemy as sa
@@ -16,6 +17,13 @@ from modelapi.core.workers import WorkerRegistry, runner_id
 from modelapi.types import Status
 
 SEQ = "bytedance/seedream-4-0/sequential"
+
+
+def run_async(coro):  # noqa: ANN001, ANN201
+    """``asyncio.run(coro)`` in a thread of its own: an earlier test in this process (Playwright's
+    sync API) may have left an event loop running in this one."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 @pytest.fixture
@@ -57,7 +65,7 @@ def test_the_awaited_poll_answers_as_the_blocking_one(pg_jobs):
             await jobs.async_reads.close()
 
     blocking = [jobs.poll(rid, h) for rid, h in cases]
-    assert asyncio.run(awaited()) == blocking
+    assert run_async(awaited()) == blocking
     by_id = dict(zip([rid for rid, _ in cases[::2]], blocking[::2]))
     assert by_id["req_0"] == (True, Polled(Status.COMPLETED, 1.0, None, None))
     assert by_id["req_1"] == (True, Polled(Status.IN_PROGRESS, 0.5, None, ["outputs/req_1/1/0.jpg"]))
@@ -84,6 +92,6 @@ def test_an_awaited_poll_outlives_the_connections_a_restart_broke(pg_jobs):
         finally:
             await jobs.async_reads.close()
 
-    first, killed, after = asyncio.run(polls())
+    first, killed, after = run_async(polls())
     assert killed >= 1
     assert first[0] == after == (True, Polled(Status.IN_QUEUE, None, 0, None))
