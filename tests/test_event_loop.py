@@ -3,8 +3,10 @@ a route makes runs on the thread pool, never on the loop thread (where one slow 
 every other request of the process, the status polls included).
 
 The API app runs in this process (``--no-worker``, SQLite, a local folder), driven by Starlette's
-test client; a listener on every SQLAlchemy engine and a wrapper around the store record any call
-made while an event loop runs in the calling thread."""
+test client; listeners on every SQLAlchemy engine (each statement) and pool (each connection
+checked out: reads through the driver's own cursor, as the status poll's, run no SQLAlchemy
+statement) and a wrapper around the store record any call made while an event loop runs in the
+calling thread."""
 
 from __future__ import annotations
 
@@ -45,6 +47,10 @@ def app(tmp_path) -> Iterator[tuple[TestClient, list[str]]]:
         if on_event_loop():
             blocking.append(statement.split("\n")[0][:120])
 
+    def on_checkout(dbapi_conn, record, proxy) -> None:  # noqa: ANN001
+        if on_event_loop():
+            blocking.append("a database connection checked out")
+
     storage = service.storage
     for name in ("put", "get"):
         def checked(*args, _call=getattr(storage, name), _name=name):  # noqa: ANN002, ANN202
@@ -54,11 +60,13 @@ def app(tmp_path) -> Iterator[tuple[TestClient, list[str]]]:
         setattr(storage, name, checked)
 
     sa.event.listen(sa.Engine, "before_cursor_execute", on_execute)
+    sa.event.listen(sa.pool.Pool, "checkout", on_checkout)
     try:
         with TestClient(app, headers={"Authorization": f"Bearer {key}"}) as client:
             yield client, blocking
     finally:
         sa.event.remove(sa.Engine, "before_cursor_execute", on_execute)
+        sa.event.remove(sa.pool.Pool, "checkout", on_checkout)
 
 
 def png() -> bytes:
