@@ -132,22 +132,20 @@ def forwarded_base_url(scope: MutableMapping[str, Any], trusted: frozenset[str])
 
 
 class HeaderRoute(APIRoute):
-    """A route whose endpoint takes only ``str`` path parameters, the Authorization header
-    (``authorization``, None when absent) and the request's base URL (``base``, from the
+    """A route whose ``async`` endpoint takes only ``str`` path parameters, the Authorization
+    header (``authorization``, None when absent) and the request's base URL (``base``, from the
     ``request_base_url`` dependency that :func:`create_app` keeps in ``app.state``), handed to it
     as they come: no per-request parameter solving and validation by FastAPI, which cost more CPU
     than the status poll's database read. The endpoint's signature still documents the route in
-    /openapi.json; a ``def`` endpoint runs on the thread pool, as FastAPI runs one."""
+    /openapi.json."""
 
     def get_route_handler(self) -> Callable[[Request], Any]:
-        endpoint, run = self.endpoint, self.endpoint
-        if not inspect.iscoroutinefunction(endpoint):
-            async def run(**kwargs: Any) -> Any:
-                return await run_in_threadpool(endpoint, **kwargs)
+        endpoint = self.endpoint
+        assert inspect.iscoroutinefunction(endpoint), "a HeaderRoute endpoint is async"
 
         async def handler(request: Request) -> Response:
-            return await run(**request.path_params, authorization=request.headers.get("authorization"),
-                             base=await request.app.state.request_base_url(request))
+            return await endpoint(**request.path_params, authorization=request.headers.get("authorization"),
+                                  base=await request.app.state.request_base_url(request))
         return handler
 
 

@@ -202,7 +202,6 @@ def connect(url: str) -> sa.Engine:
                             connect_args={"connect_timeout": 5})
 
 
-
 class DriverRead:
     """A read-only statement compiled once for ``engine``'s driver, run by :func:`driver_reads`."""
 
@@ -261,6 +260,7 @@ def driver_reads(engine: sa.Engine) -> Iterator[Callable[[DriverRead, dict[str, 
         finally:
             fairy.close()
 
+
 class AsyncReads:
     """Postgres only: reads awaited on the event loop (psycopg's asyncio connections, pooled by
     ``psycopg_pool``, in autocommit), so the status poll, the most frequent call, costs no thread
@@ -279,7 +279,6 @@ class AsyncReads:
         self.max_size = max_size
         self.pool = AsyncConnectionPool(conninfo, min_size=1, max_size=max_size, open=False, timeout=10,
                                         kwargs={"autocommit": True, "connect_timeout": 5})
-        self._opened = False
 
     @classmethod
     def for_engine(cls, engine: sa.Engine) -> "AsyncReads | None":
@@ -294,8 +293,7 @@ class AsyncReads:
         import psycopg
         from psycopg_pool import PoolTimeout
 
-        if not self._opened:
-            self._opened = True
+        if self.pool.closed:  # not opened yet (opening twice is harmless; a closed pool refuses)
             await self.pool.open()
         for attempt in range(self.max_size + 1):
             conn = None
@@ -317,8 +315,7 @@ class AsyncReads:
         raise AssertionError("unreachable")
 
     async def close(self) -> None:
-        if self._opened:
-            await self.pool.close()
+        await self.pool.close()
 
 
 def run_reads(engine: sa.Engine, steps: Callable[[], Generator[tuple[DriverRead, dict[str, Any]], Any, T]]) -> T:

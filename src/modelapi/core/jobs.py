@@ -38,7 +38,7 @@ import time
 from dataclasses import dataclass, replace
 from datetime import datetime
 from collections.abc import Generator
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, TypeGuard, TypeVar
 
 import sqlalchemy as sa
 
@@ -281,7 +281,7 @@ class JobStore:
         """The hot path of status polls, in one round trip (two while queued): (is the key live,
         and that key's request's status, progress, queue position and partial outputs, or None)."""
         key_ok, polled = db.run_reads(self.db, lambda: self._poll_steps(request_id, key_hash))
-        if polled is not None and polled.queue_position is not None and polled.queue_position >= self.order.exact:
+        if self._beyond_exact(polled):
             polled = replace(polled, queue_position=self.order.position(request_id))
         return key_ok, polled
 
@@ -290,10 +290,14 @@ class JobStore:
         (:attr:`async_reads`: Postgres); the same reads, the same answer."""
         assert self.async_reads is not None, "no non-blocking reads on this database"
         key_ok, polled = await self.async_reads.run(lambda: self._poll_steps(request_id, key_hash))
-        if polled is not None and polled.queue_position is not None and polled.queue_position >= self.order.exact:
-            # beyond the exact range: from the snapshot, which may need a (blocking) read
+        if self._beyond_exact(polled):  # the snapshot may need a (blocking) read
             polled = replace(polled, queue_position=await asyncio.to_thread(self.order.position, request_id))
         return key_ok, polled
+
+    def _beyond_exact(self, polled: Polled | None) -> TypeGuard[Polled]:
+        """A queued request at least ``order.exact`` entries back: its position comes from the
+        snapshot (:class:`QueueOrder`)."""
+        return polled is not None and polled.queue_position is not None and polled.queue_position >= self.order.exact
 
     def _poll_steps(self, request_id: str, key_hash: str) -> Generator[tuple[db.DriverRead, dict[str, Any]], Any, tuple[bool, Polled | None]]:
         """The poll's reads, written once for :meth:`poll` and :meth:`poll_async`: yields each
