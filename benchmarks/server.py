@@ -228,8 +228,9 @@ def postgres_config(stack: contextlib.ExitStack, root: Path, keep: bool) -> Conf
 
 
 def start_modelapi(root: Path, cfg: Config, name: str, stack: contextlib.ExitStack, *,
-                   step_s: float, steps: int, max_queued: int) -> Proc:
-    """``modelapi serve`` (API + worker) on configuration ``cfg``; stopped by ``stack`` at the latest."""
+                   step_s: float, steps: int, max_queued: int, args: tuple[str, ...] = ()) -> Proc:
+    """``modelapi serve`` (API + worker) on configuration ``cfg``, with the extra flags ``args``;
+    stopped by ``stack`` at the latest."""
     name = f"{cfg.name}_{name}"
     data_dir = root / name
     data_dir.mkdir(parents=True)
@@ -241,7 +242,7 @@ def start_modelapi(root: Path, cfg: Config, name: str, stack: contextlib.ExitSta
                 "MODELAPI_TEST_STEP_S": str(step_s), "MODELAPI_TEST_STEPS": str(steps), **extra})
     port = free_port()
     proc = Proc(name, port, [sys.executable, "-m", "modelapi", "serve", "--host", "127.0.0.1", "--port", str(port),
-                             "--max-queued-per-key", str(max_queued)],
+                             "--max-queued-per-key", str(max_queued), *args],
                 env, root / f"{name}.log", "/healthz")
     stack.callback(proc.stop)
     proc.data_dir, proc.database_url, proc.aux_cpu = data_dir, database_url, cfg.aux_cpu
