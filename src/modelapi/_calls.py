@@ -44,6 +44,8 @@ _ERROR_CLASSES: dict[int, type[errors.APIStatusError]] = {
     401: errors.AuthenticationError,
     403: errors.PermissionDeniedError,
     404: errors.NotFoundError,
+    409: errors.ConflictError,
+    410: errors.GoneError,
     422: errors.ValidationError,
     429: errors.RateLimitError,
 }
@@ -248,6 +250,11 @@ def result_call(request_id: str, include_cost: bool, wait_s: float | None = None
 def cancel_call(request_id: str) -> Call:
     # Cancel is idempotent on the server, so it is retried like a read.
     return Call("POST", f"/v1/requests/{_path_id(request_id)}/cancel", request_id=request_id)
+
+
+def delete_call(request_id: str) -> Call:
+    # Deleting is idempotent on the server (the same deleted_at), so it is retried like a read.
+    return Call("DELETE", f"/v1/requests/{_path_id(request_id)}", request_id=request_id)
 
 
 def models_call() -> Call:

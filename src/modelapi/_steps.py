@@ -36,6 +36,7 @@ from modelapi._calls import (
     StreamState,
     auto_idempotency_key,
     cancel_call,
+    delete_call,
     connection_error,
     download_call,
     error_from_response,
@@ -239,6 +240,9 @@ class ClientCore:
 
     def _cancel_steps(self, request_id: str) -> Steps[dict[str, Any]]:
         return (yield from self._json(cancel_call(request_id)))
+
+    def _delete_steps(self, request_id: str) -> Steps[dict[str, Any]]:
+        return (yield from self._json(delete_call(request_id)))
 
     def _models_steps(self) -> Steps[list[dict[str, Any]]]:
         return (yield from self._json(models_call()))["models"]

@@ -1,6 +1,7 @@
 """The ``modelapi`` command: server side (serve, worker, workers, keys, usage, model, demo;
 these need ``pip install "modelapi[server]"``, and ``[engine]`` to run a worker) and client side
-(run, submit, watch, status, result, cancel, ls, models; the plain ``pip install modelapi``).
+(run, submit, watch, status, result, cancel, delete, ls, models; the plain ``pip install modelapi``);
+``sweep`` runs the retention sweeper once (server side).
 
 Client commands take ``--base-url`` / ``--api-key`` (else ``MODELAPI_BASE_URL`` /
 ``MODELAPI_API_KEY``, else the local server's initial key) and print JSON, except ``run``
@@ -217,6 +218,37 @@ def workers(
         table.add_row(w["worker_id"], w["host"], str(engine.get("engine")), str(engine.get("device")),
                       w["current_request"] or "", f"{w['heartbeat_age_s']:.1f}", "draining" if w["draining"] else "ok")
     out.print(table)
+
+
+@app.command()
+def sweep(
+    database_url: Optional[str] = DatabaseUrl,
+    storage_url: Optional[str] = typer.Option(None, "--storage-url", envvar="MODELAPI_STORAGE_URL",
+                                              help="The deployment's store (default: the folder in the data dir)."),
+    retention_s: Optional[int] = typer.Option(None, "--retention-s", envvar="MODELAPI_RETENTION_S",
+                                              help="Keep a finished request's files this long, seconds (default 7 days)."),
+    upload_retention_s: Optional[int] = typer.Option(None, "--upload-retention-s", envvar="MODELAPI_UPLOAD_RETENTION_S",
+                                                     help="Keep an upload no request used this long, seconds (default 1 day)."),
+    keep_requests_s: Optional[int] = typer.Option(None, "--keep-requests-s", envvar="MODELAPI_KEEP_REQUESTS_S",
+                                                  help="Keep a finished request's row this long, seconds (default 90 days)."),
+    sweep_batch: Optional[int] = typer.Option(None, "--sweep-batch", envvar="MODELAPI_SWEEP_BATCH",
+                                              help="Requests (or uploads) deleted per transaction (default 100)."),
+) -> None:
+    """Run the sweeper once: delete what retention makes due (files of requests past
+    --retention-s, unused uploads past --upload-retention-s, request rows past
+    --keep-requests-s, finished queue entries), then print what was deleted as JSON. Safe while
+    workers (which sweep every --sweep-interval-s) and other sweeps run."""
+    from .core.context import open_core
+    from .core.sweep import Sweeper
+
+    settings = _settings(database_url=database_url, storage_url=storage_url, retention_s=retention_s,
+                         upload_retention_s=upload_retention_s, keep_requests_s=keep_requests_s, sweep_batch=sweep_batch)
+    core = open_core(settings, create_initial_key=False)
+    try:
+        done = Sweeper(settings, core.jobs, core.storage).sweep_once()
+    finally:
+        core.close()
+    _print_json(done.as_dict())
 
 
 @model_app.command("make-tiny")
@@ -470,6 +502,17 @@ def cancel(request_id: str, base_url: Optional[str] = BaseUrl, api_key: Optional
     try:
         with _client(base_url, api_key) as client:
             _print_json(client.cancel(request_id))
+    except ModelAPIError as exc:
+        _fail(exc)
+
+
+@app.command()
+def delete(request_id: str, base_url: Optional[str] = BaseUrl, api_key: Optional[str] = ApiKeyOpt) -> None:
+    """Delete a request's outputs and inputs now (a queued one is cancelled first); print its
+    status with deleted_at (JSON). A running request is refused (409)."""
+    try:
+        with _client(base_url, api_key) as client:
+            _print_json(client.delete(request_id))
     except ModelAPIError as exc:
         _fail(exc)
 

@@ -32,7 +32,7 @@ Configuration:
   (see :func:`modelapi.types.default_data_dir`); else :class:`~modelapi.errors.AuthenticationError`.
 
 Retries (jittered exponential backoff, 0.5 s base, 8 s cap, ``max_retries`` retries, a
-``Retry-After`` header always wins): reads (GET) and cancel on HTTP 429/502/503/504 and on
+``Retry-After`` header always wins): reads (GET), cancel and delete on HTTP 429/502/503/504 and on
 connection errors. A submit is retried only against a server that advertises
 ``idempotency-key`` and only with an ``Idempotency-Key`` (the caller's, else one the SDK
 generates), so that it is never run twice. Uploads are not retried. Once retries are spent, HTTP
@@ -251,6 +251,17 @@ class Client(ClientCore):
         """Cancel a queued request: ``{"request_id", "status", "outcome": "cancelled" |
         "not_cancellable"}``. Idempotent."""
         return self._call(self._cancel_steps(request_id))
+
+    def delete(self, request_id: str) -> dict[str, Any]:
+        """Delete a request's outputs and inputs on the server now (a queued request is
+        cancelled first); its status stays. Returns the status body plus ``deleted_at`` (ISO
+        8601 UTC). Idempotent: deleting again returns the same ``deleted_at``.
+
+        Raises:
+            ConflictError: the request is running (delete it once it has finished).
+            NotFoundError: unknown request, or another key's.
+        """
+        return self._call(self._delete_steps(request_id))
 
     def models(self) -> list[dict[str, Any]]:
         """The catalogue (``GET /v1/models`` -> ``models``)."""
@@ -484,6 +495,10 @@ class AsyncClient(ClientCore):
     async def cancel(self, request_id: str) -> dict[str, Any]:
         """See :meth:`Client.cancel`."""
         return await self._call(self._cancel_steps(request_id))
+
+    async def delete(self, request_id: str) -> dict[str, Any]:
+        """See :meth:`Client.delete`."""
+        return await self._call(self._delete_steps(request_id))
 
     async def models(self) -> list[dict[str, Any]]:
         """See :meth:`Client.models`."""

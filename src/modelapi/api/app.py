@@ -33,6 +33,7 @@ from .. import catalog
 from ..core import db
 from ..core.auth import ApiKey, authenticate
 from ..core.storage import FileStorage, content_type_of
+from ..core.sweep import SweepCollector
 from ..errors import APIStatusError, AuthenticationError, NotFoundError, RateLimitError
 from ..types import Status
 from ..validation import json_schema
@@ -93,7 +94,7 @@ class _TooLarge(Exception):
     pass
 
 
-FEATURES = "status-stream, long-poll, webhooks, idempotency-key"
+FEATURES = "status-stream, long-poll, webhooks, idempotency-key, delete"
 _FEATURES_HEADER = (b"modelapi-features", FEATURES.encode())
 NO_STORE = {"Cache-Control": "no-store"}
 
@@ -227,11 +228,14 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
             idempotency_key: str | None = Header(None, alias="Idempotency-Key"),
             webhook: str | None = Query(None, max_length=2000, description="A URL to POST the result to when the "
                                         "request ends, signed per Standard Webhooks (see GET /v1/webhooks/default/secret)"),
+            retention_s: int | None = Query(None, ge=1, le=service.settings.retention_s, description="Seconds the "
+                                            "request's outputs and inputs are kept once it finished (at most the server's --retention-s)"),
             base: str = BaseURL,
         ) -> schemas.Submitted:
             key = await run_in_threadpool(require_key, authorization)
             body = await read_json(request)
-            req, ignored = await run_in_threadpool(lambda: service.submit(key, model, body, idempotency_key, webhook, base_url=base))
+            req, ignored = await run_in_threadpool(lambda: service.submit(key, model, body, idempotency_key, webhook, base_url=base,
+                                                                          retention_s=retention_s))
             return schemas.Submitted(request_id=req.request_id, **service.urls(req.request_id, base), ignored_fields=ignored or None)
 
         return submit
@@ -276,7 +280,7 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
         return EventSourceResponse(events(), ping=service.settings.stream_ping_s, headers=NO_STORE)
 
     @app.get("/v1/requests/{request_id}/result", response_model=schemas.ResultBody, response_model_exclude_none=True,
-             tags=["requests"], responses=schemas.errors(401, 404, 422))
+             tags=["requests"], responses=schemas.errors(401, 404, 410, 422))
     async def result(request_id: str, include_cost: bool = Query(False),
                      wait: float | None = Query(None, ge=0, le=60, description="Seconds to wait for a terminal state (long-poll)"),
                      authorization: str | None = Auth, base: str = BaseURL) -> JSONResponse:
@@ -296,6 +300,13 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
               responses=schemas.errors(401, 404, 413))
     def cancel(request_id: str, authorization: str | None = Auth) -> dict:
         return service.cancel(service.get(request_id, require_key(authorization)))
+
+    @app.delete("/v1/requests/{request_id}", response_model=schemas.DeletedBody, response_model_exclude_none=True,
+                tags=["requests"], responses=schemas.errors(401, 404, 409))
+    def delete(request_id: str, authorization: str | None = Auth, base: str = BaseURL) -> dict:
+        """Delete a finished request's outputs and inputs now (a queued one is cancelled first);
+        its status stays. 409 while it runs."""
+        return service.delete(service.get(request_id, require_key(authorization)), base)
 
     @app.get("/v1/webhooks/default/secret", response_model=schemas.WebhookSecret, tags=["webhooks"],
              responses=schemas.errors(401))
@@ -367,6 +378,7 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
 
     registry = CollectorRegistry()
     registry.register(_RequestsCollector(service))
+    registry.register(SweepCollector(service.db))
     for collector in collectors:
         registry.register(collector)
 

@@ -32,6 +32,10 @@ class StatusBody(BaseModel):
     result_url: str
 
 
+class DeletedBody(StatusBody):
+    deleted_at: str = Field(description="When the request's outputs and inputs were deleted (ISO 8601 UTC)")
+
+
 class WebhookState(BaseModel):
     url: str
     attempts: int = Field(description="Delivery attempts made so far")
@@ -97,6 +101,8 @@ _ERROR_MEANING = {
     400: "Malformed JSON or wrong content type (400001)",
     401: "Missing, unknown or revoked API key (401001)",
     404: "Unknown model, request or file; another key's request (404001)",
+    409: "The request is running: it can be deleted once it has finished (409001)",
+    410: "The request's outputs and inputs were deleted (retention or DELETE); `detail.deleted_at` says when (410001)",
     413: "Body over the size cap (413001)",
     422: "Input fails the schema or the image rules; `detail` names each field (422001)",
     429: "Per-key queue cap reached; see Retry-After (429001)",

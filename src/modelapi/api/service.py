@@ -27,7 +27,9 @@ from ..core.fetch import FetchPolicy, check_url, decode_image, fetch_bytes, read
 from ..core.files import FileStore
 from ..core.jobs import Polled, Request, new_request_id
 from ..core.storage import content_type_of
-from ..errors import AuthenticationError, InputError, NotFoundError, RateLimitError, ValidationError
+from ..core.sweep import Sweeper
+from ..errors import (AuthenticationError, ConflictError, GoneError, InputError, NotFoundError, RateLimitError,
+                      ValidationError)
 from ..types import Status
 from ..validation import check_image, check_input, image_fields, sniff_format
 from .errors import ServiceUnavailable
@@ -47,16 +49,19 @@ class Service:
         self.files = FileStore(core.db)
         self.draining = threading.Event()
         self.policy = FetchPolicy.from_settings(settings)
+        self.sweeper = Sweeper(settings, core.jobs, core.storage)
 
     # -- submit ------------------------------------------------------------------------------
     def submit(self, key: ApiKey, model: catalog.Model, body: Any, idempotency_key: str | None,
-               webhook: str | None = None, *, base_url: str) -> tuple[Request, list[str]]:
+               webhook: str | None = None, *, base_url: str, retention_s: int | None = None) -> tuple[Request, list[str]]:
         """Validate, fetch and check the reference images, store them, store the request and
         put it on the durable queue — in that order, so that a 2xx means durably accepted.
         Returns the request and the body's fields that the schema does not know, which were
         ignored (the hosted documentation does not forbid them; ``--strict-inputs`` refuses
         them with a 422 instead). The webhook record keeps ``base_url``: the delivery, later and
-        in another process, builds the body's URLs on it.
+        in another process, builds the body's URLs on it. ``retention_s``: how long the
+        request's files are kept once it finished (None: ``--retention-s``; the route keeps it
+        at most that).
 
         Raises:
             ValidationError: 422, one detail entry per problem (schema and image rules).
@@ -99,7 +104,7 @@ class Service:
                 request_id=request_id, owner_key_id=key.id, model_id=model.model_id, inputs=inputs,
                 input_files=input_files, seed=seed if seed is not None else secrets.randbelow(2**31),
                 idempotency_key=idempotency_key, body_hash=body_hash,
-                webhook={"url": webhook, "base_url": base_url} if webhook else None,
+                webhook={"url": webhook, "base_url": base_url} if webhook else None, retention_s=retention_s,
             )
         except sa.exc.IntegrityError:  # the same idempotency key, submitted at the same moment
             earlier = self.jobs.find_idempotent(key.id, idempotency_key or "")
@@ -187,7 +192,10 @@ class Service:
         record = self.upload_record(file_id, key)
         if record is None:
             raise InputError("Unknown file: upload it with POST /v1/files using the same API key", loc, "file_unknown")
-        return self.storage.get(record["storage_key"])
+        try:
+            return self.storage.get(record["storage_key"])
+        except KeyError:  # deleted by the sweeper (--upload-retention-s) since the row was read
+            raise InputError("Unknown file: upload it with POST /v1/files using the same API key", loc, "file_unknown") from None
 
     def engine_info(self, live: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """The engine of the oldest of ``live`` workers (default: read now); ``{}`` when none."""
@@ -233,6 +241,14 @@ class Service:
         return bodies.request_status_body(req, base_url=base_url, storage=self.storage, url_ttl_s=self.settings.url_ttl_s)
 
     def result_body(self, req: Request, include_cost: bool, base_url: str) -> dict[str, Any]:
+        """The result body (see :func:`modelapi.core.bodies.result_body`).
+
+        Raises:
+            GoneError: 410, the request's outputs were deleted (retention or ``DELETE``).
+        """
+        if req.deleted_at is not None:
+            message, detail = bodies.expired(req)
+            raise GoneError(message, detail, request_id=req.request_id)
         return bodies.result_body(req, base_url=base_url, storage=self.storage, url_ttl_s=self.settings.url_ttl_s,
                                   include_cost=include_cost)
 
@@ -271,3 +287,22 @@ class Service:
             req = self.jobs.get(req.request_id) or req
             outcome = "cancelled" if req.status is Status.CANCELLED else "not_cancellable"
         return {"request_id": req.request_id, "status": Status.CANCELLED.value if outcome == "cancelled" else req.status.value, "outcome": outcome}
+
+    def delete(self, req: Request, base_url: str) -> dict[str, Any]:
+        """``DELETE``: delete a finished request's outputs, inputs and the uploads it was the
+        last to use, now; a queued one is cancelled first. Returns the status body plus
+        ``deleted_at`` (ISO 8601 UTC); idempotent: deleting again answers the same ``deleted_at``.
+
+        Raises:
+            ConflictError: 409, the request is running (it can be deleted once it ends).
+        """
+        if req.status is Status.IN_QUEUE:
+            self.jobs.cancel(req)
+            req = self.jobs.get(req.request_id) or req
+        if not req.status.is_terminal:
+            raise ConflictError(f"request {req.request_id} is {req.status.value}: it can be deleted once it has finished",
+                                {"request_id": req.request_id, "status": req.status.value}, request_id=req.request_id)
+        marked, uploads = self.jobs.mark_deleted(req)
+        if uploads is not None:
+            self.sweeper.purge([marked], uploads)
+        return self.status_body(marked, base_url) | {"deleted_at": bodies.iso(marked.deleted_at)}

@@ -51,11 +51,17 @@ def result_body(req: Request, *, base_url: str, storage: Storage, url_ttl_s: flo
                 include_webhook: bool = True) -> dict[str, Any]:
     """The result of a terminal request (output images under URLs valid ``url_ttl_s`` seconds
     after it finished, seed, metadata or error, times, cost in USD when ``include_cost``, and
-    the webhook's delivery state when one was given); the status body otherwise."""
+    the webhook's delivery state when one was given); the status body otherwise. Once its
+    files were deleted (``req.deleted_at``: retention or ``DELETE``), no output, seed or
+    metadata but ``"deleted_at"`` (the result route answers 410 instead: :func:`expired`)."""
     if not req.status.is_terminal:
         return request_status_body(req, base_url=base_url, storage=storage, url_ttl_s=url_ttl_s)
     body: dict[str, Any] = {"request_id": req.request_id, "status": req.status.value}
-    if req.status is Status.COMPLETED:
+    if req.deleted_at is not None:
+        body["deleted_at"] = iso(req.deleted_at)
+        if req.status is Status.FAILED:
+            body["error"] = req.error
+    elif req.status is Status.COMPLETED:
         assert req.finished_at is not None
         expires = req.finished_at + timedelta(seconds=url_ttl_s)
         images = [storage.url(k, expires.timestamp(), base_url) for k in req.outputs or []]
@@ -70,3 +76,12 @@ def result_body(req: Request, *, base_url: str, storage: Storage, url_ttl_s: flo
     if include_webhook and req.webhook:
         body["webhook"] = {k: req.webhook.get(k) for k in ("url", "attempts", "last_status_code", "delivered_at")}
     return body
+
+
+def expired(req: Request) -> tuple[str, dict[str, Any]]:
+    """The message and detail of the 410 that ``GET /result`` answers for a request whose files
+    were deleted: ``{"request_id", "status", "deleted_at"}``."""
+    assert req.deleted_at is not None
+    when = iso(req.deleted_at)
+    return (f"the outputs and inputs of request {req.request_id} expired (were deleted) at {when}; "
+            "its status still answers"), {"request_id": req.request_id, "status": req.status.value, "deleted_at": when}

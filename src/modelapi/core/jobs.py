@@ -36,7 +36,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from collections.abc import Generator
 from typing import Any, Callable, TypeGuard, TypeVar
 
@@ -45,7 +45,7 @@ import sqlalchemy as sa
 from .. import catalog
 from ..types import Status
 from .auth import live_key
-from . import db, usage
+from . import db, files, usage
 from .queue import EntryId, TaskQueue
 from .workers import WorkerRegistry
 
@@ -94,6 +94,9 @@ class Request:
     seq: int = 0
     webhook: dict[str, Any] | None = None
     partial_outputs: list[str] | None = None
+    retention_s: int | None = None
+    expires_at: datetime | None = None
+    deleted_at: datetime | None = None
     queue_position: int | None = None
 
 
@@ -156,9 +159,16 @@ def _log(event: str, request_id: str, **fields: Any) -> None:
 def _row(row: Any, position: int | None = None) -> Request:
     data = {k: row[k] for k in Request.__dataclass_fields__ if k != "queue_position"}
     data["status"] = Status(data["status"])
-    for k in ("created_at", "started_at", "finished_at"):
+    for k in ("created_at", "started_at", "finished_at", "expires_at", "deleted_at"):
         data[k] = db.as_utc(data[k])
     return Request(**data, queue_position=position)
+
+
+def _ends(req: Request) -> dict[str, Any]:
+    """The values of an UPDATE that makes ``req`` terminal: ``finished_at`` now, and
+    ``expires_at`` when the request asked for its own retention."""
+    now = db.utcnow()
+    return {"finished_at": now, "expires_at": now + timedelta(seconds=req.retention_s) if req.retention_s is not None else None}
 
 
 def retry_db(fn: Callable[[], T], what: str, patience_s: float = 600.0) -> T:
@@ -428,11 +438,14 @@ class JobStore:
     def create(
         self, *, request_id: str, owner_key_id: str, model_id: str, inputs: dict[str, Any],
         input_files: list[str], seed: int, idempotency_key: str | None, body_hash: str | None,
-        webhook: dict[str, Any] | None = None,
+        webhook: dict[str, Any] | None = None, retention_s: int | None = None,
     ) -> Request:
         """Store a new in_queue request and its queue entry in one transaction (both committed
         before this returns, or neither exists). ``webhook``: ``{"url", "base_url"}`` to deliver
-        the result to (see :mod:`modelapi.core.delivery`).
+        the result to (see :mod:`modelapi.core.delivery`). ``retention_s``: seconds its files
+        are kept once it finished, when the key asked for less than the server's
+        (``--retention-s``; None: the server's). The uploads its inputs name are marked used by
+        it in the same transaction (deleted with it; see :func:`modelapi.core.files.mark_used`).
 
         Raises:
             sqlalchemy.exc.IntegrityError: the key's ``idempotency_key`` is taken.
@@ -443,14 +456,16 @@ class JobStore:
             inputs=inputs, input_files=input_files, seed=seed, workflow_id=str(entry), priority=NEW,
             attempts=0, progress=None, outputs=None, metadata=None, error=None, billed_units=None, cost_usd=None,
             created_at=db.utcnow(), started_at=None, finished_at=None, idempotency_key=idempotency_key,
-            body_hash=body_hash,
+            body_hash=body_hash, retention_s=retention_s,
             webhook=webhook and {**webhook, "attempts": 0, "last_status_code": None, "delivered_at": None},
         )
         with self.db.begin() as conn:
             req = replace(req, priority=self._fair_priority(conn, owner_key_id))
             conn.execute(R.insert().values(
-                {k: v for k, v in req.__dict__.items() if k not in ("queue_position", "run_by", "version", "seq", "partial_outputs")} | {"status": req.status.value}
+                {k: v for k, v in req.__dict__.items() if k not in ("queue_position", "run_by", "version", "seq", "partial_outputs",
+                                                                     "expires_at", "deleted_at")} | {"status": req.status.value}
             ))
+            files.mark_used(conn, owner_key_id, files.upload_ids(inputs), request_id)
             self.queue.enqueue(conn, entry=entry, priority=req.priority, owner_key_id=owner_key_id)
         _log("request.in_queue", request_id, model_id=model_id, owner=owner_key_id, priority=req.priority)
         return req
@@ -459,7 +474,7 @@ class JobStore:
         """in_queue -> cancelled, and its queue entry removed. False when it is no longer queued."""
         with self.db.begin() as conn:
             ok = conn.execute(R.update().where(C.request_id == req.request_id, C.status == Status.IN_QUEUE.value)
-                              .values(status=Status.CANCELLED.value, finished_at=db.utcnow(), **_SEEN)).rowcount == 1
+                              .values(status=Status.CANCELLED.value, **_ends(req), **_SEEN)).rowcount == 1
             if ok:
                 self._ended(conn, req)
         if ok:
@@ -543,7 +558,7 @@ class JobStore:
                 units, cost = usage.bill(catalog.models()[req.model_id], req.inputs, len(outcome.outputs), self.prices_usd)
                 ok = conn.execute(update.values(
                     status=Status.COMPLETED.value, progress=1.0, outputs=outcome.outputs, metadata=outcome.metadata,
-                    billed_units=units, cost_usd=cost, finished_at=db.utcnow(), **_SEEN,
+                    billed_units=units, cost_usd=cost, **_ends(req), **_SEEN,
                 )).rowcount == 1
                 if ok:
                     usage.record(conn, req.request_id, req.owner_key_id, req.model_id, units, cost)
@@ -552,7 +567,7 @@ class JobStore:
             elif isinstance(outcome, Failed):
                 ok = conn.execute(update.values(
                     status=Status.FAILED.value, error={"code": outcome.code, "message": outcome.message},
-                    finished_at=db.utcnow(), **_SEEN,
+                    **_ends(req), **_SEEN,
                 )).rowcount == 1
                 if ok:
                     self._ended(conn, req)
@@ -594,7 +609,7 @@ class JobStore:
     def _fail(self, req: Request, code: str, message: str, *where: sa.ColumnElement[bool]) -> bool:
         with self.db.begin() as conn:
             ok = conn.execute(R.update().where(C.request_id == req.request_id, self._ACTIVE, *where).values(
-                status=Status.FAILED.value, error={"code": code, "message": message}, finished_at=db.utcnow(), **_SEEN,
+                status=Status.FAILED.value, error={"code": code, "message": message}, **_ends(req), **_SEEN,
             )).rowcount == 1
             if ok:
                 self._ended(conn, req)
@@ -653,3 +668,66 @@ class JobStore:
             log.warning("worker %s is dead (no heartbeat); its %d claimed request(s) went back on the queue",
                         worker_id, len(entries), extra={"worker": worker_id, "by": me})
         return resumed
+
+    # -- retention (the sweeper, DELETE) --------------------------------------------------------
+    def claim_expired(self, now: datetime, retention_s: float, limit: int) -> tuple[list[Request], list[str]]:
+        """Mark up to ``limit`` finished requests whose files are due for deletion as deleted
+        (``deleted_at = now``), oldest first: finished more than ``retention_s`` (the server's
+        ``--retention-s``) before ``now``, or past the ``expires_at`` they asked for. In the same
+        transaction the rows of the uploads they were the last to use are deleted. Returns the
+        requests (as marked) and those uploads' storage keys: the caller deletes their
+        files. Each request is returned to one caller only, however many call at once (the
+        claim is conditional on ``deleted_at IS NULL``; Postgres skips rows another claim
+        holds)."""
+        due = [
+            sa.and_(C.finished_at.is_not(None), C.finished_at < now - timedelta(seconds=retention_s)),
+            sa.and_(C.expires_at.is_not(None), C.expires_at < now),
+        ]
+        order = [C.finished_at, C.expires_at]
+        claimed: list[Request] = []
+        with self.db.begin() as conn:
+            for where, by in zip(due, order):
+                if len(claimed) >= limit:
+                    break
+                ids = db.picked(sa.select(C.request_id).where(C.deleted_at.is_(None), where).order_by(by)
+                                .limit(limit - len(claimed)))
+                rows = conn.execute(R.update().where(C.request_id.in_(ids), C.deleted_at.is_(None))
+                                    .values(deleted_at=now).returning(*R.c)).mappings().all()
+                claimed += [_row(r) for r in rows]
+            uploads = files.FileStore.claim_used_by(conn, [r.request_id for r in claimed])
+        for req in claimed:
+            _log("request.files_expired", req.request_id)
+        return claimed, uploads
+
+    def mark_deleted(self, req: Request) -> tuple[Request, list[str] | None]:
+        """``DELETE`` of a finished request: mark it deleted now and delete the rows of the
+        uploads it was the last to use (one transaction). Returns the request as stored after
+        the call and, when this call marked it, those uploads' storage keys (the caller deletes
+        the request's files); None when it was marked before (by the sweeper or an earlier
+        ``DELETE``: idempotent).
+
+        Raises:
+            ValueError: the request is not finished.
+        """
+        with self.db.begin() as conn:
+            row = conn.execute(R.update().where(C.request_id == req.request_id, C.deleted_at.is_(None),
+                                                C.finished_at.is_not(None))
+                               .values(deleted_at=db.utcnow()).returning(*R.c)).mappings().first()
+            uploads = files.FileStore.claim_used_by(conn, [req.request_id]) if row is not None else None
+        if row is not None:
+            _log("request.deleted", req.request_id)
+            return _row(row), uploads
+        current = self.get(req.request_id)
+        if current is None or current.deleted_at is None:
+            raise ValueError(f"request {req.request_id} is not finished")
+        return current, None
+
+    def prune(self, before: datetime, limit: int) -> list[Request]:
+        """Delete up to ``limit`` request rows whose files were deleted and that finished before
+        ``before`` (``--keep-requests-s``), oldest first; the rows deleted (each returned to one
+        caller only). The usage ledger keeps their billing."""
+        ids = db.picked(sa.select(C.request_id).where(C.deleted_at.is_not(None), C.finished_at < before)
+                        .order_by(C.finished_at).limit(limit))
+        with self.db.begin() as conn:
+            rows = conn.execute(R.delete().where(C.request_id.in_(ids)).returning(*R.c)).mappings().all()
+        return [_row(r) for r in rows]

@@ -35,6 +35,7 @@ from ..core.jobs import Done, Failed, JobStore, Outcome, Run, retry_db
 from ..core.delivery import Delivery
 from ..core.queue import APP_NAME, APP_VERSION, QUEUE_NAME, WEBHOOK_QUEUE, WEBHOOK_WORKFLOW, WORKFLOW_NAME
 from ..core.storage import Storage
+from ..core.sweep import Sweeper
 from ..core.workers import WorkerIdLock, WorkerRegistry, runner_id
 from ..engine.base import Engine
 from .generate import generate
@@ -196,6 +197,8 @@ class WorkerRuntime:
         self.jobs.reconcile()
         self._beat = threading.Thread(target=self._heartbeats, name="modelapi-heartbeat", daemon=True)
         self._beat.start()
+        if self.settings.sweep_interval_s > 0:  # retention: every worker sweeps (claims keep them apart)
+            Sweeper(self.settings, self.jobs, self.storage).start(self._stopped)
         log.info("worker started", extra={"worker": self.worker_id, "queue_version": APP_VERSION})
 
     def _heartbeats(self) -> None:
