@@ -304,5 +304,5 @@ class Service:
                                 {"request_id": req.request_id, "status": req.status.value}, request_id=req.request_id)
         marked, uploads = self.jobs.mark_deleted(req)
         if uploads is not None:
-            self.sweeper.purge([marked], uploads)
+            self.sweeper.purge([marked], uploads, queue=False)
         return self.status_body(marked, base_url) | {"deleted_at": bodies.iso(marked.deleted_at)}

@@ -9,7 +9,7 @@ thread, and ``modelapi sweep`` runs one) deletes, in batches of ``--sweep-batch`
    and the uploads each request was the last to use; the request's row keeps its status, times,
    billing and ``deleted_at``, and its queue entries (DBOS workflows, through DBOS's own
    ``delete_workflows``) are deleted — except entries that will still run (a webhook attempt
-   still retrying), which go when the row does;
+   still retrying) and those of a request deleted by ``DELETE``, which go when the row does;
 2. uploads no request used, ``--upload-retention-s`` after they were uploaded;
 3. the rows of requests whose files were deleted, ``--keep-requests-s`` after they finished
    (the usage ledger keeps their billing), with any queue entries left.
@@ -100,16 +100,19 @@ class Sweeper:
                     break
         return total
 
-    def purge(self, requests: list[Request], upload_keys: list[str]) -> tuple[Swept, int]:
+    def purge(self, requests: list[Request], upload_keys: list[str], *, queue: bool = True) -> tuple[Swept, int]:
         """Delete the files of ``requests`` (claimed: marked deleted by this caller), the
-        uploads ``upload_keys`` they were the last to use, and their finished queue entries;
-        count it. Returns what was deleted and how many requests there were."""
+        uploads ``upload_keys`` they were the last to use, and (``queue``) their finished queue
+        entries; count it. Returns what was deleted and how many requests there were.
+        ``DELETE`` passes ``queue=False``: a request cancelled a moment ago may still have its
+        entry held by a worker's thread (which must find it when it ends); the row's pruning
+        deletes those entries."""
         keys = set(upload_keys)
         for req in requests:
             keys |= set(req.input_files) | set(req.outputs or []) | set(req.partial_outputs or [])
             keys |= set(self.storage.keys(f"outputs/{req.request_id}/"))
         done = Swept(requests_expired=len(requests), objects=self._delete(keys), files=len(upload_keys),
-                     queue=self._forget(requests))
+                     queue=self._forget(requests) if queue else 0)
         self._count(done)
         return done, len(requests)
 
