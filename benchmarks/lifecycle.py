@@ -145,10 +145,20 @@ def timed(fn, n: int) -> tuple[float, float]:  # noqa: ANN001
 def while_sweeping(cfg: bench.Config, root: Path, args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
     print(f"\n== {cfg.label}: status poll and submit, at rest vs while `modelapi sweep` deletes {args.jobs} requests' files",
           flush=True)
+    given: dict[str, str] = {}
+    make_env = cfg.env
+
+    def env(name: str, data_dir: Path) -> tuple[dict[str, str], str]:
+        extra, url = make_env(name, data_dir)
+        given.update(extra)  # the server's store and its AWS_* variables, for this process too
+        return extra, url
+
+    cfg.env = env
     srv = bench.start_modelapi(root, cfg, "sweeping", stack, step_s=0.0, steps=1, max_queued=10**6,
                                args=("--sweep-interval-s", "0"))
-    name = f"{cfg.name}_sweeping"
-    storage_url = f"s3://{bench.BUCKET}/{name}" if cfg.name == "postgres" else None
+    cfg.env = make_env
+    os.environ.update({k: v for k, v in given.items() if k.startswith("AWS_")})
+    storage_url = given.get("MODELAPI_STORAGE_URL")
     settings = Settings(data_dir=srv.data_dir, database_url=srv.database_url, storage_url=storage_url)
     core = open_core(settings, create_initial_key=False)
     with ThreadPoolExecutor(8) as pool:
