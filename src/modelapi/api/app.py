@@ -29,7 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .. import catalog
+from .. import catalog, mcp_server
 from ..core import db
 from ..core.auth import ApiKey, authenticate
 from ..core.storage import FileStorage, content_type_of
@@ -178,6 +178,7 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
     BaseURL = Depends(request_base_url)
     app.state.request_base_url = request_base_url
     openai_images.mount(app)  # POST /v1/images/generations, /v1/images/edits (OpenAI's shapes)
+    mcp_server.mount(app)  # /mcp: the MCP tools over streamable HTTP, behind the same keys
 
     @app.exception_handler(APIStatusError)
     async def _api_error(_: Request, exc: APIStatusError) -> JSONResponse:
