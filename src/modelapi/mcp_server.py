@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import CallToolResult, ImageContent, TextContent
+from mcp.types import CallToolResult, ContentBlock, ImageContent, TextContent
 from pydantic import Field
 
 from . import catalog
@@ -71,10 +71,16 @@ DEFAULT_WAIT_S = 300.0
 
 _SEQ = catalog.models()[GENERATE_MODEL]
 _SEQ_PROPS = _SEQ.input_schema["properties"]
-SizeValue = Literal[tuple(_SEQ_PROPS["image_size"]["enum"])]  # type: ignore[valid-type]
-EditModel = Literal[EDIT_MODELS]  # type: ignore[valid-type]
-ModelId = Literal[tuple(catalog.models())]  # type: ignore[valid-type]
-StatusValue = Literal[tuple(s.value for s in Status)]  # type: ignore[valid-type]
+if TYPE_CHECKING:
+    SizeValue = str
+    EditModel = str
+    ModelId = str
+    StatusValue = str
+else:  # enums from the catalogue, so that the tools' JSON schemas list them
+    SizeValue = Literal[tuple(_SEQ_PROPS["image_size"]["enum"])]
+    EditModel = Literal[EDIT_MODELS]
+    ModelId = Literal[tuple(catalog.models())]
+    StatusValue = Literal[tuple(s.value for s in Status)]
 _EDIT_PROMPT_MAX = min(catalog.models()[m].input_schema["properties"][catalog.models()[m].task.prompt_field]["maxLength"] for m in EDIT_MODELS)
 
 
@@ -183,8 +189,8 @@ def previews(images: list[bytes], budget_bytes: int = PREVIEW_BUDGET_BYTES) -> l
     share = budget_bytes // max(1, len(images))
     out = []
     for data in images:
-        with Image.open(io.BytesIO(data)) as image:
-            image = image.convert("RGB")
+        with Image.open(io.BytesIO(data)) as opened:
+            image = opened.convert("RGB")
         for side in (PREVIEW_SIDE_PX, 384, 256, 160, 96, 64):
             thumb = image.copy()
             thumb.thumbnail((side, side))
@@ -200,7 +206,7 @@ def previews(images: list[bytes], budget_bytes: int = PREVIEW_BUDGET_BYTES) -> l
 async def _answer(backend: Backend, result: Result) -> CallToolResult:
     """The tool result of a request: its body as JSON text (and structured content), plus
     previews of its outputs when completed."""
-    content: list[TextContent | ImageContent] = [TextContent(type="text", text=json.dumps(result.body, indent=2))]
+    content: list[ContentBlock] = [TextContent(type="text", text=json.dumps(result.body, indent=2))]
     if isinstance(result.update, Completed) and result.images:
         content += await anyio.to_thread.run_sync(previews, await backend.outputs(result))
     return CallToolResult(content=content, structured_content=result.body, is_error=result.update.status is Status.FAILED)
@@ -335,6 +341,7 @@ def mount(app: FastAPI) -> None:
     from mcp.server.transport_security import TransportSecuritySettings
     from starlette.concurrency import run_in_threadpool
     from starlette.requests import Request
+    from starlette.routing import Route
 
     from .api.app import bearer_token, error_response
     from .core.auth import authenticate
@@ -376,7 +383,7 @@ def mount(app: FastAPI) -> None:
         await started.wait()
         await manager.handle_request(scope, receive, send)
 
-    app.add_route("/mcp", _ASGIEndpoint(endpoint), methods=["GET", "POST", "DELETE"], include_in_schema=False)
+    app.router.routes.append(Route("/mcp", _ASGIEndpoint(endpoint), methods=["GET", "POST", "DELETE"], include_in_schema=False))
 
 
 class _ASGIEndpoint:

@@ -358,4 +358,5 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         503: "Shutting down, or the database or the file store is unavailable",
         504: "Still running after --sync-timeout-s; the message names the request id",
     }.items()
-} | {413: {"description": "Body over the cap (answered before the route, in this server's own error shape)"}}
+}
+_ERRORS[413] = {"description": "Body over the cap (answered before the route, in this server's own error shape)"}
