@@ -474,6 +474,26 @@ def cancel(request_id: str, base_url: Optional[str] = BaseUrl, api_key: Optional
         _fail(exc)
 
 
+@app.command("mcp")
+def mcp_stdio(
+    wait_s: float = typer.Option(300, "--wait-s", min=0, help="How long a tool waits for its images before answering "
+                                 "with the request still running (follow it with get_request), seconds."),
+    base_url: Optional[str] = BaseUrl,
+    api_key: Optional[str] = ApiKeyOpt,
+) -> None:
+    """Serve modelapi's tools to a desktop agent over MCP (stdio): generate_images, edit_images,
+    get_request, list_requests, calling the server at --base-url. Needs pip install "modelapi[mcp]"."""
+    try:
+        from .mcp_server import run_stdio
+    except ImportError as exc:
+        console.print("[bold red]error:[/] " + escape(f'the MCP server needs its extra: pip install "modelapi[mcp]" ({exc.name} is missing)'))
+        raise typer.Exit(2) from None
+    try:
+        run_stdio(base_url or f"http://127.0.0.1:{os.environ.get('MODELAPI_PORT', '8000')}", api_key, wait_s=wait_s)
+    except ModelAPIError as exc:
+        _fail(exc)
+
+
 @models_app.callback()
 def models(ctx: typer.Context, base_url: Optional[str] = BaseUrl, api_key: Optional[str] = ApiKeyOpt) -> None:
     """List the server's models (JSON)."""

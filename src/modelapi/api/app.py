@@ -29,14 +29,14 @@ from starlette.concurrency import run_in_threadpool
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .. import catalog
+from .. import catalog, mcp_server
 from ..core import db
 from ..core.auth import ApiKey, authenticate
 from ..core.storage import FileStorage, content_type_of
 from ..errors import APIStatusError, AuthenticationError, NotFoundError, RateLimitError
 from ..types import Status
 from ..validation import json_schema
-from . import schemas
+from . import openai_images, schemas
 from .schemas import StatusName
 from .errors import BadRequest, ServiceUnavailable
 from .service import Service
@@ -177,6 +177,8 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
 
     BaseURL = Depends(request_base_url)
     app.state.request_base_url = request_base_url
+    openai_images.mount(app)  # POST /v1/images/generations, /v1/images/edits (OpenAI's shapes)
+    mcp_server.mount(app)  # /mcp: the MCP tools over streamable HTTP, behind the same keys
 
     @app.exception_handler(APIStatusError)
     async def _api_error(_: Request, exc: APIStatusError) -> JSONResponse:
@@ -312,7 +314,8 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
              "engine": info.get("engine"), "weights": info.get("weights"),
              "random_weights": info.get("random_weights")}
             for m in catalog.models().values()
-        ]}
+        ], "object": "list",  # and OpenAI's list shape, for client.models.list()
+            "data": [{"id": m.model_id, "object": "model", "owned_by": m.model_id.split("/")[0]} for m in catalog.models().values()]}
 
     @app.get("/v1/models/{model_path:path}/schema", tags=["models"], responses=schemas.errors(401, 404))
     def model_schema(model_path: str, authorization: str | None = Auth) -> dict:

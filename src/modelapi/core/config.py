@@ -64,6 +64,7 @@ class Settings(BaseSettings):
     max_input_bytes: int = Field(50 * 1024 * 1024, description="Largest input image fetched or uploaded, bytes.")
     max_input_pixels: int = Field(40_000_000, description="Largest input image decoded (width*height); above it is a decompression bomb.")
     prices_usd: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_PRICES_USD), description="Price per billed unit by model id, USD (JSON).")
+    sync_timeout_s: float = Field(300.0, description="OpenAI Images routes (/v1/images/...): how long a call waits for its request before answering 504 naming the request id (which keeps running), seconds.")
     stream_ping_s: float = Field(15.0, description="Status streams send a comment line this often so proxies keep them open, seconds.")
     webhook_retry_s: float = Field(86_400.0, description="How long a webhook delivery is retried (exponential backoff) before it is given up, seconds.")
     webhook_timeout_s: float = Field(10.0, description="Time one webhook delivery attempt may take, seconds.")
