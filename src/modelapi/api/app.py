@@ -29,6 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.datastructures import UploadFile as StarletteUploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from .. import catalog
 from ..core import db
@@ -362,15 +363,18 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
               openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
                   "type": "object", "required": ["file"], "title": "Upload",
                   "properties": {"file": {"type": "string", "format": "binary", "description": "A JPEG or PNG image"}}}}}}})
-    async def upload(request: Request, authorization: str | None = Auth, base: str = BaseURL) -> dict:
+    async def upload(request: Request, authorization: str | None = Auth, base: str = BaseURL) -> Any:
         # The key is checked before the body is read: the form is parsed here, not by FastAPI.
         key = await run_in_threadpool(require_key, authorization)
-        async with request.form(max_files=1, max_fields=10) as form:
-            file = form.get("file")
-            if not isinstance(file, StarletteUploadFile):
-                raise ValidationError("Invalid request", [{"loc": ["body", "file"], "msg": "A file part named 'file' is required", "type": "missing"}])
-            # a spooled file, read on the thread pool
-            return await run_in_threadpool(lambda: service.upload(key, file.file.read(), base))
+        try:
+            async with request.form(max_files=1, max_fields=10) as form:
+                file = form.get("file")
+                if not isinstance(file, StarletteUploadFile):
+                    raise ValidationError("Invalid request", [{"loc": ["body", "file"], "msg": "A file part named 'file' is required", "type": "missing"}])
+                # a spooled file, read on the thread pool
+                return await run_in_threadpool(lambda: service.upload(key, file.file.read(), base))
+        except ClientDisconnect:  # gone mid-body: nobody reads the answer
+            return error_response(400, "the client left before the body was complete")
 
     @app.get("/v1/files/{file_id}", tags=["files"], responses=schemas.errors(401, 404)
              | {200: {"content": {"image/png": {}, "image/jpeg": {}}, "description": "The uploaded image"}})
@@ -480,7 +484,10 @@ async def read_json(request: Request) -> Any:
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype != "application/json" and not ctype.endswith("+json"):
         raise BadRequest(f"Content-Type must be application/json, not {ctype or 'missing'!r}")
-    raw = await request.body()
+    try:
+        raw = await request.body()
+    except ClientDisconnect:  # gone mid-body: nobody reads the answer
+        raise BadRequest("the client left before the body was complete") from None
     problem = json_cost_problem(raw)
     if problem is not None:
         raise BadRequest(problem)
