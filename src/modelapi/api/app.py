@@ -18,7 +18,7 @@ from pathlib import Path
 from collections.abc import AsyncIterator, MutableMapping
 from typing import Any, Callable
 
-from fastapi import Depends, FastAPI, File, Header, Query, Request, UploadFile
+from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.routing import APIRoute
@@ -27,20 +27,22 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import GaugeMetricFamily
 from starlette.concurrency import run_in_threadpool
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.datastructures import UploadFile as StarletteUploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from .. import catalog, mcp_server
 from ..core import db
 from ..core.auth import ApiKey, authenticate
 from ..core.storage import FileStorage, content_type_of
-from ..errors import APIStatusError, AuthenticationError, NotFoundError, RateLimitError
+from ..errors import APIStatusError, AuthenticationError, NotFoundError, RateLimitError, ValidationError
 from ..types import Status
 from ..validation import json_schema
 from . import openai_images, schemas
 from .schemas import StatusName
 from .errors import BadRequest, ServiceUnavailable
 from .service import Service
-from .watch import Watcher, event_id
+from .watch import Hold, Watcher, event_id
 
 
 log = logging.getLogger("modelapi.http")
@@ -96,6 +98,23 @@ class _TooLarge(Exception):
 FEATURES = "status-stream, long-poll, webhooks, idempotency-key"
 _FEATURES_HEADER = (b"modelapi-features", FEATURES.encode())
 NO_STORE = {"Cache-Control": "no-store"}
+TOO_MANY_STREAMS: dict[int | str, dict[str, Any]] = {429: {"model": schemas.ErrorBody, "description": (
+    "The key already holds --max-streams-per-key status streams and long-polls open on this server (429001)")}}
+
+
+class HeldStream(EventSourceResponse):
+    """A status stream that gives back its :class:`~modelapi.api.watch.Hold` when it ends,
+    however it ends (also when the client leaves before its first event)."""
+
+    def __init__(self, *args: Any, hold: Hold, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.hold = hold
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.hold.release()
 
 
 class FeaturesHeader:
@@ -161,7 +180,7 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
         description="Self-hosted Model API: asynchronous image-generation jobs behind Bearer keys.",
     )
     app.state.service = service
-    watcher = app.state.watcher = Watcher(service.jobs)
+    watcher = app.state.watcher = Watcher(service.jobs, max_per_key=service.settings.max_streams_per_key)
     app.add_middleware(BodyLimit, max_bytes=service.settings.max_body_bytes)
     app.add_middleware(FeaturesHeader)
     trusted = frozenset(service.settings.trusted_proxies)
@@ -262,29 +281,38 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
                              response_model=schemas.StatusBody, response_model_exclude_none=True,
                              tags=["requests"], responses=schemas.errors(401, 404))
 
-    @app.get("/v1/requests/{request_id}/status/stream", tags=["requests"], responses=schemas.errors(401, 404)
+    @app.get("/v1/requests/{request_id}/status/stream", tags=["requests"], responses=schemas.errors(401, 404) | TOO_MANY_STREAMS
              | {200: {"content": {"text/event-stream": {}}, "description": "`status` events, each the status body; "
                       "the terminal state's is the last. Resume with `Last-Event-ID`."}})
     async def status_stream(request_id: str, authorization: str | None = Auth,
                             last_event_id: str | None = Header(None, alias="Last-Event-ID"),
                             base: str = BaseURL) -> EventSourceResponse:
-        req = await run_in_threadpool(lambda: service.get(request_id, require_key(authorization)))
-        after = int(last_event_id) if last_event_id and last_event_id.isdigit() else None
+        # One of the key's --max-streams-per-key (429 above); it ends within a watcher tick of
+        # the key's revocation. A Last-Event-ID that is not a plain event id is ignored.
+        key = await run_in_threadpool(require_key, authorization)
+        req = await run_in_threadpool(service.get, request_id, key)
+        after = int(last_event_id) if last_event_id and len(last_event_id) <= 20 and last_event_id.isascii() \
+            and last_event_id.isdigit() else None
 
         async def events() -> AsyncIterator[ServerSentEvent]:
-            async for update in watcher.updates(req, after):
-                yield ServerSentEvent(json.dumps(service.status_body(update, base)), event="status", id=str(event_id(update)))
+            try:
+                async for update in watcher.updates(req, after):
+                    yield ServerSentEvent(json.dumps(service.status_body(update, base)), event="status", id=str(event_id(update)))
+            except AuthenticationError:  # revoked: the stream ends
+                return
 
-        return EventSourceResponse(events(), ping=service.settings.stream_ping_s, headers=NO_STORE)
+        return HeldStream(events(), hold=watcher.hold(key.id), ping=service.settings.stream_ping_s, headers=NO_STORE)
 
     @app.get("/v1/requests/{request_id}/result", response_model=schemas.ResultBody, response_model_exclude_none=True,
-             tags=["requests"], responses=schemas.errors(401, 404, 422))
+             tags=["requests"], responses=schemas.errors(401, 404, 422) | TOO_MANY_STREAMS)
     async def result(request_id: str, include_cost: bool = Query(False),
                      wait: float | None = Query(None, ge=0, le=60, description="Seconds to wait for a terminal state (long-poll)"),
                      authorization: str | None = Auth, base: str = BaseURL) -> JSONResponse:
-        req = await run_in_threadpool(lambda: service.get(request_id, require_key(authorization)))
+        key = await run_in_threadpool(require_key, authorization)
+        req = await run_in_threadpool(service.get, request_id, key)
         if wait and not req.status.is_terminal:
-            req = await watcher.until_terminal(req, wait)  # full rows: outputs, metadata, error
+            with watcher.hold(key.id):  # one of the key's --max-streams-per-key (429 above); 401 once revoked
+                req = await watcher.until_terminal(req, wait)  # full rows: outputs, metadata, error
         return JSONResponse(await run_in_threadpool(service.result_body, req, include_cost, base))
 
     @app.get("/v1/requests", response_model=schemas.RequestPage, tags=["requests"], responses=schemas.errors(401, 422))
@@ -333,11 +361,23 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
 
     # -- files ------------------------------------------------------------------------------
     @app.post("/v1/files", status_code=201, response_model=schemas.Uploaded, tags=["files"],
-              responses=schemas.errors(400, 401, 413, 422))
-    def upload(file: UploadFile = File(..., description="A JPEG or PNG image"), authorization: str | None = Auth,
-               base: str = BaseURL) -> dict:
-        key = require_key(authorization)
-        return service.upload(key, file.file.read(), base)  # the form is parsed: a spooled file, read here on the thread pool
+              responses=schemas.errors(400, 401, 422) | {413: {"model": schemas.ErrorBody, "description": (
+                  "Body over the size cap, or the key's uploads over --max-upload-bytes-per-key (413001)")}},
+              openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+                  "type": "object", "required": ["file"], "title": "Upload",
+                  "properties": {"file": {"type": "string", "format": "binary", "description": "A JPEG or PNG image"}}}}}}})
+    async def upload(request: Request, authorization: str | None = Auth, base: str = BaseURL) -> Any:
+        # The key is checked before the body is read: the form is parsed here, not by FastAPI.
+        key = await run_in_threadpool(require_key, authorization)
+        try:
+            async with request.form(max_files=1, max_fields=10) as form:
+                file = form.get("file")
+                if not isinstance(file, StarletteUploadFile):
+                    raise ValidationError("Invalid request", [{"loc": ["body", "file"], "msg": "A file part named 'file' is required", "type": "missing"}])
+                # a spooled file, read on the thread pool
+                return await run_in_threadpool(lambda: service.upload(key, file.file.read(), base))
+        except ClientDisconnect:  # gone mid-body: nobody reads the answer
+            return error_response(400, "the client left before the body was complete")
 
     @app.get("/v1/files/{file_id}", tags=["files"], responses=schemas.errors(401, 404)
              | {200: {"content": {"image/png": {}, "image/jpeg": {}}, "description": "The uploaded image"}})
@@ -405,15 +445,58 @@ def bearer_token(authorization: str | None) -> str | None:
     return None
 
 
+MAX_JSON_VALUES = 10_000
+"""Most values a JSON body may hold, counting each array, object, string and list item."""
+MAX_JSON_DEPTH = 64
+"""Deepest nesting of arrays and objects in a JSON body."""
+_JSON_TOKEN = re.compile(rb'"(?:[^"\\]++|\\[\s\S])*+(?:"|\\?\Z)|[\[{,\]}]')
+"""A string (to its closing quote, or the end: linear on any input), or a bracket or comma."""
+
+
+def json_cost_problem(raw: bytes) -> str | None:
+    """Why parsing ``raw`` whole would cost too much — more than :data:`MAX_JSON_VALUES`
+    values (each array, object, string and comma counts one) or nesting deeper than
+    :data:`MAX_JSON_DEPTH` — else None (also for malformed JSON: the parser says why, cheaply).
+    Counts bytes first (an upper bound: brackets inside strings count too); scans past strings,
+    and at most ~2 x MAX_JSON_VALUES tokens, only when that bound is over a limit."""
+    opens = raw.count(b"{") + raw.count(b"[")
+    if opens <= MAX_JSON_DEPTH and opens + raw.count(b",") + raw.count(b'"') // 2 <= MAX_JSON_VALUES:
+        return None
+    values = depth = 0
+    for token in _JSON_TOKEN.finditer(raw):
+        char = raw[token.start()]
+        if char in b"]}":
+            depth -= 1
+            if depth < 0:
+                return None  # malformed
+            continue
+        values += 1
+        if values > MAX_JSON_VALUES:
+            return f"JSON body has more than {MAX_JSON_VALUES} values (arrays, objects, strings and list items)"
+        if char in b"[{":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                return f"JSON body is nested deeper than {MAX_JSON_DEPTH} levels"
+    return None
+
+
 async def read_json(request: Request) -> Any:
-    """The body as JSON. Raises 400 (400001) on a non-JSON content type or malformed JSON."""
+    """The body as JSON. Raises 400 (400001) on a non-JSON content type, on malformed JSON, and
+    on a body that would cost too much to parse (:func:`json_cost_problem`), checked on the raw
+    bytes before any is parsed."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype != "application/json" and not ctype.endswith("+json"):
         raise BadRequest(f"Content-Type must be application/json, not {ctype or 'missing'!r}")
-    raw = await request.body()
+    try:
+        raw = await request.body()
+    except ClientDisconnect:  # gone mid-body: nobody reads the answer
+        raise BadRequest("the client left before the body was complete") from None
+    problem = json_cost_problem(raw)
+    if problem is not None:
+        raise BadRequest(problem)
     try:
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise BadRequest(f"malformed JSON body: {exc}") from None
 
 

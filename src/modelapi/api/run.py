@@ -4,6 +4,7 @@ runs the DBOS runtime)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import threading
@@ -11,6 +12,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
@@ -68,10 +70,48 @@ def build(settings: Settings, *, announce_key: bool = True) -> tuple[FastAPI, Se
     return app, service
 
 
+class HeaderTimeoutH11(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol (h11), which closes a connection that holds the server without
+    a request in progress: one whose request headers are not complete ``header_timeout_s``
+    seconds after it opened or after its last answer (a client trickling headers, or the body
+    of a request already answered). uvicorn itself bounds only an idle keep-alive connection
+    (``timeout_keep_alive``), and any byte received stops that clock."""
+
+    header_timeout_s: float = 10.0
+    _deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self._deadline = self.loop.call_later(self.header_timeout_s, self._expire)
+
+    def _expire(self) -> None:
+        if (self.cycle is None or self.cycle.response_complete) and not self.transport.is_closing():
+            self.transport.close()
+
+
 def _uvicorn(app: FastAPI, settings: Settings) -> uvicorn.Server:
+    """The HTTP server: ``settings.max_connections`` connections at most (a request above them
+    is answered 503 by uvicorn), each closed when it sends no complete request headers within
+    ``settings.header_timeout_s`` (:class:`HeaderTimeoutH11`)."""
+    protocol = type("HeaderTimeoutH11", (HeaderTimeoutH11,), {"header_timeout_s": settings.header_timeout_s})
     # proxy_headers off: X-Forwarded-* is believed only from --trusted-proxies (app.forwarded_base_url).
     return uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
-                                         lifespan="on", proxy_headers=False))
+                                         lifespan="on", proxy_headers=False, http=protocol,
+                                         limit_concurrency=settings.max_connections))
 
 
 def serve(settings: Settings) -> None:

@@ -27,7 +27,7 @@ from ..core.fetch import FetchPolicy, check_url, decode_image, fetch_bytes, read
 from ..core.files import FileStore
 from ..core.jobs import Polled, Request, new_request_id
 from ..core.storage import content_type_of
-from ..errors import AuthenticationError, InputError, NotFoundError, RateLimitError, ValidationError
+from ..errors import APIStatusError, AuthenticationError, InputError, NotFoundError, RateLimitError, ValidationError
 from ..types import Status
 from ..validation import check_image, check_input, image_fields, sniff_format
 from .errors import ServiceUnavailable
@@ -154,13 +154,31 @@ class Service:
 
     # -- uploads -----------------------------------------------------------------------------
     def upload(self, key: ApiKey, data: bytes, base_url: str) -> dict[str, Any]:
-        """Store an uploaded JPEG/PNG. Returns ``{"id", "url", "bytes", "content_type"}``."""
+        """Store an uploaded JPEG/PNG image, decoded whole first (not only its signature
+        sniffed) under the input-image policy (``max_input_bytes``, ``max_input_pixels``).
+        Returns ``{"id", "url", "bytes", "content_type"}``.
+
+        Raises:
+            ValidationError: 422 naming ``["body", "file"]``: over ``max_input_bytes``
+                (``file_too_large``), not a JPEG or PNG by content (``image_format``), over
+                ``max_input_pixels`` (``image_too_large``), or truncated or undecodable
+                (``image_corrupt``).
+            APIStatusError: 413 (413001), the key's stored uploads and this one together would
+                be over ``max_upload_bytes_per_key`` bytes (``--max-upload-bytes-per-key``;
+                checked before storing, so uploads racing each other may pass it by a few).
+            ServiceUnavailable: 503, the file store cannot take the file.
+        """
         loc = ["body", "file"]
-        if len(data) > self.settings.max_input_bytes:
-            raise ValidationError("File too large", [{"loc": loc, "msg": f"File must be at most {self.settings.max_input_bytes} bytes", "type": "file_too_large"}])
+        try:
+            decode_image(data, self.policy, loc=loc).close()
+        except InputError as exc:
+            raise ValidationError("Invalid image", [exc.to_detail()]) from None
+        quota, used = self.settings.max_upload_bytes_per_key, self.files.stored_bytes(key.id)
+        if used + len(data) > quota:
+            raise APIStatusError(f"upload quota exceeded: this key's uploads would hold {used + len(data)} bytes, "
+                                 f"over its {quota}-byte quota (--max-upload-bytes-per-key)", status_code=413)
         fmt = sniff_format(data)
-        if fmt is None:
-            raise ValidationError("Unsupported file", [{"loc": loc, "msg": "Only JPEG and PNG images are supported", "type": "image_format"}])
+        assert fmt is not None  # decoded as one
         upload = self.files.new(key.id, fmt, len(data))
         self._put(upload.storage_key, data, upload.content_type)
         self.files.add(upload)
