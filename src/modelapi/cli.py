@@ -56,11 +56,12 @@ def _print_json(data: Any) -> None:
 
 
 # -- server side ------------------------------------------------------------------------------
-_JSON_FIELDS = ("prices_usd", "allowed_input_hosts", "trusted_proxies")
+_JSON_FIELDS = ("prices_usd", "allowed_input_hosts", "trusted_proxies", "allowed_hosts")
 _WORKER_ONLY = ("worker_id", "metrics_port")
 _SERVE_ONLY: tuple[str, ...]
 _SERVE_ONLY = ("worker", "port", "public_url", "trusted_proxies", "strict_inputs", "max_body_bytes", "max_queued_per_key", "allow_private_urls",
-               "allowed_input_hosts", "fetch_timeout_s", "max_input_bytes", "max_input_pixels")
+               "allowed_input_hosts", "fetch_timeout_s", "max_input_bytes", "max_input_pixels",
+               "allowed_hosts", "print_key")
 _SERVE_ONLY += ("max_streams_per_key", "max_connections", "header_timeout_s", "max_upload_bytes_per_key", "sync_timeout_s")
 
 
@@ -150,9 +151,10 @@ DatabaseUrl = typer.Option(None, "--database-url", envvar="MODELAPI_DATABASE_URL
 
 def _db(database_url: str | None = None):  # noqa: ANN202
     from .core import db
+    from .core.context import prepare_data_dir
 
     settings = _settings(database_url=database_url)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    prepare_data_dir(settings)
     engine = db.connect(settings.db_url)
     db.migrate(engine, settings.db_url)
     return engine

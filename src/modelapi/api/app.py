@@ -33,7 +33,7 @@ from starlette.requests import ClientDisconnect
 
 from .. import catalog, mcp_server
 from ..core import db
-from ..core.auth import ApiKey, authenticate
+from ..core.auth import ApiKey, authenticate, operations_authorized
 from ..core.storage import FileStorage, content_type_of
 from ..errors import APIStatusError, AuthenticationError, NotFoundError, RateLimitError, ValidationError
 from ..types import Status
@@ -137,17 +137,21 @@ class FeaturesHeader:
         await self.app(scope, receive, send_with_header)
 
 
-def forwarded_base_url(scope: MutableMapping[str, Any], trusted: frozenset[str]) -> str | None:
+def forwarded_base_url(scope: MutableMapping[str, Any], trusted: frozenset[str], allowed: frozenset[str]) -> str | None:
     """The base a request reached the API at, from its Host header — or, when the connection
     comes from one of ``trusted`` proxies, from its X-Forwarded-Proto and X-Forwarded-Host —
-    so that a server reached by other machines returns URLs that work for them; None when the
-    headers name no valid base."""
+    so that a server reached by other machines returns URLs that work for them. ``allowed``
+    holds the accepted host values (``--allowed-hosts``: exact ``host:port``, lower case): a
+    host not in it is a forgery (``Host: evil.example``) and gives None, as do headers that name
+    no valid base; the caller then uses the configured base."""
     headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
     scheme, host = scope.get("scheme", "http"), headers.get("host")
     if scope.get("client") and scope["client"][0] in trusted:
         scheme = headers.get("x-forwarded-proto", scheme).split(",")[0].strip() or scheme
         host = headers.get("x-forwarded-host", host or "").split(",")[0].strip() or host
-    return f"{scheme}://{host}" if host and _HOST.fullmatch(host) and scheme in ("http", "https") else None
+    if not host or host.lower() not in allowed or not _HOST.fullmatch(host) or scheme not in ("http", "https"):
+        return None
+    return f"{scheme}://{host}"
 
 
 class HeaderRoute(APIRoute):
@@ -184,15 +188,18 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=service.settings.max_body_bytes)
     app.add_middleware(FeaturesHeader)
     trusted = frozenset(service.settings.trusted_proxies)
+    allowed_hosts = frozenset(h.strip().lower() for h in service.settings.allowed_hosts)
 
     async def request_base_url(request: Request) -> str:
         """The base of the absolute URLs of this request's answer, once per request:
         ``--public-url`` when set, else :func:`forwarded_base_url`, else the configured default
-        (``settings.base_url``). Passed to whatever builds URLs. ``async`` because it never
-        blocks: FastAPI would run a plain ``def`` dependency on the thread pool."""
+        (``settings.base_url``) — also when the Host (or trusted X-Forwarded-Host) is not in
+        ``--allowed-hosts``, so a forged Host never reaches an output URL or a webhook payload.
+        Passed to whatever builds URLs. ``async`` because it never blocks: FastAPI would run a
+        plain ``def`` dependency on the thread pool."""
         if service.settings.public_url:
             return service.settings.base_url
-        return forwarded_base_url(request.scope, trusted) or service.settings.base_url
+        return forwarded_base_url(request.scope, trusted, allowed_hosts) or service.settings.base_url
 
     BaseURL = Depends(request_base_url)
     app.state.request_base_url = request_base_url
@@ -400,21 +407,33 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
         return FileResponse(path, media_type=content_type_of(key))
 
     # -- operations -------------------------------------------------------------------------
+    def may_see_operations(authorization: str | None) -> bool:
+        """True when ``authorization`` carries a live API key or ``--metrics-token``."""
+        return operations_authorized(service.db, service.settings.metrics_token, bearer_token(authorization))
+
     @app.get("/healthz", tags=["operations"], responses=schemas.errors())
-    def healthz() -> dict:
-        """``ok`` (or ``draining``) when the database answers, else 503; the live workers' count
-        and the engine of the oldest."""
-        live = service.jobs.workers.live()
-        return {"status": "draining" if service.draining.is_set() else "ok", "workers": len(live),
-                "engine": service.engine_info(live)}
+    def healthz(authorization: str | None = Auth) -> dict:
+        """``{"status": "ok"}`` (or ``draining``) when the database answers, else 503. With
+        ``Authorization: Bearer <a live API key or --metrics-token>``, also the live workers'
+        count (``workers``) and the engine of the oldest (``engine``: name, device, weights);
+        without one (or with a wrong one), only the status."""
+        live = service.jobs.workers.live()  # reads the database: down → 503
+        state = "draining" if service.draining.is_set() else "ok"
+        if not may_see_operations(authorization):
+            return {"status": state}
+        return {"status": state, "workers": len(live), "engine": service.engine_info(live)}
 
     registry = CollectorRegistry()
     registry.register(_RequestsCollector(service))
     for collector in collectors:
         registry.register(collector)
 
-    @app.get("/metrics", tags=["operations"], response_class=Response)
-    def metrics() -> Response:
+    @app.get("/metrics", tags=["operations"], response_class=Response, responses=schemas.errors(401))
+    def metrics(authorization: str | None = Auth) -> Response:
+        """Prometheus text. Needs ``Authorization: Bearer <a live API key or --metrics-token>``
+        (401 without)."""
+        if not may_see_operations(authorization):
+            raise AuthenticationError("/metrics needs an API key or the --metrics-token")
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     # -- the web playground: static files over the public API (no key needed to load them) ---

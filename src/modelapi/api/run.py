@@ -35,14 +35,7 @@ def build(settings: Settings, *, announce_key: bool = True) -> tuple[FastAPI, Se
     """
     core = open_core(settings, create_initial_key=True)
     if core.initial_key and announce_key:
-        print(
-            f"\nCreated the first API key (shown once; also in {settings.data_dir / 'initial_api_key'}, mode 0600):\n\n"
-            f"    {core.initial_key}\n",
-            flush=True,
-        )
-        if is_loopback_host(settings.host):
-            # The key rides in the fragment: the browser never sends it to the server in a URL.
-            print(f"Open the playground: {settings.base_url}/#key={core.initial_key}\n", flush=True)
+        announce_initial_key(settings, core.initial_key)
     if settings.allow_private_urls:
         log.warning("--allow-private-urls is ON: input URLs may reach loopback and private networks (SSRF guard off). Use only for tests.")
     service = Service(core)
@@ -101,6 +94,23 @@ class HeaderTimeoutH11(H11Protocol):
     def _expire(self) -> None:
         if (self.cycle is None or self.cycle.response_complete) and not self.transport.is_closing():
             self.transport.close()
+
+
+def announce_initial_key(settings: Settings, key: str) -> None:
+    """Say on stdout where the first API key is: its file (mode 0600) and the playground's URL.
+    The key itself (and the playground URL carrying it in its fragment) only with
+    ``--print-key``: a log collector must not see it by default."""
+    key_file = settings.data_dir / "initial_api_key"
+    if settings.print_key:
+        print(f"\nCreated the first API key (shown once; also in {key_file}, mode 0600):\n\n    {key}\n", flush=True)
+    else:
+        print(f"\nCreated the first API key, in {key_file} (mode 0600; --print-key shows it here).\n", flush=True)
+    if is_loopback_host(settings.host):
+        if settings.print_key:
+            # The key rides in the fragment: the browser never sends it to the server in a URL.
+            print(f"Open the playground: {settings.base_url}/#key={key}\n", flush=True)
+        else:
+            print(f"Open the playground: {settings.base_url}/ and paste the key from that file.\n", flush=True)
 
 
 def _uvicorn(app: FastAPI, settings: Settings) -> uvicorn.Server:

@@ -6,6 +6,7 @@ A key sees only its own requests; a revoked key is refused (401).
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 import secrets
 from dataclasses import dataclass
@@ -91,6 +92,17 @@ def authenticate(engine: sa.Engine, secret: str | None) -> ApiKey | None:
     with engine.connect() as conn:
         row = conn.execute(_LIVE, {"h": hash_key(secret)}).mappings().first()
     return None if row is None else _record(row)
+
+
+def operations_authorized(engine: sa.Engine, metrics_token: str | None, secret: str | None) -> bool:
+    """Whether ``secret`` (a Bearer token, or None) may read the operations details (/metrics,
+    the full /healthz): a live API key, or ``metrics_token`` (``--metrics-token``; compared in
+    constant time, never when unset or empty)."""
+    if not secret:
+        return False
+    if metrics_token and hmac.compare_digest(secret.encode("utf-8", "replace"), metrics_token.encode("utf-8", "replace")):
+        return True
+    return authenticate(engine, secret) is not None
 
 
 def ensure_initial_key(conn: sa.Connection, data_dir: Path) -> str | None:

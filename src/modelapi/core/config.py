@@ -25,6 +25,22 @@ DEFAULT_PRICES_USD: dict[str, float] = {
 sequential_image_generation_options; dreamina bills the images produced."""
 
 
+_WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]", "*"})
+
+
+def default_allowed_hosts(host: str, port: int) -> list[str]:
+    """The Host values a server listening on ``host``:``port`` answers to by default: the
+    loopback names on ``port``, and ``host``:``port`` itself when ``host`` is a concrete
+    (non-wildcard) address or name. IPv6 addresses come in brackets (``[::1]:8000``)."""
+    names = [f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"]
+    if host.strip() not in _WILDCARD_HOSTS:
+        bare = host.strip().strip("[]").lower()
+        name = f"[{bare}]:{port}" if ":" in bare else f"{bare}:{port}"
+        if name not in names:
+            names.append(name)
+    return names
+
+
 class Settings(BaseSettings):
     """Settings of every server role (``serve``, ``serve --no-worker``, ``worker``). Each field
     can be set as ``MODELAPI_<FIELD>`` or as a flag of those commands."""
@@ -43,6 +59,9 @@ class Settings(BaseSettings):
     port: int = Field(8000, description="Port to listen on.")
     public_url: str | None = Field(None, description="Base of the absolute URLs the server returns; default: from each request (its Host header, or X-Forwarded-Proto/-Host from a trusted proxy).")
     trusted_proxies: list[str] = Field(default_factory=list, description='Addresses of reverse proxies whose X-Forwarded-Proto and X-Forwarded-Host are believed, JSON list (e.g. ["127.0.0.1"]).')
+    allowed_hosts: list[str] = Field(default_factory=lambda data: default_allowed_hosts(data["host"], data["port"]), description='Exact "host:port" values of the Host header (or of a trusted proxy\'s X-Forwarded-Host) that absolute URLs may be built from, JSON list; any other Host gets URLs under the configured base (--public-url, else http://127.0.0.1:PORT). Default: 127.0.0.1:PORT, localhost:PORT, [::1]:PORT and --host:PORT when --host is a concrete address. Unused with --public-url.')
+    metrics_token: str | None = Field(None, description="A secret that /metrics and the full /healthz also accept as `Authorization: Bearer <token>` (besides a live API key), for a metrics scraper. Without either, /metrics answers 401 and /healthz only its status.")
+    print_key: bool = Field(False, description="serve only: print the first API key (and the playground URL carrying it) when it is created, not only where its file is.")
     strict_inputs: bool = Field(False, description="Refuse body fields the model's schema does not know (422 naming each) instead of ignoring them and listing them in the submit answer as ignored_fields.")
     allow_private_urls: bool = Field(False, description="Let input URLs point at private/loopback addresses (tests only; unsafe).")
     allowed_input_hosts: list[str] = Field(default_factory=list, description='Exact "host:port" input hosts exempt from the address check (e.g. an internal asset server), JSON list.')

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Generator, Iterator
@@ -347,7 +348,7 @@ def startup_lock(engine: sa.Engine) -> Iterator[sa.Connection]:
         return
     path = Path(engine.url.database or "modelapi.sqlite3")
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(f"{path}.lock", "a") as lock:
+    with os.fdopen(os.open(f"{path}.lock", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a") as lock:  # private, as the data dir
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             with engine.begin() as conn:
