@@ -59,7 +59,7 @@ def _print_json(data: Any) -> None:
 _JSON_FIELDS = ("prices_usd", "allowed_input_hosts", "trusted_proxies")
 _WORKER_ONLY = ("worker_id", "metrics_port")
 _SERVE_ONLY = ("worker", "port", "public_url", "trusted_proxies", "strict_inputs", "max_body_bytes", "max_queued_per_key", "allow_private_urls",
-               "allowed_input_hosts", "fetch_timeout_s", "max_input_bytes", "max_input_pixels")
+               "max_fetching_per_key", "allowed_input_hosts", "fetch_timeout_s", "max_input_bytes", "max_input_pixels")
 
 
 def _settings(**given: Any) -> Settings:
