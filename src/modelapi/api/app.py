@@ -1,8 +1,9 @@
 """HTTP routes: parse, authorise, call the service, map errors. Nothing else lives here.
 
 A route either is ``async`` and awaits only non-blocking work (its database and storage calls go
-through ``run_in_threadpool``), or is a plain ``def``, which FastAPI runs on its thread pool: the
-event loop never waits on the database, the file store or a fetch.
+through ``run_in_threadpool``; submit fetches URL inputs on the loop itself, non-blocking), or is
+a plain ``def``, which FastAPI runs on its thread pool: the event loop never waits on the
+database, the file store or a fetch.
 
 Submit routes are made from the catalogue (one per spec file), so their real input schema shows
 in /openapi.json; adding an endpoint adds no route code.
@@ -252,15 +253,19 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
         async def submit(
             request: Request,
             authorization: str | None = Auth,
-            idempotency_key: str | None = Header(None, alias="Idempotency-Key"),
+            idempotency_key: str | None = Header(None, alias="Idempotency-Key", max_length=200,
+                                                 description="Same key + same body -> the same request (at most 200 characters)"),
             webhook: str | None = Query(None, max_length=2000, description="A URL to POST the result to when the "
                                         "request ends, signed per Standard Webhooks (see GET /v1/webhooks/default/secret)"),
             base: str = BaseURL,
         ) -> schemas.Submitted:
             key = await run_in_threadpool(require_key, authorization)
             body = await read_json(request)
-            req, ignored = await run_in_threadpool(lambda: service.submit(key, model, body, idempotency_key, webhook, base_url=base))
-            return schemas.Submitted(request_id=req.request_id, **service.urls(req.request_id, base), ignored_fields=ignored or None)
+            # on the loop: the service sends its database, store and decoding work to the thread
+            # pool and fetches URL inputs on the loop, so a slow image host holds no thread
+            req, ignored = await service.submit(key, model, body, idempotency_key, webhook, base_url=base)
+            return schemas.Submitted(request_id=req.request_id, **service.urls(req.request_id, base),
+                                     ignored_fields=ignored.fields or None, ignored_fields_count=ignored.count or None)
 
         return submit
 

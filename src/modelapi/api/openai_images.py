@@ -119,13 +119,13 @@ def _openai_param(field: str, model: catalog.Model | None) -> str:
 
 async def submit(service: Service, key: ApiKey, model: catalog.Model, body: dict[str, Any], base_url: str) -> StoredRequest:
     """Submit ``body`` to ``model`` for ``key`` through the same service path as
-    ``POST /v1/models/{model}`` (validation, input images, queue cap, idempotency-free), off the
-    event loop. The one place the OpenAI and MCP layers submit.
+    ``POST /v1/models/{model}`` (validation, input images, queue cap, idempotency-free; its
+    blocking work runs on the thread pool). The one place the OpenAI and MCP layers submit.
 
     Raises:
         APIStatusError: as :meth:`Service.submit` (422, 429, 503).
     """
-    req, _ = await run_in_threadpool(lambda: service.submit(key, model, body, None, base_url=base_url))
+    req, _ = await service.submit(key, model, body, None, base_url=base_url)
     return req
 
 

@@ -14,7 +14,8 @@ class Submitted(BaseModel):
     status_url: str
     result_url: str
     cancel_url: str
-    ignored_fields: list[str] | None = Field(None, description="Body fields the model's schema does not know, ignored (absent when none)")
+    ignored_fields: list[str] | None = Field(None, description="Body fields the model's schema does not know, ignored (absent when none): the first 20 names in sorted order, each cut to 100 characters")
+    ignored_fields_count: int | None = Field(None, description="How many body fields were ignored in all (absent when none)")
 
 
 class Output(BaseModel):

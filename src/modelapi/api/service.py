@@ -10,20 +10,27 @@ computed once per request by the app (a dependency of its routes; see
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
+import heapq
 import json
 import logging
 import secrets
 import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import sqlalchemy as sa
+from PIL import Image
+from starlette.concurrency import run_in_threadpool
 
 from .. import catalog
 from ..core import bodies, delivery
 from ..core.auth import ApiKey, hash_key
 from ..core.context import Core
-from ..core.fetch import FetchPolicy, check_url, decode_image, fetch_bytes, read_data_uri
+from ..core.fetch import FetchPolicy, check_url_async, decode_image, fetch, load_image, open_image, read_data_uri
 from ..core.files import FileStore
 from ..core.jobs import Polled, Request, new_request_id
 from ..core.storage import content_type_of
@@ -33,6 +40,35 @@ from ..validation import check_image, check_input, image_fields, sniff_format
 from .errors import ServiceUnavailable
 
 log = logging.getLogger("modelapi.service")
+
+
+@dataclass(frozen=True)
+class Ignored:
+    """The body fields a submit ignored (unknown to the schema), as answered and logged: the
+    first :attr:`LISTED` names in sorted order, each cut to :attr:`NAME_CHARS` characters
+    (``"…"`` marks a cut), and how many there were in all."""
+
+    LISTED = 20
+    NAME_CHARS = 100
+    fields: list[str]
+    count: int
+
+    @classmethod
+    def of(cls, names: list[str]) -> Ignored:
+        cut = [n if len(n) <= cls.NAME_CHARS else n[:cls.NAME_CHARS] + "…" for n in heapq.nsmallest(cls.LISTED, names)]
+        return cls(cut, len(names))
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What :meth:`Service.submit` learnt before any network work."""
+
+    inputs: dict[str, Any]
+    problems: list[dict[str, Any]]
+    body_hash: str
+    ignored: Ignored
+    earlier: Request | None = None
+    queue_full: bool = False
 
 
 class Service:
@@ -47,12 +83,21 @@ class Service:
         self.files = FileStore(core.db)
         self.draining = threading.Event()
         self.policy = FetchPolicy.from_settings(settings)
+        self._fetching: dict[str, int] = {}  # submits fetching inputs, by key id (event loop only)
 
     # -- submit ------------------------------------------------------------------------------
-    def submit(self, key: ApiKey, model: catalog.Model, body: Any, idempotency_key: str | None,
-               webhook: str | None = None, *, base_url: str) -> tuple[Request, list[str]]:
+    async def submit(self, key: ApiKey, model: catalog.Model, body: Any, idempotency_key: str | None,
+                     webhook: str | None = None, *, base_url: str) -> tuple[Request, Ignored]:
         """Validate, fetch and check the reference images, store them, store the request and
         put it on the durable queue — in that order, so that a 2xx means durably accepted.
+        Called on the event loop: the database, the store and the image decoding run on the
+        thread pool; URL inputs are fetched on the loop, all of one submit's at once, each under
+        the one ``--fetch-timeout-s`` deadline, so a slow image host holds no thread.
+
+        A submit with image inputs or a webhook holds one of its key's
+        ``--max-fetching-per-key`` slots (per API process) while it resolves, fetches, checks
+        and stores them.
+
         Returns the request and the body's fields that the schema does not know, which were
         ignored (the hosted documentation does not forbid them; ``--strict-inputs`` refuses
         them with a 422 instead). The webhook record keeps ``base_url``: the delivery, later and
@@ -60,55 +105,118 @@ class Service:
 
         Raises:
             ValidationError: 422, one detail entry per problem (schema and image rules).
-            RateLimitError: 429, the key already has ``max_queued_per_key`` requests queued.
+            RateLimitError: 429, the key already has ``max_queued_per_key`` requests queued, or
+                ``max_fetching_per_key`` submits fetching their inputs.
             ServiceUnavailable: 503 while shutting down.
             sqlalchemy.exc.OperationalError: the database is unreachable (the app answers 503).
         """
+        plan = await run_in_threadpool(self._plan, key, model, body, idempotency_key)
+        remote = {} if plan.problems else self._remote_inputs(model, plan.inputs, base_url)
+        has_images = any(plan.inputs.get(f) for f in image_fields(model.input_schema))
+        with self._fetch_slot(key) if webhook or has_images else contextlib.nullcontext():
+            problems = plan.problems
+            if webhook is not None:
+                try:
+                    await check_url_async(webhook, self.policy, loc=["query", "webhook"])  # resolves; connects to nothing
+                except InputError as exc:
+                    problems = [*problems, exc.to_detail()]
+            if problems:
+                raise ValidationError("Input fails the model's schema", problems)
+            if plan.earlier is not None:
+                return self._same_request(plan.earlier, plan.body_hash), plan.ignored
+            if plan.queue_full:
+                raise RateLimitError(
+                    f"this key already has {self.settings.max_queued_per_key} requests in the queue",
+                    retry_after_s=5,
+                )
+            fetched = await self._fetch_all(remote)
+            req = await run_in_threadpool(self._accept, key, model, plan, fetched, idempotency_key, webhook, base_url)
+        if plan.ignored.count:
+            log.info("request.ignored_fields", extra={"request_id": req.request_id, "fields": plan.ignored.fields,
+                                                      "count": plan.ignored.count})
+        return req, plan.ignored
+
+    def _plan(self, key: ApiKey, model: catalog.Model, body: Any, idempotency_key: str | None) -> _Plan:
+        """The thread-pool half before any network: the schema check, the ignored fields, the
+        earlier request of ``idempotency_key`` and whether the key's queue is full."""
         if self.draining.is_set():
             raise ServiceUnavailable("the server is shutting down; retry shortly")
-        ignored: list[str] = []
+        ignored = Ignored([], 0)
         if isinstance(body, dict) and not self.settings.strict_inputs:
             known = model.input_schema.get("properties", {})
-            ignored = sorted(k for k in body if k not in known)
-            body = {k: v for k, v in body.items() if k in known}
+            unknown = [k for k in body if k not in known]
+            if unknown:
+                ignored = Ignored.of(unknown)
+                body = {k: v for k, v in body.items() if k in known}
         inputs, problems = check_input(model.input_schema, body)
         if not problems:
             problems = catalog.engine_limits(inputs)
-        if webhook is not None:
-            try:
-                check_url(webhook, self.policy, loc=["query", "webhook"])  # resolves; connects to nothing
-            except InputError as exc:
-                problems.append(exc.to_detail())
-        if problems:
-            raise ValidationError("Input fails the model's schema", problems)
         body_hash = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-        if idempotency_key:
-            earlier = self.jobs.find_idempotent(key.id, idempotency_key)
-            if earlier is not None:
-                return self._same_request(earlier, body_hash), ignored
-        if self.jobs.count_queued(key.id, up_to=self.settings.max_queued_per_key) >= self.settings.max_queued_per_key:
-            raise RateLimitError(
-                f"this key already has {self.settings.max_queued_per_key} requests in the queue",
-                retry_after_s=5,
-            )
-        request_id = new_request_id()
-        input_files = self._store_images(model, inputs, key, request_id, base_url)
-        seed = inputs.get("seed")
+        if problems:
+            return _Plan(inputs, problems, body_hash, ignored)
+        earlier = self.jobs.find_idempotent(key.id, idempotency_key) if idempotency_key else None
+        limit = self.settings.max_queued_per_key
+        full = earlier is None and self.jobs.count_queued(key.id, up_to=limit) >= limit
+        return _Plan(inputs, problems, body_hash, ignored, earlier, full)
+
+    @contextlib.contextmanager
+    def _fetch_slot(self, key: ApiKey) -> Iterator[None]:
+        """Hold one of ``key``'s ``max_fetching_per_key`` slots; entered and left on the event
+        loop only (so the count needs no lock). Raises RateLimitError (429) when none is free."""
+        limit, held = self.settings.max_fetching_per_key, self._fetching.get(key.id, 0)
+        if held >= limit:
+            raise RateLimitError(f"this key already has {limit} submits fetching their input images "
+                                 "(--max-fetching-per-key); retry when one has finished", retry_after_s=1)
+        self._fetching[key.id] = held + 1
         try:
-            req = self.jobs.create(
-                request_id=request_id, owner_key_id=key.id, model_id=model.model_id, inputs=inputs,
+            yield
+        finally:
+            self._fetching[key.id] -= 1
+            if not self._fetching[key.id]:
+                del self._fetching[key.id]
+
+    def _remote_inputs(self, model: catalog.Model, inputs: dict[str, Any], base_url: str) -> dict[tuple[str, int], str]:
+        """The image inputs to fetch over the network, by (field, index): neither ``data:``
+        URIs nor uploads to this server."""
+        return {(field, i): uri for field in image_fields(model.input_schema)
+                for i, uri in enumerate(inputs.get(field, [])) if self._upload_id(uri, base_url) is None
+                and not uri.startswith("data:")}
+
+    async def _fetch_all(self, remote: dict[tuple[str, int], str]) -> dict[tuple[str, int], bytes | InputError]:
+        """Fetch every URL of ``remote`` at once, on the event loop; each entry is the body or
+        the reason it was refused."""
+        fetched: dict[tuple[str, int], bytes | InputError] = {}
+
+        async def one(where: tuple[str, int], uri: str) -> None:
+            try:
+                fetched[where] = await fetch(uri, self.policy, loc=["body", *where])
+            except InputError as exc:
+                fetched[where] = exc
+
+        async with anyio.create_task_group() as tasks:
+            for where, uri in remote.items():
+                tasks.start_soon(one, where, uri)
+        return fetched
+
+    def _accept(self, key: ApiKey, model: catalog.Model, plan: _Plan, fetched: dict[tuple[str, int], bytes | InputError],
+                idempotency_key: str | None, webhook: str | None, base_url: str) -> Request:
+        """The thread-pool half after the fetches: check, decode and store the images, then
+        store the request and enqueue it."""
+        request_id = new_request_id()
+        input_files = self._store_images(model, plan.inputs, key, request_id, base_url, fetched)
+        seed = plan.inputs.get("seed")
+        try:
+            return self.jobs.create(
+                request_id=request_id, owner_key_id=key.id, model_id=model.model_id, inputs=plan.inputs,
                 input_files=input_files, seed=seed if seed is not None else secrets.randbelow(2**31),
-                idempotency_key=idempotency_key, body_hash=body_hash,
+                idempotency_key=idempotency_key, body_hash=plan.body_hash,
                 webhook={"url": webhook, "base_url": base_url} if webhook else None,
             )
         except sa.exc.IntegrityError:  # the same idempotency key, submitted at the same moment
             earlier = self.jobs.find_idempotent(key.id, idempotency_key or "")
             if earlier is None:
                 raise
-            return self._same_request(earlier, body_hash), ignored
-        if ignored:
-            log.info("request.ignored_fields", extra={"request_id": req.request_id, "fields": ignored})
-        return req, ignored
+            return self._same_request(earlier, plan.body_hash)
 
     @staticmethod
     def _same_request(earlier: Request, body_hash: str) -> Request:
@@ -119,38 +227,62 @@ class Service:
         return earlier
 
     def _store_images(self, model: catalog.Model, inputs: dict[str, Any], key: ApiKey, request_id: str,
-                      base_url: str) -> list[str]:
+                      base_url: str, fetched: dict[tuple[str, int], bytes | InputError]) -> list[str]:
+        """Check every image input against the schema's rules and the pixel limit from its
+        header alone, decode them only when all pass (a refused image costs no decoding), then
+        store them. ``fetched`` holds the URL inputs' bodies (or errors) by (field, index)."""
         problems: list[dict[str, Any]] = []
-        loaded: list[tuple[bytes, str]] = []
+        opened: list[tuple[bytes, Image.Image, list[Any]]] = []
         for field, rules in image_fields(model.input_schema).items():
             for i, uri in enumerate(inputs.get(field, [])):
                 loc = ["body", field, i]
                 try:
-                    data = self.load_input(uri, key, loc, base_url)
-                    image = decode_image(data, self.policy, loc=loc)
+                    got = fetched.get((field, i))
+                    if isinstance(got, InputError):
+                        raise got
+                    data = got if got is not None else self.load_input(uri, key, loc, base_url)
+                    image = open_image(data, self.policy, loc=loc)  # the header only
                 except InputError as exc:
                     problems.append(exc.to_detail())
                     continue
                 problems += check_image(rules, file_bytes=len(data), width=image.width, height=image.height, loc=loc)
-                loaded.append((data, sniff_format(data) or "png"))
+                opened.append((data, image, loc))
+        if not problems:
+            for _, image, loc in opened:
+                try:
+                    load_image(image, self.policy, loc=loc)
+                except InputError as exc:
+                    problems.append(exc.to_detail())
         if problems:
             raise ValidationError("Input images fail the model's rules", problems)
         keys = []
-        for i, (data, fmt) in enumerate(loaded):
-            keys.append(f"inputs/{request_id}/{i}.{'jpg' if fmt == 'jpeg' else 'png'}")
+        for i, (data, _, _) in enumerate(opened):
+            keys.append(f"inputs/{request_id}/{i}.{'jpg' if sniff_format(data) == 'jpeg' else 'png'}")
             self._put(keys[-1], data, content_type_of(keys[-1]))
         return keys
 
-    def load_input(self, uri: str, key: ApiKey, loc: list[Any], base_url: str) -> bytes:
-        """The bytes of one image input: an upload to this server (under ``base_url`` or the
-        configured base; no network fetch), a ``data:`` URI, or an http(s) URL fetched behind
-        the SSRF guard."""
+    def _upload_id(self, uri: str, base_url: str) -> str | None:
+        """The file id of a URL of an upload to this server (under ``base_url`` or the
+        configured base), else None."""
         for base in {base_url, self.settings.base_url}:
             if uri.startswith(f"{base}/v1/files/"):
-                return self.read_upload(uri[len(f"{base}/v1/files/"):], key, loc)
+                return uri[len(f"{base}/v1/files/"):]
+        return None
+
+    def load_input(self, uri: str, key: ApiKey, loc: list[Any], base_url: str) -> bytes:
+        """The bytes of one local image input: an upload to this server (no network fetch) or a
+        ``data:`` URI. http(s) URLs are fetched by :meth:`submit` on the event loop, never here.
+
+        Raises:
+            InputError: ``file_unknown``, the :func:`~modelapi.core.fetch.read_data_uri` types,
+                or ``url_invalid`` for anything else.
+        """
+        file_id = self._upload_id(uri, base_url)
+        if file_id is not None:
+            return self.read_upload(file_id, key, loc)
         if uri.startswith("data:"):
             return read_data_uri(uri, self.policy, loc=loc)
-        return fetch_bytes(uri, self.policy, loc=loc)
+        raise InputError("not an upload of this server or a data: URI", loc, "url_invalid")
 
     # -- uploads -----------------------------------------------------------------------------
     def upload(self, key: ApiKey, data: bytes, base_url: str) -> dict[str, Any]:

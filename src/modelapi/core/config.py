@@ -68,6 +68,7 @@ class Settings(BaseSettings):
     url_ttl_s: int = Field(86_400, description="Lifetime of signed output URLs, seconds.")
     max_body_bytes: int = Field(64 * 1024 * 1024, description="Largest request body accepted (413 above), bytes.")
     max_queued_per_key: int = Field(100, description="Most requests one key may have in_queue at once (429 above).")
+    max_fetching_per_key: int = Field(4, ge=1, description="Most submits of one key resolving, fetching, checking and storing their input images (or resolving a webhook) at once, per API process (429 above).")
     worker_concurrency: int = Field(1, description="Jobs run at once by each worker process (one model per GPU); one value for the whole fleet (the last worker started sets it).")
     engine: str = Field("flux2", description="'flux2', or 'module:factory' returning an engine (tests).")
     model: str | None = Field(None, description="Hub id or local folder of the weights; default: FLUX.2-klein-4B if present locally, else a tiny random-weight pipeline.")
