@@ -157,10 +157,12 @@ class ReceiverBreaker:
 
     @staticmethod
     def receiver(owner_key_id: str, url: str) -> tuple[str, str]:
-        """The receiver of ``url`` for key ``owner_key_id``."""
+        """The receiver of ``url`` for key ``owner_key_id``: ``(key, "scheme://host:port")``."""
         try:
             parsed = httpx.URL(url)
-            return owner_key_id, f"{parsed.scheme}://{parsed.netloc.decode('ascii')}"
+            host = parsed.raw_host.decode("ascii")
+            host = f"[{host}]" if ":" in host else host
+            return owner_key_id, f"{parsed.scheme}://{host}:{parsed.port or (443 if parsed.scheme == 'https' else 80)}"
         except (httpx.InvalidURL, TypeError, ValueError):
             return owner_key_id, url
 
