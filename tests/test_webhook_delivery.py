@@ -61,7 +61,7 @@ def test_an_endless_answer_body_is_never_read(receivers):
     finally:
         tracemalloc.stop()
     assert code == 200
-    assert took < 1.0, took
+    assert took < 2.0, took  # right after the headers, not at the deadline
     assert peak < 4 * 2**20, peak
     (conn,) = r.connections
     assert conn.done.wait(5), "the sender never hung up"

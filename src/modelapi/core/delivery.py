@@ -13,6 +13,20 @@ redirects and other statuses are retried with exponential backoff (1 s, 2 s, 4 s
 check as image inputs (:func:`modelapi.core.fetch.check_url`) at submit and again before every
 attempt, and the connection goes to the address checked.
 
+One tenant's receivers cannot hold up another's deliveries:
+
+- an attempt ends within ``--webhook-timeout-s`` in all, whatever the receiver does (a total
+  deadline over resolution, connect, sending and the answer's headers), and the answer's body
+  is never read;
+- the webhook queue is partitioned by the request's owner key: one key's attempts hold at most
+  :data:`~modelapi.core.queue.WEBHOOK_PER_KEY` of a worker's
+  :data:`~modelapi.core.queue.WEBHOOK_CONCURRENCY` delivery slots;
+- a receiver (one key's ``scheme://host:port``) that keeps giving no answer is backed off
+  (:class:`ReceiverBreaker`): its attempts are put off without a POST, each taking a slot only
+  for a moment;
+- URLs are logged as ``scheme://host[:port]/path`` (:func:`loggable`): a query may hold the
+  receiver's secret token.
+
 Any role may host the attempts (:class:`Delivery`: build, sign, send, record, re-enqueue); a
 worker process registers the webhook queue's workflow that calls it
 (:mod:`modelapi.worker.runtime`). Attempts are recorded by the state machine
@@ -108,7 +122,10 @@ def post(url: str, body: str, headers: dict[str, str], policy: FetchPolicy, time
         log.warning("webhook refused: %s", exc.msg, extra={"url": loggable(url)})
         return None
     try:
-        return asyncio.run(_post_pinned(target, addrs, body.encode(), headers, deadline - time.monotonic()))
+        code = asyncio.run(_post_pinned(target, addrs, body.encode(), headers, deadline - time.monotonic()))
+        if code is None:
+            log.warning("webhook attempt failed: could not connect", extra={"url": loggable(url)})
+        return code
     except TimeoutError:
         log.warning("webhook attempt failed: no answer within %.3g s", timeout_s, extra={"url": loggable(url)})
     except httpx.HTTPError as exc:
