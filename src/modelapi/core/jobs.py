@@ -589,7 +589,7 @@ class JobStore:
         """In the transaction that made ``req`` terminal: its webhook's first attempt (whether a
         request has a webhook is set at submit and never changes)."""
         if req.webhook is not None:
-            self.queue.enqueue_webhook(conn, request_id=req.request_id, attempt=1)
+            self.queue.enqueue_webhook(conn, request_id=req.request_id, attempt=1, owner_key_id=req.owner_key_id)
 
     def _fail(self, req: Request, code: str, message: str, *where: sa.ColumnElement[bool]) -> bool:
         with self.db.begin() as conn:

@@ -9,7 +9,9 @@ this module holds the names both sides must agree on:
   take them (DBOS hands an entry only to processes of its own version). Change it only when ``run_request``'s arguments or meaning
   change, and drain the queue before such an upgrade.
 - Every entry carries the request's owner key as its partition key; ``--max-running-per-key``
-  turns partition limits on (DBOS partitioned queues), otherwise the key is inert.
+  turns partition limits on (DBOS partitioned queues), otherwise the key is inert. The webhook
+  queue is always partitioned: one key's attempts hold at most ``WEBHOOK_PER_KEY`` of a worker's
+  ``WEBHOOK_CONCURRENCY`` delivery slots.
 - An entry's id (its DBOS workflow id) is an :class:`EntryId`, built and parsed only here.
 """
 
@@ -31,7 +33,11 @@ WORKFLOW_NAME = "modelapi.run_request"
 WEBHOOK_QUEUE = "modelapi-webhooks"
 WEBHOOK_WORKFLOW = "modelapi.deliver_webhook"
 WEBHOOK_CONCURRENCY = 8
-"""Webhook attempts one worker process makes at once (each is one short POST)."""
+"""Webhook attempts one worker process makes at once (each is one POST of at most
+``--webhook-timeout-s``)."""
+WEBHOOK_PER_KEY = 2
+"""Of those, the most one key's attempts may hold (its entries' partition key is the request's
+owner key): however slow one key's receivers are, the others' attempts keep the rest."""
 LIVE = ("ENQUEUED", "PENDING")
 """DBOS workflow statuses of an entry that will still run (waiting, or claimed by a worker)."""
 
@@ -91,15 +97,18 @@ class TaskQueue:
             polling_interval_sec=polling_interval_s,
             on_conflict="always_update",
         )
-        self.client.register_queue(WEBHOOK_QUEUE, worker_concurrency=WEBHOOK_CONCURRENCY,
-                                   polling_interval_sec=polling_interval_s, on_conflict="always_update")
+        self._register_webhooks(polling_interval_s, "always_update")
 
     def ensure(self, polling_interval_s: float) -> None:
         """Create the queues with default settings if no worker has registered them yet."""
         self.client.register_queue(QUEUE_NAME, worker_concurrency=1, polling_interval_sec=polling_interval_s,
                                    on_conflict="never_update")
+        self._register_webhooks(polling_interval_s, "never_update")
+
+    def _register_webhooks(self, polling_interval_s: float, on_conflict: Literal["always_update", "never_update"]) -> None:
         self.client.register_queue(WEBHOOK_QUEUE, worker_concurrency=WEBHOOK_CONCURRENCY,
-                                   polling_interval_sec=polling_interval_s, on_conflict="never_update")
+                                   partition_worker_concurrency=WEBHOOK_PER_KEY,
+                                   polling_interval_sec=polling_interval_s, on_conflict=on_conflict)
 
     def enqueue(self, conn: sa.Connection, *, entry: EntryId, priority: int, owner_key_id: str) -> None:
         """Add ``entry``, which runs its request, inside the caller's transaction ``conn``: on
@@ -113,13 +122,15 @@ class TaskQueue:
             "queue_partition_key": owner_key_id,
         }, entry.request_id)
 
-    def enqueue_webhook(self, conn: sa.Connection | None, *, request_id: str, attempt: int, delay_s: float | None = None) -> None:
+    def enqueue_webhook(self, conn: sa.Connection | None, *, request_id: str, attempt: int, owner_key_id: str,
+                        delay_s: float | None = None) -> None:
         """Add webhook attempt ``attempt`` of ``request_id`` (entry ``<request id>.webhook.<n>``,
-        so enqueueing it twice adds one), inside ``conn``'s transaction when given, runnable
-        after ``delay_s`` seconds when given."""
+        so enqueueing it twice adds one; partition: the request's ``owner_key_id``), inside
+        ``conn``'s transaction when given, runnable after ``delay_s`` seconds when given."""
         entry = EntryId(request_id, attempt, "webhook")
         options: EnqueueOptions = {"queue_name": entry.queue, "workflow_name": WEBHOOK_WORKFLOW,
-                                   "workflow_id": str(entry), "app_version": APP_VERSION}
+                                   "workflow_id": str(entry), "app_version": APP_VERSION,
+                                   "queue_partition_key": owner_key_id}
         if delay_s:
             options["delay_seconds"] = delay_s
         if conn is None:
