@@ -619,7 +619,14 @@ class JobStore:
 
     def reconcile(self) -> None:
         """At a worker's start: every in_queue request gets a live queue entry; an in_progress
-        one whose entry is gone (its run was lost) is failed."""
+        one whose entry is gone (its run was lost) is failed; a webhook attempt queued by an
+        earlier release without a partition key is replaced by the next attempt, with one."""
+        for entry in self.queue.unpartitioned_webhooks():
+            req = self.get(entry.request_id)
+            self.queue.cancel(str(entry))
+            if req is not None:
+                self.queue.enqueue_webhook(None, request_id=req.request_id, attempt=entry.generation + 1,
+                                           owner_key_id=req.owner_key_id)
         active = self.with_status(Status.IN_QUEUE, Status.IN_PROGRESS)
         live: set[str] = set()
         for i in range(0, len(active), 500):

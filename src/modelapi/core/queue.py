@@ -138,6 +138,14 @@ class TaskQueue:
         else:
             self.client.enqueue_in_transaction(conn, options, request_id, attempt)
 
+    def unpartitioned_webhooks(self) -> list[EntryId]:
+        """Webhook attempts waiting with no partition key: queued by a release before the webhook
+        queue was partitioned by owner key. A partitioned queue never hands them out, so
+        :meth:`modelapi.core.jobs.JobStore.reconcile` replaces each with the next attempt."""
+        found = self.client.list_workflows(queue_name=WEBHOOK_QUEUE, status=["ENQUEUED", "DELAYED"],
+                                           load_input=False, load_output=False)
+        return [EntryId.parse(w.workflow_id) for w in found if w.queue_partition_key is None]
+
     def cancel(self, workflow_id: str) -> None:
         """Take an entry off the queue (it will not start)."""
         self.client.cancel_workflow(workflow_id)
