@@ -44,7 +44,8 @@ class ResultBody(BaseModel):
     request_id: str
     status: StatusName
     output: Output | None = None
-    error: dict[str, Any] | None = Field(None, description='{"code", "message"} when failed')
+    error: dict[str, Any] | None = Field(None, description='{"code", "message"} when failed (`deadline_exceeded`: still '
+                                         'running at its Cancel-After), or cancelled at its Cancel-After before it started (`deadline`)')
     created_at: str | None = None
     finished_at: str | None = None
     seed: int | None = None
@@ -76,7 +77,10 @@ class WebhookSecret(BaseModel):
 class CancelBody(BaseModel):
     request_id: str
     status: StatusName
-    outcome: Literal["cancelled", "not_cancellable"]
+    outcome: Literal["cancelled", "not_cancellable", "stopping"] = Field(description=(
+        "`cancelled`: it was queued, or (with ?running=true) stopped while running; `not_cancellable`: running "
+        "(without ?running=true) or finished; `stopping` (?running=true): asked to stop, not stopped yet within the "
+        "answer's wait (it ends cancelled at its next step)"))
 
 
 class Uploaded(BaseModel):

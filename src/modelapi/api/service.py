@@ -87,7 +87,7 @@ class Service:
 
     # -- submit ------------------------------------------------------------------------------
     async def submit(self, key: ApiKey, model: catalog.Model, body: Any, idempotency_key: str | None,
-                     webhook: str | None = None, *, base_url: str) -> tuple[Request, Ignored]:
+                     webhook: str | None = None, *, base_url: str, cancel_after_s: float | None = None) -> tuple[Request, Ignored]:
         """Validate, fetch and check the reference images, store them, store the request and
         put it on the durable queue — in that order, so that a 2xx means durably accepted.
         Called on the event loop: the database, the store and the image decoding run on the
@@ -101,7 +101,8 @@ class Service:
         Returns the request and the body's fields that the schema does not know, which were
         ignored (the hosted documentation does not forbid them; ``--strict-inputs`` refuses
         them with a 422 instead). The webhook record keeps ``base_url``: the delivery, later and
-        in another process, builds the body's URLs on it.
+        in another process, builds the body's URLs on it. ``cancel_after_s``: the request's
+        deadline, seconds after it is stored (``Cancel-After``; None: none).
 
         Raises:
             ValidationError: 422, one detail entry per problem (schema and image rules).
@@ -130,7 +131,8 @@ class Service:
                     retry_after_s=5,
                 )
             fetched = await self._fetch_all(remote)
-            req = await run_in_threadpool(self._accept, key, model, plan, fetched, idempotency_key, webhook, base_url)
+            req = await run_in_threadpool(self._accept, key, model, plan, fetched, idempotency_key, webhook, base_url,
+                                          cancel_after_s)
         if plan.ignored.count:
             log.info("request.ignored_fields", extra={"request_id": req.request_id, "fields": plan.ignored.fields,
                                                       "count": plan.ignored.count})
@@ -199,7 +201,8 @@ class Service:
         return fetched
 
     def _accept(self, key: ApiKey, model: catalog.Model, plan: _Plan, fetched: dict[tuple[str, int], bytes | InputError],
-                idempotency_key: str | None, webhook: str | None, base_url: str) -> Request:
+                idempotency_key: str | None, webhook: str | None, base_url: str,
+                cancel_after_s: float | None = None) -> Request:
         """The thread-pool half after the fetches: check, decode and store the images, then
         store the request and enqueue it."""
         request_id = new_request_id()
@@ -210,7 +213,7 @@ class Service:
                 request_id=request_id, owner_key_id=key.id, model_id=model.model_id, inputs=plan.inputs,
                 input_files=input_files, seed=seed if seed is not None else secrets.randbelow(2**31),
                 idempotency_key=idempotency_key, body_hash=plan.body_hash,
-                webhook={"url": webhook, "base_url": base_url} if webhook else None,
+                webhook={"url": webhook, "base_url": base_url} if webhook else None, cancel_after_s=cancel_after_s,
             )
         except sa.exc.IntegrityError:  # the same idempotency key, submitted at the same moment
             earlier = self.jobs.find_idempotent(key.id, idempotency_key or "")
@@ -413,11 +416,29 @@ class Service:
                                                     "finished_at": bodies.iso(r.finished_at)} for r in page],
                 "next_cursor": next_cursor}
 
-    def cancel(self, req: Request) -> dict[str, Any]:
-        """in_queue -> cancelled (and off the queue); anything else -> not_cancellable. Idempotent."""
+    STOP_WAIT_S = 10.0
+    """How long ``POST /cancel?running=true`` waits for the stop it asked before answering
+    ``stopping``, seconds."""
+
+    def cancel(self, req: Request, running: bool = False) -> dict[str, Any]:
+        """in_queue -> cancelled (and off the queue); in_progress with ``running`` -> asked to
+        stop at its next step (``{"status": "in_progress", "outcome": "stopping"}``: the route
+        waits for it to end, see :meth:`cancel_answer`); anything else -> not_cancellable.
+        Idempotent: ``{"request_id", "status", "outcome"}``."""
         if req.status is Status.IN_QUEUE and self.jobs.cancel(req):
+            return {"request_id": req.request_id, "status": Status.CANCELLED.value, "outcome": "cancelled"}
+        if running and self.jobs.request_stop(req):  # conditional on in_progress as stored now
+            return {"request_id": req.request_id, "status": Status.IN_PROGRESS.value, "outcome": "stopping"}
+        return self.cancel_answer(self.jobs.get(req.request_id) or req)
+
+    @staticmethod
+    def cancel_answer(req: Request, stopping: bool = False) -> dict[str, Any]:
+        """The cancel answer of ``req`` as it is now: cancelled; ``stopping`` while still
+        in_progress when a stop was asked (``stopping``); else not_cancellable."""
+        if req.status is Status.CANCELLED:
             outcome = "cancelled"
+        elif stopping and req.status is Status.IN_PROGRESS:
+            outcome = "stopping"
         else:
-            req = self.jobs.get(req.request_id) or req
-            outcome = "cancelled" if req.status is Status.CANCELLED else "not_cancellable"
-        return {"request_id": req.request_id, "status": Status.CANCELLED.value if outcome == "cancelled" else req.status.value, "outcome": outcome}
+            outcome = "not_cancellable"
+        return {"request_id": req.request_id, "status": req.status.value, "outcome": outcome}

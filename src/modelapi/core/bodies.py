@@ -51,18 +51,21 @@ def result_body(req: Request, *, base_url: str, storage: Storage, url_ttl_s: flo
                 include_webhook: bool = True) -> dict[str, Any]:
     """The result of a terminal request (output images under URLs valid ``url_ttl_s`` seconds
     after it finished, seed, metadata or error, times, cost in USD when ``include_cost``, and
-    the webhook's delivery state when one was given); the status body otherwise."""
+    the webhook's delivery state when one was given); the status body otherwise. A request
+    stopped while running (cancelled) has the ``output`` and ``seed`` of the images it kept; one
+    cancelled at its deadline has ``error`` (``code: "deadline"``)."""
     if not req.status.is_terminal:
         return request_status_body(req, base_url=base_url, storage=storage, url_ttl_s=url_ttl_s)
     body: dict[str, Any] = {"request_id": req.request_id, "status": req.status.value}
-    if req.status is Status.COMPLETED:
+    if req.status is Status.COMPLETED or (req.status is Status.CANCELLED and req.outputs):
         assert req.finished_at is not None
         expires = req.finished_at + timedelta(seconds=url_ttl_s)
         images = [storage.url(k, expires.timestamp(), base_url) for k in req.outputs or []]
         body["output"] = {"images": images, **({"image": images[0]} if len(images) == 1 else {})}
         body["seed"] = req.seed
-        body["metadata"] = req.metadata
-    elif req.status is Status.FAILED:
+        if req.status is Status.COMPLETED:
+            body["metadata"] = req.metadata
+    if req.status is not Status.COMPLETED and req.error:
         body["error"] = req.error
     body["created_at"], body["finished_at"] = iso(req.created_at), iso(req.finished_at)
     if include_cost:

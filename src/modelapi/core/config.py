@@ -92,6 +92,7 @@ class Settings(BaseSettings):
     stream_ping_s: float = Field(15.0, description="Status streams send a comment line this often so proxies keep them open, seconds.")
     webhook_retry_s: float = Field(86_400.0, description="How long a webhook delivery is retried (exponential backoff) before it is given up, seconds.")
     webhook_timeout_s: float = Field(10.0, description="Time one webhook delivery attempt may take, seconds.")
+    deadline_check_s: float = Field(1.0, gt=0, description="How often every worker (and API-only process) cancels the queued requests past their Cancel-After deadline, seconds: such a request leaves the queue at most this long after its deadline.")
     queue_poll_interval_s: float = Field(0.05, description="How often the worker looks for queued jobs, seconds.")
     log_level: str = Field("INFO", description="Log level.")
 

@@ -75,15 +75,21 @@ requests = sa.Table(
     sa.Column("version", sa.Integer, nullable=False, default=0, server_default="0"),
     sa.Column("webhook", sa.JSON),
     sa.Column("partial_outputs", sa.JSON),
+    sa.Column("deadline_at", sa.DateTime(timezone=True)),
+    sa.Column("stop_requested_at", sa.DateTime(timezone=True)),
     sa.UniqueConstraint("owner_key_id", "idempotency_key"),
     sa.Index("ix_requests_status_priority_seq", "status", "priority", "seq"),
     sa.Index("ix_requests_owner_seq", "owner_key_id", "seq"),
     sa.Index("ix_requests_owner_status_seq", "owner_key_id", "status", "seq"),
     sa.Index("ix_requests_owner_model_seq", "owner_key_id", "model_id", "seq"),
+    sa.Index("ix_requests_queued_deadline", "deadline_at", sqlite_where=sa.text("status = 'in_queue' AND deadline_at IS NOT NULL"),
+             postgresql_where=sa.text("status = 'in_queue' AND deadline_at IS NOT NULL")),
 )
 """``version`` counts the changes a client can see (status, progress): status stream event ids.
 ``webhook``: ``{url, base_url, attempts, last_status_code, delivered_at}`` when the submit named one.
-``partial_outputs``: storage keys of the images stored so far while in_progress."""
+``partial_outputs``: storage keys of the images stored so far while in_progress.
+``deadline_at``: the submit's ``Cancel-After`` as a time (None: no deadline); ``stop_requested_at``:
+when ``POST /cancel?running=true`` asked the running worker to stop (read between steps)."""
 
 request_counts = sa.Table(
     "request_counts",
