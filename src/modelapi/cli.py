@@ -41,6 +41,8 @@ app.add_typer(models_app, name="models")
 console = Console(stderr=True)
 out = Console()
 
+CANCEL_AFTER_HELP = ("A deadline (our server): 30s, 5m, 1h30m or seconds, 1 s to 24 h. Not started by then: cancelled; "
+                     "still running: stopped and failed.")
 BaseUrl = typer.Option(None, "--base-url", envvar="MODELAPI_BASE_URL", help="Server root; default the local server or the hosted service.")
 ApiKeyOpt = typer.Option(None, "--api-key", envvar="MODELAPI_API_KEY", help="API key (Bearer).")
 
@@ -326,6 +328,7 @@ def run(
     out_dir: Path = typer.Option(Path("."), "--out", "-o", help="Where to save the images."),
     timeout_s: float = typer.Option(1800, "--timeout", help="Give up waiting after this many seconds."),
     webhook: Optional[str] = typer.Option(None, "--webhook", help="Also POST the result to this URL when it ends (our server)."),
+    cancel_after: Optional[str] = typer.Option(None, "--cancel-after", help=CANCEL_AFTER_HELP),
     base_url: Optional[str] = BaseUrl,
     api_key: Optional[str] = ApiKeyOpt,
 ) -> None:
@@ -341,7 +344,7 @@ def run(
             body = client.resolve_files(body, schema=schema)
             with _progress() as bar:
                 task = bar.add_task("submitting", total=1.0)
-                result = client.run(model_id, body, timeout_s=timeout_s, webhook=webhook,
+                result = client.run(model_id, body, timeout_s=timeout_s, webhook=webhook, cancel_after=cancel_after,
                                     on_update=lambda update: _show(bar, task, update))
             paths = client.download(result, out_dir)
             if result.metadata.get("random_weights"):
@@ -431,6 +434,7 @@ def submit(
     set_: list[str] = typer.Option([], "--set", "-s"),
     idempotency_key: Optional[str] = typer.Option(None, "--idempotency-key"),
     webhook: Optional[str] = typer.Option(None, "--webhook", help="POST the result to this URL when it ends (our server)."),
+    cancel_after: Optional[str] = typer.Option(None, "--cancel-after", help=CANCEL_AFTER_HELP),
     base_url: Optional[str] = BaseUrl,
     api_key: Optional[str] = ApiKeyOpt,
 ) -> None:
@@ -442,7 +446,7 @@ def submit(
                 _print_json({"detail": problems})
                 raise typer.Exit(2)
             handle = client.submit(model_id, client.resolve_files(body, schema=schema), idempotency_key=idempotency_key,
-                                   webhook=webhook)
+                                   webhook=webhook, cancel_after=cancel_after)
             _print_json(handle.__dict__)
     except ModelAPIError as exc:
         _fail(exc)
@@ -469,11 +473,17 @@ def result(request_id: str, include_cost: bool = typer.Option(False, "--include-
 
 
 @app.command()
-def cancel(request_id: str, base_url: Optional[str] = BaseUrl, api_key: Optional[str] = ApiKeyOpt) -> None:
-    """Cancel a queued request; print {request_id, status, outcome}."""
+def cancel(
+    request_id: str,
+    running: bool = typer.Option(False, "--running", help="Also stop it if it is running (our server): it ends "
+                                 "cancelled at its next step, keeping the images already made."),
+    base_url: Optional[str] = BaseUrl,
+    api_key: Optional[str] = ApiKeyOpt,
+) -> None:
+    """Cancel a queued request (with --running, also a running one); print {request_id, status, outcome}."""
     try:
         with _client(base_url, api_key) as client:
-            _print_json(client.cancel(request_id))
+            _print_json(client.cancel(request_id, running=running))
     except ModelAPIError as exc:
         _fail(exc)
 

@@ -222,7 +222,7 @@ def retry_db(fn: Callable[[], T], what: str, patience_s: float = 600.0) -> T:
             delay = min(delay * 2, 5.0)
 
 
-def _expired_ids(sqlite: bool) -> sa.Select[tuple[str]]:
+def _expired_ids(sqlite: bool) -> sa.Select[Any]:
     """The ids of queued requests past their deadline, oldest deadline first, read from the
     partial index of queued requests with a deadline (migration 0006; the WHERE repeats its
     terms, as a partial index needs). SQLite, which has no statistics, would rather walk every
