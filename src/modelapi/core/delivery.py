@@ -14,9 +14,10 @@ redirects and other statuses are retried with exponential backoff (1 s, 2 s, 4 s
 With ``?webhook_intermediate_status=true`` the receiver also gets the request's status body
 (``in_progress``, then each new ``partial_output``) as events before the terminal one, each with
 a ``webhook-id`` of its own (``msg_<request id>_<k>``), signed and retried the same way (for
-``--webhook-retry-s`` after the event), and in order: an event's (and the terminal
-delivery's) first attempt is enqueued only once the one before it was delivered or given up
-(:mod:`modelapi.core.webhook_events`). The URL passes the same address
+``--webhook-retry-s`` after the event, but given up at its first failure once the request has
+moved on to a later event or ended, so a failing receiver never holds the terminal delivery
+back), and in order: an event's (and the terminal delivery's) first attempt is enqueued only
+once the one before it was delivered or given up (:mod:`modelapi.core.webhook_events`). The URL passes the same address
 check as image inputs (:func:`modelapi.core.fetch.check_url`) at submit and again before every
 attempt, and the connection goes to the address checked.
 
@@ -294,9 +295,12 @@ class Delivery:
         """Enqueue attempt ``attempt + 1`` of ``req``'s webhook (of its intermediate event
         ``event`` when not 0) after ``delay_s`` seconds, unless that is past
         ``--webhook-retry-s`` after ``since`` (when the request finished, or the event was
-        made): then it is given up (an event's end lets the next one go)."""
-        if time.time() + delay_s > since.timestamp() + self.settings.webhook_retry_s:
-            log.warning("webhook.given_up", extra=extra)
+        made): then it is given up (an event's end lets the next one go). A failed intermediate
+        event is given up at once when a later state exists (a later event, or the end): it
+        is stale, and retrying it would hold the later ones back."""
+        superseded = event and (req.finished_at is not None or len((req.webhook or {}).get("events", [])) > event)
+        if superseded or time.time() + delay_s > since.timestamp() + self.settings.webhook_retry_s:
+            log.warning("webhook.superseded" if superseded else "webhook.given_up", extra=extra)
             if event:
                 retry_db(lambda: self.jobs.give_up_webhook_event(req.request_id, event), "giving up a webhook event")
             return
