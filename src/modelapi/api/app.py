@@ -257,13 +257,16 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
                                                  description="Same key + same body -> the same request (at most 200 characters)"),
             webhook: str | None = Query(None, max_length=2000, description="A URL to POST the result to when the "
                                         "request ends, signed per Standard Webhooks (see GET /v1/webhooks/default/secret)"),
+            webhook_intermediate_status: bool = Query(False, description="With `webhook`: also POST the status body "
+                                                      "on each change before the end (in_progress, each new partial_output)"),
             base: str = BaseURL,
         ) -> schemas.Submitted:
             key = await run_in_threadpool(require_key, authorization)
             body = await read_json(request)
             # on the loop: the service sends its database, store and decoding work to the thread
             # pool and fetches URL inputs on the loop, so a slow image host holds no thread
-            req, ignored = await service.submit(key, model, body, idempotency_key, webhook, base_url=base)
+            req, ignored = await service.submit(key, model, body, idempotency_key, webhook, base_url=base,
+                                                intermediate=webhook_intermediate_status)
             return schemas.Submitted(request_id=req.request_id, **service.urls(req.request_id, base),
                                      ignored_fields=ignored.fields or None, ignored_fields_count=ignored.count or None)
 

@@ -33,11 +33,17 @@ class StatusBody(BaseModel):
     result_url: str
 
 
-class WebhookState(BaseModel):
-    url: str
+class WebhookEventState(BaseModel):
     attempts: int = Field(description="Delivery attempts made so far")
     last_status_code: int | None = Field(None, description="The receiver's last HTTP status; null when none answered")
     delivered_at: str | None = Field(None, description="When a 2xx was received")
+
+
+class WebhookState(WebhookEventState):
+    url: str
+    events: list[WebhookEventState] | None = Field(
+        None, description="With ?webhook_intermediate_status=true: each intermediate event's delivery, in order "
+                          "(its webhook-id is msg_<request id>_<1-based index>)")
 
 
 class ResultBody(BaseModel):

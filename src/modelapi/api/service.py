@@ -87,7 +87,7 @@ class Service:
 
     # -- submit ------------------------------------------------------------------------------
     async def submit(self, key: ApiKey, model: catalog.Model, body: Any, idempotency_key: str | None,
-                     webhook: str | None = None, *, base_url: str) -> tuple[Request, Ignored]:
+                     webhook: str | None = None, *, base_url: str, intermediate: bool = False) -> tuple[Request, Ignored]:
         """Validate, fetch and check the reference images, store them, store the request and
         put it on the durable queue — in that order, so that a 2xx means durably accepted.
         Called on the event loop: the database, the store and the image decoding run on the
@@ -101,7 +101,9 @@ class Service:
         Returns the request and the body's fields that the schema does not know, which were
         ignored (the hosted documentation does not forbid them; ``--strict-inputs`` refuses
         them with a 422 instead). The webhook record keeps ``base_url``: the delivery, later and
-        in another process, builds the body's URLs on it.
+        in another process, builds the body's URLs on it. ``intermediate``
+        (``?webhook_intermediate_status=true``): the webhook also gets the status changes before
+        the end (:mod:`modelapi.core.webhook_events`); it needs ``webhook``.
 
         Raises:
             ValidationError: 422, one detail entry per problem (schema and image rules).
@@ -120,6 +122,9 @@ class Service:
                     await check_url_async(webhook, self.policy, loc=["query", "webhook"])  # resolves; connects to nothing
                 except InputError as exc:
                     problems = [*problems, exc.to_detail()]
+            elif intermediate:
+                problems = [*problems, {"loc": ["query", "webhook_intermediate_status"], "type": "missing_webhook",
+                                        "msg": "webhook_intermediate_status=true needs a webhook URL (?webhook=...)"}]
             if problems:
                 raise ValidationError("Input fails the model's schema", problems)
             if plan.earlier is not None:
@@ -130,7 +135,8 @@ class Service:
                     retry_after_s=5,
                 )
             fetched = await self._fetch_all(remote)
-            req = await run_in_threadpool(self._accept, key, model, plan, fetched, idempotency_key, webhook, base_url)
+            req = await run_in_threadpool(self._accept, key, model, plan, fetched, idempotency_key, webhook, base_url,
+                                          intermediate)
         if plan.ignored.count:
             log.info("request.ignored_fields", extra={"request_id": req.request_id, "fields": plan.ignored.fields,
                                                       "count": plan.ignored.count})
@@ -199,7 +205,7 @@ class Service:
         return fetched
 
     def _accept(self, key: ApiKey, model: catalog.Model, plan: _Plan, fetched: dict[tuple[str, int], bytes | InputError],
-                idempotency_key: str | None, webhook: str | None, base_url: str) -> Request:
+                idempotency_key: str | None, webhook: str | None, base_url: str, intermediate: bool = False) -> Request:
         """The thread-pool half after the fetches: check, decode and store the images, then
         store the request and enqueue it."""
         request_id = new_request_id()
@@ -210,7 +216,8 @@ class Service:
                 request_id=request_id, owner_key_id=key.id, model_id=model.model_id, inputs=plan.inputs,
                 input_files=input_files, seed=seed if seed is not None else secrets.randbelow(2**31),
                 idempotency_key=idempotency_key, body_hash=plan.body_hash,
-                webhook={"url": webhook, "base_url": base_url} if webhook else None,
+                webhook={"url": webhook, "base_url": base_url, **({"intermediate_status": True} if intermediate else {})}
+                if webhook else None,
             )
         except sa.exc.IntegrityError:  # the same idempotency key, submitted at the same moment
             earlier = self.jobs.find_idempotent(key.id, idempotency_key or "")

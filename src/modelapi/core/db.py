@@ -82,7 +82,8 @@ requests = sa.Table(
     sa.Index("ix_requests_owner_model_seq", "owner_key_id", "model_id", "seq"),
 )
 """``version`` counts the changes a client can see (status, progress): status stream event ids.
-``webhook``: ``{url, base_url, attempts, last_status_code, delivered_at}`` when the submit named one.
+``webhook``: ``{url, base_url, attempts, last_status_code, delivered_at}`` when the submit named one
+(and ``intermediate_status``, ``events``, ``events_ended``: see :mod:`modelapi.core.webhook_events`).
 ``partial_outputs``: storage keys of the images stored so far while in_progress."""
 
 request_counts = sa.Table(

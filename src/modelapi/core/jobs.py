@@ -45,7 +45,7 @@ import sqlalchemy as sa
 from .. import catalog
 from ..types import Status
 from .auth import live_key
-from . import db, usage
+from . import db, usage, webhook_events
 from .queue import EntryId, TaskQueue
 from .workers import WorkerRegistry
 
@@ -432,7 +432,8 @@ class JobStore:
     ) -> Request:
         """Store a new in_queue request and its queue entry in one transaction (both committed
         before this returns, or neither exists). ``webhook``: ``{"url", "base_url"}`` to deliver
-        the result to (see :mod:`modelapi.core.delivery`).
+        the result to (see :mod:`modelapi.core.delivery`), and ``"intermediate_status": True``
+        to deliver the status changes before it too (:mod:`modelapi.core.webhook_events`).
 
         Raises:
             sqlalchemy.exc.IntegrityError: the key's ``idempotency_key`` is taken.
@@ -500,6 +501,8 @@ class JobStore:
                 status=Status.IN_PROGRESS.value, started_at=db.utcnow(), progress=0.0,
                 attempts=req.attempts + 1, run_by=runner, partial_outputs=None, **_SEEN,
             )).rowcount == 1
+            if ok:
+                self._webhook_event(conn, req, None)
         if not ok:
             return None
         run = Run(req, runner, req.attempts + 1)
@@ -521,10 +524,12 @@ class JobStore:
 
     def set_partial(self, run: Run, outputs: list[str]) -> None:
         """Publish the storage keys of the images stored so far (shown while in_progress as
-        ``partial_output``). Best effort, like progress."""
+        ``partial_output``; an intermediate webhook event when more than any before). Best
+        effort, like progress."""
         try:
             with self.db.begin() as conn:
-                conn.execute(R.update().where(self._this_run(run)).values(partial_outputs=list(outputs), **_SEEN))
+                if conn.execute(R.update().where(self._this_run(run)).values(partial_outputs=list(outputs), **_SEEN)).rowcount:
+                    self._webhook_event(conn, run.request, list(outputs))
         except db.UNAVAILABLE as exc:
             log.warning("partial outputs not recorded (database unavailable): %s", str(exc).splitlines()[0])
 
@@ -573,23 +578,86 @@ class JobStore:
             _log("request.outdated_run", req.request_id, worker=run.worker_id, attempt=run.attempt)
         return ok
 
-    def record_webhook_attempt(self, request_id: str, status_code: int | None) -> dict[str, Any]:
+    def record_webhook_attempt(self, request_id: str, status_code: int | None, event: int = 0) -> dict[str, Any]:
         """Count one webhook attempt in the request's ``webhook`` record (``attempts``,
-        ``last_status_code``, and ``delivered_at`` on a 2xx); returns the record."""
+        ``last_status_code``, and ``delivered_at`` on a 2xx) — of its terminal state, or of its
+        intermediate event ``event`` (1-based; in ``record["events"]``, and a delivered one
+        ends: the next event's, or the terminal one's, first attempt is enqueued in the same
+        transaction). Returns the record. An attempt at an event that has ended already (a
+        re-run after a crash) changes nothing."""
         with self.db.begin() as conn:
-            record = dict(conn.execute(sa.select(C.webhook).where(C.request_id == request_id)).scalar_one() or {})
-            record["attempts"] = int(record.get("attempts") or 0) + 1
-            record["last_status_code"] = status_code
-            if status_code is not None and 200 <= status_code < 300:
-                record["delivered_at"] = db.iso(db.utcnow())
+            record, status, owner = self._locked_webhook(conn, request_id)
+            if event:
+                if event != webhook_events.current(record):
+                    return record
+                record = webhook_events.attempted(record, event, status_code, db.utcnow())
+                self._next_webhook(conn, request_id, record, Status(status), owner)
+            else:
+                record["attempts"] = int(record.get("attempts") or 0) + 1
+                record["last_status_code"] = status_code
+                if status_code is not None and 200 <= status_code < 300:
+                    record["delivered_at"] = db.iso(db.utcnow())
             conn.execute(R.update().where(C.request_id == request_id).values(webhook=record))
         return record
 
+    def give_up_webhook_event(self, request_id: str, event: int) -> None:
+        """End intermediate webhook event ``event`` undelivered (its retries ran out): the next
+        one's, or the terminal one's, first attempt is enqueued in the same transaction."""
+        with self.db.begin() as conn:
+            record, status, owner = self._locked_webhook(conn, request_id)
+            if event != webhook_events.current(record):
+                return
+            record = webhook_events.end(record, event)
+            self._next_webhook(conn, request_id, record, Status(status), owner)
+            conn.execute(R.update().where(C.request_id == request_id).values(webhook=record))
+
+    def _locked_webhook(self, conn: sa.Connection, request_id: str) -> tuple[dict[str, Any], str, str]:
+        """The request's webhook record, status and owner, its row locked until ``conn``'s
+        transaction ends (SQLite: the database's write lock, taken by a write first)."""
+        if conn.dialect.name == "sqlite":
+            conn.execute(R.update().where(C.request_id == request_id).values(webhook=C.webhook))
+        record, status, owner = conn.execute(sa.select(C.webhook, C.status, C.owner_key_id)
+                                             .where(C.request_id == request_id).with_for_update()).one()
+        return dict(record or {}), status, owner
+
+    def _next_webhook(self, conn: sa.Connection, request_id: str, record: dict[str, Any], status: Status,
+                      owner: str) -> None:
+        """After an intermediate event ended (``record`` shows it): the first attempt of the
+        next event, or of the terminal delivery once the request is terminal; nothing while
+        the chain waits for an event to be made."""
+        following = webhook_events.current(record)
+        if following:
+            self.queue.enqueue_webhook(conn, request_id=request_id, attempt=1, owner_key_id=owner, event=following)
+        elif status.is_terminal:
+            self.queue.enqueue_webhook(conn, request_id=request_id, attempt=1, owner_key_id=owner)
+
+    def _webhook_event(self, conn: sa.Connection, req: Request, partial_outputs: list[str] | None) -> None:
+        """In the transaction of ``req``'s change to in_progress (``partial_outputs`` None) or
+        of its new partial outputs, its row already updated (so locked): the intermediate
+        webhook event that makes, if its receiver asked for them
+        (:mod:`modelapi.core.webhook_events`), enqueued now if no earlier event is pending."""
+        if not webhook_events.wanted(req.webhook):
+            return
+        record, progress = conn.execute(sa.select(C.webhook, C.progress).where(C.request_id == req.request_id)).one()
+        record = webhook_events.made(dict(record), progress, partial_outputs, db.utcnow())
+        if record is None:
+            return
+        conn.execute(R.update().where(C.request_id == req.request_id).values(webhook=record))
+        if webhook_events.pending(record) == 1:
+            self.queue.enqueue_webhook(conn, request_id=req.request_id, attempt=1, owner_key_id=req.owner_key_id,
+                                       event=webhook_events.current(record))
+
     def _ended(self, conn: sa.Connection, req: Request) -> None:
         """In the transaction that made ``req`` terminal: its webhook's first attempt (whether a
-        request has a webhook is set at submit and never changes)."""
-        if req.webhook is not None:
-            self.queue.enqueue_webhook(conn, request_id=req.request_id, attempt=1, owner_key_id=req.owner_key_id)
+        request has a webhook is set at submit and never changes) — unless an intermediate
+        event is still pending: the end of the last one enqueues it."""
+        if req.webhook is None:
+            return
+        if webhook_events.wanted(req.webhook):
+            record = conn.execute(sa.select(C.webhook).where(C.request_id == req.request_id)).scalar_one()
+            if webhook_events.pending(record):
+                return
+        self.queue.enqueue_webhook(conn, request_id=req.request_id, attempt=1, owner_key_id=req.owner_key_id)
 
     def _fail(self, req: Request, code: str, message: str, *where: sa.ColumnElement[bool]) -> bool:
         with self.db.begin() as conn:
@@ -626,7 +694,7 @@ class JobStore:
             self.queue.cancel(str(entry))
             if req is not None:
                 self.queue.enqueue_webhook(None, request_id=req.request_id, attempt=entry.generation + 1,
-                                           owner_key_id=req.owner_key_id)
+                                           owner_key_id=req.owner_key_id, event=entry.event)
         active = self.with_status(Status.IN_QUEUE, Status.IN_PROGRESS)
         live: set[str] = set()
         for i in range(0, len(active), 500):
