@@ -55,6 +55,14 @@ def _print_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
 
 
+def _print_table(table: Table) -> None:
+    if not out.is_terminal:  # piped: whole rows, one line each (a terminal folds them to fit)
+        from rich.measure import Measurement
+
+        out.width = max(out.width, Measurement.get(out, out.options.update_width(10_000), table).maximum)
+    out.print(table)
+
+
 # -- server side ------------------------------------------------------------------------------
 _JSON_FIELDS = ("prices_usd", "allowed_input_hosts", "trusted_proxies", "allowed_hosts")
 _WORKER_ONLY = ("worker_id", "metrics_port")
@@ -368,7 +376,7 @@ def keys_list(as_json: bool = AsJson, database_url: Optional[str] = DatabaseUrl,
     table = Table("id", "name", "role", "prefix", "models", "limits", "expires", "revoked")
     for k in keys:
         table.add_row(*_key_line(k))
-    out.print(table)
+    _print_table(table)
 
 
 @keys_app.command("show")
@@ -438,7 +446,7 @@ def usage(
     for row in rows:
         head = [row["key_id"], row.get("name") or ""] if group_by == "key" else [row["model_id" if group_by == "model" else "day"]]
         table.add_row(*head, str(row["requests"]), str(row["images"]), str(row["billed_units"]), f"{row['cost_usd']:.4f}")
-    out.print(table)
+    _print_table(table)
 
 
 @app.command()
@@ -654,11 +662,7 @@ def list_requests(
     table.columns[0].overflow = "fold"
     for item in items:
         table.add_row(item.request_id, item.model_id, item.update.status_value, _when(item.created_at), _when(item.finished_at))
-    if not out.is_terminal:  # piped: whole rows, one line each (a terminal folds them to fit)
-        from rich.measure import Measurement
-
-        out.width = max(out.width, Measurement.get(out, out.options.update_width(10_000), table).maximum)
-    out.print(table)
+    _print_table(table)
 
 
 @app.command()
