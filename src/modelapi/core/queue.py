@@ -118,17 +118,22 @@ class TaskQueue:
                                    partition_worker_concurrency=WEBHOOK_PER_KEY,
                                    polling_interval_sec=polling_interval_s, on_conflict=on_conflict)
 
-    def enqueue(self, conn: sa.Connection, *, entry: EntryId, priority: int, owner_key_id: str) -> None:
+    def enqueue(self, conn: sa.Connection, *, entry: EntryId, priority: int, owner_key_id: str,
+                delay_s: float | None = None) -> None:
         """Add ``entry``, which runs its request, inside the caller's transaction ``conn``: on
-        rollback neither the caller's rows nor the entry exist. Lower ``priority`` runs first."""
-        self.client.enqueue_in_transaction(conn, {
+        rollback neither the caller's rows nor the entry exist. Lower ``priority`` runs first;
+        ``delay_s``: not before that many seconds."""
+        options: EnqueueOptions = {
             "queue_name": QUEUE_NAME,
             "workflow_name": WORKFLOW_NAME,
             "workflow_id": str(entry),
             "app_version": APP_VERSION,
             "priority": priority,
             "queue_partition_key": owner_key_id,
-        }, entry.request_id)
+        }
+        if delay_s:
+            options["delay_seconds"] = delay_s
+        self.client.enqueue_in_transaction(conn, options, entry.request_id)
 
     def enqueue_webhook(self, conn: sa.Connection | None, *, request_id: str, attempt: int, owner_key_id: str,
                         delay_s: float | None = None, event: int = 0) -> None:
