@@ -10,7 +10,8 @@ Starts, all on 127.0.0.1:
 - M workers (``modelapi worker --worker-id local-w0 ...``; default 2), each with its own
   /healthz and /metrics port,
 
-waits until every process is healthy, prints the URLs, the key, example requests and where the
+waits until every process is healthy, prints the URLs, the key (and a --metrics-token for
+/metrics and the full /healthz, shared by every process), example requests and where the
 logs are, and runs until Ctrl-C or SIGTERM. Then it stops everything in order: the workers
 (SIGTERM: they drain, a running job gets --shutdown-grace-s to finish), the API processes,
 SeaweedFS, Postgres. A second Ctrl-C kills what is left at once.
@@ -35,6 +36,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import secrets
 import shlex
 import signal
 import subprocess
@@ -61,7 +63,7 @@ console = Console()
 # Set by this script for every process; a value of the caller's would be wrong here.
 _OURS = ("MODELAPI_DATA_DIR", "MODELAPI_DATABASE_URL", "MODELAPI_STORAGE_URL", "MODELAPI_HOST", "MODELAPI_PORT",
          "MODELAPI_PUBLIC_URL", "MODELAPI_METRICS_PORT", "MODELAPI_WORKER_ID", "MODELAPI_WORKER",
-         "MODELAPI_API_KEY", "MODELAPI_BASE_URL")
+         "MODELAPI_API_KEY", "MODELAPI_BASE_URL", "MODELAPI_METRICS_TOKEN")
 
 
 @dataclass
@@ -106,9 +108,14 @@ class Proc:
             except ProcessLookupError:
                 pass
 
+    @property
+    def auth(self) -> dict[str, str]:
+        """The header that shows /metrics and the full /healthz: the fleet's --metrics-token."""
+        return {"Authorization": f"Bearer {self.env['MODELAPI_METRICS_TOKEN']}"}
+
     def health(self, timeout_s: float = 2.0) -> tuple[int | None, dict]:
         try:
-            r = httpx.get(self.health_url, timeout=timeout_s)
+            r = httpx.get(self.health_url, headers=self.auth, timeout=timeout_s)
             try:
                 return r.status_code, r.json()
             except ValueError:
@@ -172,6 +179,7 @@ class Fleet:
         self.apis: list[Proc] = []
         self.workers: list[Proc] = []
         self.key = ""
+        self.metrics_token = secrets.token_urlsafe(24)
         self.stop_requested = threading.Event()
         self.kill_now = threading.Event()
         self._free_port = free_port
@@ -180,7 +188,8 @@ class Fleet:
     def _base_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in _OURS}
         env.update({"MODELAPI_DATABASE_URL": self.db_url, "MODELAPI_STORAGE_URL": self.storage_url,
-                    "MODELAPI_HOST": "127.0.0.1", "PYTHONUNBUFFERED": "1", **self.s3.env()})
+                    "MODELAPI_HOST": "127.0.0.1", "PYTHONUNBUFFERED": "1", "MODELAPI_METRICS_TOKEN": self.metrics_token,
+                    **self.s3.env()})
         if self.args.engine:
             env["MODELAPI_ENGINE"] = self.args.engine
             _engine_pythonpath(self.args.engine, env)
@@ -272,6 +281,7 @@ class Fleet:
         lines = {
             "MODELAPI_BASE_URL": self.apis[0].url,
             "MODELAPI_API_KEY": self.key,
+            "MODELAPI_METRICS_TOKEN": self.metrics_token,
             "MODELAPI_DATABASE_URL": self.db_url,
             "MODELAPI_STORAGE_URL": self.storage_url,
             **self.s3.env(),
@@ -314,7 +324,7 @@ python -c "from modelapi import Client; c = Client('{base}', '$MODELAPI_API_KEY'
 modelapi workers --database-url {self.db_url}
 modelapi keys list --database-url {self.db_url}
 modelapi usage --database-url {self.db_url}
-curl -s {base}/metrics | grep -E '^modelapi_(queue_depth|workers_live)'"""
+curl -s {base}/metrics -H "Authorization: Bearer $MODELAPI_METRICS_TOKEN" | grep -E '^modelapi_(queue_depth|workers_live)'"""
         console.print(examples, markup=False, highlight=False, soft_wrap=True)
         console.print(f"\nlogs: {self.logs}  ·  data: {self.root}  ·  Ctrl-C stops everything\n", soft_wrap=True)
 
@@ -336,7 +346,7 @@ curl -s {base}/metrics | grep -E '^modelapi_(queue_depth|workers_live)'"""
             table.add_row(p.name, str(p.proc.pid), f"[{colour}]{state}[/]", detail)
         depth = "?"
         try:
-            for line in httpx.get(f"{self.apis[0].url}/metrics", timeout=1).text.splitlines():
+            for line in httpx.get(f"{self.apis[0].url}/metrics", headers=self.apis[0].auth, timeout=1).text.splitlines():
                 if line.startswith("modelapi_queue_depth "):
                     depth = str(int(float(line.split()[1])))
         except httpx.HTTPError:

@@ -81,7 +81,7 @@ def unwrapped(text: str) -> str:
 
 def request_count(srv: ServerProcess) -> float:
     """Every request the server holds, in any status (from /metrics)."""
-    text = httpx.get(srv.base_url + "/metrics").text
+    text = httpx.get(srv.base_url + "/metrics", headers=srv.headers()).text
     return sum(float(v) for v in re.findall(r"^modelapi_requests\{[^}]*\} (\S+)$", text, re.M))
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import http.server
 import io
 import ipaddress
@@ -17,8 +18,10 @@ import ssl
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import parse_qs
 
+import anyio
 import pytest
 import skimage
 from PIL import Image, ImageFile
@@ -28,9 +31,13 @@ from modelapi.errors import InputError
 from modelapi.core.fetch import (
     FetchPolicy,
     check_url,
+    check_url_async,
     decode_image,
-    fetch_bytes,
+    fetch,
+    is_metadata_address,
     is_public_address,
+    load_image,
+    open_image,
     read_data_uri,
     sniff_format,
 )
@@ -53,6 +60,12 @@ def _local(**kw: object) -> FetchPolicy:
     """A policy that may reach the loopback test servers, with short timeouts."""
     defaults = dict(allow_private=True, connect_timeout_s=2.0, read_timeout_s=2.0)
     return FetchPolicy(**{**defaults, **kw})  # type: ignore[arg-type]
+
+
+def fetch_bytes(url: str, policy: FetchPolicy, *, loc: list) -> bytes:
+    """:func:`fetch` run on an event loop of its own, in a thread (this one may run a loop)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(anyio.run, functools.partial(fetch, url, policy, loc=loc)).result()
 
 
 def _refused(fn, *args, type: str, **kw) -> InputError:  # noqa: A002
@@ -254,6 +267,65 @@ def test_every_resolved_address_must_be_public() -> None:
         "https://images.example/a.png", FetchPolicy(resolver=lambda h, p: ["8.8.8.8"])
     )
     assert url.host == "images.example" and addrs == [ipaddress.ip_address("8.8.8.8")]
+
+
+# -- cloud metadata ------------------------------------------------------------------------
+# Checked by check_url only: it makes no connection, so nothing here can reach a real endpoint.
+
+METADATA = [
+    "169.254.169.254", "169.254.170.2", "169.254.170.23", "169.254.0.23", "fd00:ec2::254",
+    "fd00:ec2::23", "100.100.100.200", "168.63.129.16", "192.0.0.192",
+    "::ffff:169.254.169.254", "::ffff:a9fe:a9fe", "64:ff9b::a9fe:a9fe", "2002:a9fe:a9fe::1",
+]  # fmt: skip
+
+
+def _check_async(url: str, policy: FetchPolicy) -> object:
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(anyio.run, functools.partial(check_url_async, url, policy)).result()
+
+
+@pytest.mark.parametrize("address", METADATA)
+def test_cloud_metadata_addresses_are_refused_whatever_the_policy(address: str) -> None:
+    """Neither --allow-private-urls nor --allowed-input-hosts opens a metadata endpoint."""
+    ip = ipaddress.ip_address(address)
+    assert is_metadata_address(ip) and not is_public_address(ip)
+    host = f"[{address}]" if ":" in address else address
+    url = f"http://{host}/latest/meta-data/iam/security-credentials/"
+    allowed = frozenset({f"{host}:80"})
+    for policy in [FetchPolicy(), _local(), FetchPolicy(allowed_hosts=allowed), _local(allowed_hosts=allowed)]:
+        err = _refused(check_url, url, policy, type="url_forbidden")
+        assert "cloud metadata address" in err.msg
+        _refused(_check_async, url, policy, type="url_forbidden")
+
+
+def test_metadata_names_are_refused_by_the_address_they_resolve_to() -> None:
+    dns = {
+        "metadata.google.internal": ["169.254.169.254"],
+        "instance-data.ec2.internal": ["fd00:ec2::254"],
+        "mixed.example": ["127.0.0.1", "169.254.169.254"],
+    }
+    for name in dns:
+        policy = _local(resolver=lambda host, port: dns[host], allowed_hosts=frozenset({f"{name}:80"}))
+        err = _refused(check_url, f"http://{name}/computeMetadata/v1/", policy, type="url_forbidden")
+        assert err.msg == f"URL host '{name}' resolves to a cloud metadata address, which is never fetched"
+
+
+def test_private_addresses_stay_reachable_when_allowed() -> None:
+    for address in ["127.0.0.1", "10.0.0.1", "172.16.0.1", "100.100.100.201", "fd00:ec3::254"]:
+        assert not is_metadata_address(ipaddress.ip_address(address)), address
+        host = f"[{address}]" if ":" in address else address
+        check_url(f"http://{host}/a.png", _local())
+        _refused(check_url, f"http://{host}/a.png", FetchPolicy(), type="url_forbidden")
+
+
+def test_check_url_async_matches_check_url() -> None:
+    policy = FetchPolicy(resolver=lambda h, p: ["8.8.8.8"])
+    assert _check_async("https://images.example/a.png", policy) == check_url("https://images.example/a.png", policy)
+    _refused(_check_async, "http://example.com/", FetchPolicy(resolver=_no_such_host), type="url_unresolvable")
+    start = time.monotonic()
+    slow = FetchPolicy(resolver=_hanging_resolver, connect_timeout_s=0.2)
+    _refused(_check_async, "https://example.com/x.png", slow, type="url_unresolvable")
+    assert time.monotonic() - start < 1.5
 
 
 # -- fetch_bytes ---------------------------------------------------------------------------
@@ -480,3 +552,14 @@ def test_decode_refuses_decompression_bombs(bombs: dict[str, bytes]) -> None:
 
 def test_decode_size_cap() -> None:
     _refused(decode_image, ASTRONAUT, FetchPolicy(max_bytes=1000), loc=LOC, type="file_too_large")
+
+
+def test_open_image_reads_the_header_only(bombs: dict[str, bytes]) -> None:
+    """The 8000x8000 PNG cut off after its header opens (its size known) and fails only when
+    loaded: opening decodes nothing."""
+    policy = FetchPolicy(max_pixels=10**8)
+    image = open_image(bombs["header_only"], policy, loc=LOC)
+    assert (image.format, image.size) == ("PNG", (8000, 8000))
+    _refused(load_image, image, policy, loc=LOC, type="image_corrupt")
+    _refused(open_image, bombs["mid"], FetchPolicy(), loc=LOC, type="image_too_large")
+    assert load_image(open_image(ASTRONAUT, policy, loc=LOC), policy, loc=LOC).getpixel((0, 0)) is not None

@@ -126,6 +126,23 @@ def test_webhook_attempts_are_recorded_by_the_state_machine(jobs):
     assert jobs.get(req.request_id).webhook == record
 
 
+def test_webhook_attempts_queued_without_a_partition_key_are_replaced_at_reconcile(jobs):
+    """An attempt an earlier release queued with no partition key would never be handed out by
+    the partitioned webhook queue: a worker's start replaces it by the next attempt, keyed."""
+    req = submit(jobs, owner="key_old")
+    jobs.queue.client.enqueue({"queue_name": "modelapi-webhooks", "workflow_name": "modelapi.deliver_webhook",
+                               "workflow_id": f"{req.request_id}.webhook.3", "app_version": "modelapi-queue-1"},
+                              req.request_id, 3)
+    assert [e.generation for e in jobs.queue.unpartitioned_webhooks()] == [3]
+    jobs.reconcile()
+    assert jobs.queue.unpartitioned_webhooks() == []
+    ids = [f"{req.request_id}.webhook.3", f"{req.request_id}.webhook.4"]
+    found = {w.workflow_id: w for w in jobs.queue.client.list_workflows(workflow_ids=ids, load_input=False)}
+    assert found[f"{req.request_id}.webhook.3"].status == "CANCELLED"
+    assert found[f"{req.request_id}.webhook.4"].status == "ENQUEUED"
+    assert found[f"{req.request_id}.webhook.4"].queue_partition_key == "key_old"
+
+
 def test_fair_share_keys_take_turns_and_keep_their_own_order(jobs):
     a = [submit(jobs, i, "key_a") for i in range(5)]
     b = [submit(jobs, i, "key_b") for i in range(2)]

@@ -93,7 +93,7 @@ def test_two_apis_three_workers_run_each_job_exactly_once(tmp_path, fleet_env, s
     metrics = clients[0].get("/metrics").text
     assert 'modelapi_requests{model="bytedance/seedream-4-0/sequential",status="completed"} 30.0' in metrics
     assert "modelapi_workers_live 3.0" in metrics
-    worker_metrics = httpx.get(workers[0].base_url + "/metrics").text
+    worker_metrics = httpx.get(workers[0].base_url + "/metrics", headers=apis[0].headers()).text
     assert "modelapi_job_duration_seconds_count" in worker_metrics and "modelapi_worker_busy" in worker_metrics
     assert 'modelapi_stage_seconds_count{stage="inference"}' in worker_metrics
     for c in clients:
@@ -107,7 +107,7 @@ def test_a_killed_worker_s_job_is_taken_over_and_never_runs_twice_at_once(tmp_pa
     with apis[0].client() as c:
         ids = [c.post(f"/v1/models/{SEQ}", json={"text": f"long {i}"}).json()["request_id"] for i in range(4)]
         deadline = time.monotonic() + 30
-        while not (running := httpx.get(workers[0].base_url + "/healthz").json()["running"]):
+        while not (running := httpx.get(workers[0].base_url + "/healthz", headers=apis[0].headers()).json()["running"]):
             assert time.monotonic() < deadline, "w0 never took a job"
             time.sleep(0.02)
         victim = running[0]
@@ -165,7 +165,7 @@ def test_a_worker_restarted_under_its_id_while_another_is_idle_loses_nothing(tmp
     with apis[0].client() as c:
         rid = c.post(f"/v1/models/{SEQ}", json={"text": "restarted"}).json()["request_id"]
         wait_status(c, rid, "in_progress")
-        runner = next(w for w in workers if rid in httpx.get(w.base_url + "/healthz").json()["running"])
+        runner = next(w for w in workers if rid in httpx.get(w.base_url + "/healthz", headers=apis[0].headers()).json()["running"])
         runner.kill9()
         runner.start()  # the same --worker-id, at once
         result = wait_terminal(c, rid, timeout_s=60)
@@ -195,11 +195,14 @@ def test_fair_share_a_single_job_waits_behind_at_most_one(make_server):
         a_ids = [a.post(f"/v1/models/{SEQ}", json={"text": f"a{i}"}).json()["request_id"] for i in range(20)]
         b_id = b.post(f"/v1/models/{SEQ}", json={"text": "b"}).json()["request_id"]
         assert b.get(f"/v1/requests/{b_id}/status").json()["queue_position"] <= 1
+        # A's jobs that had started by then (on a loaded machine, some start while A submits)
+        started = sum(a.get(f"/v1/requests/{rid}/status").json()["status"] != "in_queue" for rid in a_ids)
         wait_terminal(b, b_id, timeout_s=60)
         for rid in a_ids:
             wait_terminal(a, rid, timeout_s=60)
     order = [e["request_id"] for e in events(srv, names=("request.in_progress",))]
-    assert order.index(b_id) < order.index(a_ids[2]), "B's job starts before A's third"
+    # B waits behind at most one more of A's: the one a worker already holds (one job ahead)
+    assert order.index(b_id) <= started + 1, f"B started {order.index(b_id)}th, {started} of A's had started"
     assert [r for r in order if r != b_id] == a_ids, "one key's jobs keep their order"
 
 

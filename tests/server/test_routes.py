@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
@@ -182,7 +183,8 @@ def test_catalogue_schema_healthz_metrics_docs(server):
         assert c.get("/healthz").json()["status"] == "ok"
         rid = c.post(f"/v1/models/{SEQ}", json={"text": "metrics"}).json()["request_id"]
         wait_terminal(c, rid)
-        metrics = httpx.get(server.base_url + "/metrics").text
+        assert httpx.get(server.base_url + "/metrics").status_code == 401  # a key (or --metrics-token) needed
+        metrics = c.get("/metrics").text
         assert re.search(r'modelapi_requests\{model="bytedance/seedream-4-0/sequential",status="completed"\} [1-9]', metrics)
         assert "modelapi_queue_depth" in metrics
         assert re.search(r'modelapi_job_duration_seconds_count\{model="bytedance/seedream-4-0/sequential"\} [1-9]', metrics)
@@ -244,8 +246,12 @@ def test_strict_inputs_refuses_unknown_fields(make_server):
     assert body["detail"] == [{"loc": ["body", "colour"], "msg": "Unknown field: not in the model's input schema", "type": "extra_forbidden"}]
 
 
-def test_absolute_urls_follow_the_host_the_client_used(server):
-    """No --public-url: a server reached under another name answers with URLs under that name."""
+def test_absolute_urls_follow_the_host_the_client_used(make_server):
+    """No --public-url: a server reached under another name in --allowed-hosts answers with URLs
+    under that name (a name not in it: tests/server/test_tenants_small.py)."""
+    server = make_server()
+    server.args += ["--allowed-hosts", json.dumps([f"127.0.0.1:{server.port}", "gpu-box.lan:8000"])]
+    server.start()
     with server.client() as c:
         sub = c.post(f"/v1/models/{SEQ}", json={"text": "a fox"}, headers={"Host": "gpu-box.lan:8000"}).json()
         assert sub["status_url"] == f"http://gpu-box.lan:8000/v1/requests/{sub['request_id']}/status"
@@ -260,7 +266,7 @@ def test_absolute_urls_follow_the_host_the_client_used(server):
 
 
 def test_a_trusted_proxy_sets_scheme_and_host(make_server):
-    srv = make_server(args=["--trusted-proxies", '["127.0.0.1"]']).start()
+    srv = make_server(args=["--trusted-proxies", '["127.0.0.1"]', "--allowed-hosts", '["api.example.test"]']).start()
     with srv.client() as c:
         sub = c.post(f"/v1/models/{SEQ}", json={"text": "a fox"},
                      headers={"X-Forwarded-Host": "api.example.test", "X-Forwarded-Proto": "https"}).json()

@@ -27,11 +27,14 @@ class Receiver:
     def __init__(self, statuses: list[int]) -> None:
         self.statuses = list(statuses)
         self.deliveries: list[tuple[dict[str, str], bytes]] = []
+        self.arrived: list[tuple[float, float]] = []
+        """``(time.monotonic(), time.time())`` when each delivery's body was read."""
         receiver = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.arrived.append((time.monotonic(), time.time()))
                 receiver.deliveries.append(({k.lower(): v for k, v in self.headers.items()}, body))
                 status = receiver.statuses.pop(0) if len(receiver.statuses) > 1 else receiver.statuses[0]
                 self.send_response(status)

@@ -60,7 +60,7 @@ def browser():
 def web_server(request, tmp_path_factory, fleet_services):
     config_env = fleet_services.config_env() if request.param == "fleet" else None
     srv = ServerProcess(
-        tmp_path_factory.mktemp("web") / "data", config_env=config_env, args=["--allow-private-urls"],
+        tmp_path_factory.mktemp("web") / "data", config_env=config_env, args=["--allow-private-urls", "--print-key"],
         env={"PYTHONPATH": os.pathsep.join([str(TESTS), str(TESTS / "web")]),
              "MODELAPI_ENGINE": "playground_engine:make",
              "MODELAPI_TEST_STEP_S": str(STEP_S), "MODELAPI_TEST_STEPS": str(STEPS)},
@@ -409,6 +409,55 @@ def test_the_key_from_the_fragment_is_used_and_kept(page, web_server):
     page.get_by_role("button", name="Use key").click()
     expect(page.get_by_label("Model", exact=True)).to_be_enabled()
     expect(page.locator("#key-error")).to_be_empty()
+
+
+def test_a_key_from_a_link_replaces_a_different_stored_key_only_when_confirmed(page, web_server):
+    """A link could otherwise silently switch a victim to the attacker's account: with no stored
+    key (or the same one) the link's key is taken silently; a different stored key is kept unless
+    the user accepts the question; the fragment leaves the address bar either way."""
+    key = web_server.key
+    created = web_server.cli("keys", "create", "--name", "from-a-link")
+    assert created.returncode == 0, created.stderr
+    other = created.stdout.strip().split()[-1]
+    asked: list[str] = []
+    accept = {"now": False}
+
+    def on_dialog(dialog) -> None:  # noqa: ANN001
+        asked.append(f"{dialog.type}: {dialog.message}")
+        dialog.accept() if accept["now"] else dialog.dismiss()
+
+    page.on("dialog", on_dialog)
+    auths: list[str | None] = []
+    page.on("request", lambda r: auths.append(r.headers.get("authorization")) if r.url.endswith("/v1/models") else None)
+    stored = "() => JSON.parse(localStorage.getItem('modelapi.playground.key'))"
+
+    open_playground(page, web_server)  # nothing stored yet: taken silently
+    assert asked == [] and page.evaluate(stored) == key
+    open_playground(page, web_server)  # the same key again: nothing to ask
+    assert asked == []
+
+    # A link with another key: asked; declined, the stored key stays and is the one used.
+    auths.clear()
+    page.goto("about:blank")
+    page.goto(f"/#key={other}")
+    page.wait_for_selector("html[data-ready=true]")
+    assert len(asked) == 1 and asked[0].startswith("confirm: ") and other[:12] in asked[0], asked
+    assert page.url == web_server.base_url + "/"
+    assert page.evaluate(stored) == key
+    expect(page.get_by_label("API key", exact=True)).to_have_value(key)
+    assert auths == [f"Bearer {key}"]
+    page.shots("link-key-declined")
+
+    # The same link followed in the open page (a hash change), accepted: the link's key is used.
+    accept["now"] = True
+    auths.clear()
+    page.evaluate("k => { location.hash = 'key=' + k; }", other)
+    expect(page.get_by_label("API key", exact=True)).to_have_value(other)
+    assert len(asked) == 2 and asked[1].startswith("confirm: ")
+    page.wait_for_function("() => location.hash === ''")
+    assert page.evaluate(stored) == other
+    expect(page.get_by_label("Model", exact=True).locator("option")).to_have_count(len(catalog.models()))
+    assert auths and set(auths) == {f"Bearer {other}"}
 
 
 # -- a server with a request list and a status stream ---------------------------------------------

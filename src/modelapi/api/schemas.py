@@ -14,7 +14,8 @@ class Submitted(BaseModel):
     status_url: str
     result_url: str
     cancel_url: str
-    ignored_fields: list[str] | None = Field(None, description="Body fields the model's schema does not know, ignored (absent when none)")
+    ignored_fields: list[str] | None = Field(None, description="Body fields the model's schema does not know, ignored (absent when none): the first 20 names in sorted order, each cut to 100 characters")
+    ignored_fields_count: int | None = Field(None, description="How many body fields were ignored in all (absent when none)")
 
 
 class Output(BaseModel):
@@ -36,18 +37,25 @@ class DeletedBody(StatusBody):
     deleted_at: str = Field(description="When the request's outputs and inputs were deleted (ISO 8601 UTC)")
 
 
-class WebhookState(BaseModel):
-    url: str
+class WebhookEventState(BaseModel):
     attempts: int = Field(description="Delivery attempts made so far")
     last_status_code: int | None = Field(None, description="The receiver's last HTTP status; null when none answered")
     delivered_at: str | None = Field(None, description="When a 2xx was received")
+
+
+class WebhookState(WebhookEventState):
+    url: str
+    events: list[WebhookEventState] | None = Field(
+        None, description="With ?webhook_intermediate_status=true: each intermediate event's delivery, in order "
+                          "(its webhook-id is msg_<request id>_<1-based index>)")
 
 
 class ResultBody(BaseModel):
     request_id: str
     status: StatusName
     output: Output | None = None
-    error: dict[str, Any] | None = Field(None, description='{"code", "message"} when failed')
+    error: dict[str, Any] | None = Field(None, description='{"code", "message"} when failed (`deadline_exceeded`: still '
+                                         'running at its Cancel-After), or cancelled at its Cancel-After before it started (`deadline`)')
     created_at: str | None = None
     finished_at: str | None = None
     seed: int | None = None
@@ -79,7 +87,10 @@ class WebhookSecret(BaseModel):
 class CancelBody(BaseModel):
     request_id: str
     status: StatusName
-    outcome: Literal["cancelled", "not_cancellable"]
+    outcome: Literal["cancelled", "not_cancellable", "stopping"] = Field(description=(
+        "`cancelled`: it was queued, or (with ?running=true) stopped while running; `not_cancellable`: running "
+        "(without ?running=true) or finished; `stopping` (?running=true): asked to stop, not stopped yet within the "
+        "answer's wait (it ends cancelled at its next step)"))
 
 
 class Uploaded(BaseModel):
@@ -90,7 +101,8 @@ class Uploaded(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    """Every error (README, "The API"): ``error_code`` is ``status * 1000 + 1``."""
+    """Every error (README, "The API"): ``error_code`` is ``status * 1000 + 1``, except 402
+    (10001), 403003 and 429002."""
 
     error_code: int
     error_message: str
@@ -99,13 +111,15 @@ class ErrorBody(BaseModel):
 
 _ERROR_MEANING = {
     400: "Malformed JSON or wrong content type (400001)",
-    401: "Missing, unknown or revoked API key (401001)",
+    401: "Missing, unknown, revoked or expired API key (401001)",
+    402: "The key's budget cannot cover the request (10001); `detail`: {budget_remaining_usd, resets_at}",
+    403: "A model outside the key's allow-list, or an admin route with a user key (403003)",
     404: "Unknown model, request or file; another key's request (404001)",
     409: "The request is running: it can be deleted once it has finished (409001)",
     410: "The request's outputs and inputs were deleted (retention or DELETE); `detail.deleted_at` says when (410001)",
     413: "Body over the size cap (413001)",
     422: "Input fails the schema or the image rules; `detail` names each field (422001)",
-    429: "Per-key queue cap reached; see Retry-After (429001)",
+    429: "The key's submits per minute (429002, with RateLimit-* headers) or its queue cap (429001); see Retry-After",
     503: "Shutting down, or the database is unavailable; see Retry-After (503001)",
 }
 

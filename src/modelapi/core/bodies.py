@@ -51,30 +51,38 @@ def result_body(req: Request, *, base_url: str, storage: Storage, url_ttl_s: flo
                 include_webhook: bool = True) -> dict[str, Any]:
     """The result of a terminal request (output images under URLs valid ``url_ttl_s`` seconds
     after it finished, seed, metadata or error, times, cost in USD when ``include_cost``, and
-    the webhook's delivery state when one was given); the status body otherwise. Once its
-    files were deleted (``req.deleted_at``: retention or ``DELETE``), no output, seed or
-    metadata but ``"deleted_at"`` (the result route answers 410 instead: :func:`expired`)."""
+    the webhook's delivery state when one was given: ``{"url", "attempts", "last_status_code",
+    "delivered_at"}``, and ``"events"`` (the same but url, per intermediate event) with
+    ``?webhook_intermediate_status=true``); the status body otherwise. A request
+    stopped while running (cancelled) has the ``output`` and ``seed`` of the images it kept; one
+    cancelled at its deadline has ``error`` (``code: "deadline"``). Once its files were
+    deleted (``req.deleted_at``: retention or ``DELETE``), no output, seed or metadata but
+    ``"deleted_at"`` (the result route answers 410 instead: :func:`expired`)."""
     if not req.status.is_terminal:
         return request_status_body(req, base_url=base_url, storage=storage, url_ttl_s=url_ttl_s)
     body: dict[str, Any] = {"request_id": req.request_id, "status": req.status.value}
     if req.deleted_at is not None:
         body["deleted_at"] = iso(req.deleted_at)
-        if req.status is Status.FAILED:
+        if req.status in (Status.FAILED, Status.CANCELLED) and req.error:
             body["error"] = req.error
-    elif req.status is Status.COMPLETED:
+    elif req.status is Status.COMPLETED or (req.status is Status.CANCELLED and req.outputs):
         assert req.finished_at is not None
         expires = req.finished_at + timedelta(seconds=url_ttl_s)
         images = [storage.url(k, expires.timestamp(), base_url) for k in req.outputs or []]
         body["output"] = {"images": images, **({"image": images[0]} if len(images) == 1 else {})}
         body["seed"] = req.seed
-        body["metadata"] = req.metadata
-    elif req.status is Status.FAILED:
+        if req.status is Status.COMPLETED:
+            body["metadata"] = req.metadata
+    if req.status is not Status.COMPLETED and req.error:
         body["error"] = req.error
     body["created_at"], body["finished_at"] = iso(req.created_at), iso(req.finished_at)
     if include_cost:
         body["cost"] = req.cost_usd or 0.0
     if include_webhook and req.webhook:
-        body["webhook"] = {k: req.webhook.get(k) for k in ("url", "attempts", "last_status_code", "delivered_at")}
+        state = ("attempts", "last_status_code", "delivered_at")
+        body["webhook"] = {k: req.webhook.get(k) for k in ("url", *state)}
+        if req.webhook.get("intermediate_status"):
+            body["webhook"]["events"] = [{k: e.get(k) for k in state} for e in req.webhook.get("events") or []]
     return body
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import sqlalchemy as sa
 
@@ -12,7 +13,7 @@ from . import auth, db
 from .config import Settings
 from .jobs import JobStore
 from .queue import TaskQueue
-from .storage import FileStorage, S3Storage, open_storage
+from .storage import FileStorage, S3Storage, open_storage, private_dir, private_file
 from .workers import WorkerRegistry
 
 log = logging.getLogger("modelapi.core")
@@ -33,6 +34,24 @@ class Core:
         self.db.dispose()
 
 
+def prepare_data_dir(settings: Settings) -> None:
+    """Make the data dir private before anything is written there: the folder mode 0700 (created
+    so, or narrowed), the SQLite database file (wherever ``--database-url`` puts it) created 0600
+    before SQLite opens it — its journal and WAL files then get the same mode — and the files of
+    an older install (database, WAL, locks, key files) narrowed to 0600."""
+    private_dir(settings.data_dir)
+    for name in ("initial_api_key", "secret_key"):
+        if (settings.data_dir / name).exists():
+            private_file(settings.data_dir / name)
+    url = sa.engine.make_url(db.sqlalchemy_url(settings.db_url))
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        database = Path(url.database)
+        database.parent.mkdir(parents=True, exist_ok=True)
+        private_file(database)
+        for older in database.parent.glob(f"{database.name}[-.]*"):  # -wal, -shm, .lock, .worker-*.lock
+            private_file(older)
+
+
 def open_core(settings: Settings, *, create_initial_key: bool) -> Core:
     """Connect, migrate (safe when several processes start at once), and open the storage.
     With ``create_initial_key`` (API processes), an empty database gets its first key, written
@@ -43,7 +62,7 @@ def open_core(settings: Settings, *, create_initial_key: bool) -> Core:
         OSError: the storage cannot be written.
         ValueError: an unsupported ``--storage-url``.
     """
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    prepare_data_dir(settings)
     engine = db.connect(settings.db_url)
     secret: list[str] = []
 

@@ -1,6 +1,6 @@
 """The database: the tenant-facing tables (SQLAlchemy 2 Core), connections, and migrations.
 
-Tables: ``api_keys``, ``requests``, ``files``, ``usage`` (the billing ledger), ``workers``
+Tables: ``api_keys``, ``key_budgets``, ``requests``, ``files``, ``usage`` (the billing ledger), ``workers``
 (heartbeats) and ``request_counts`` (kept by triggers), ``sweep_counts``. The durable queue (DBOS Transact) keeps its own tables in the same database, so a
 request row and its queue entry are written in one transaction.
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Generator, Iterator
@@ -43,7 +44,33 @@ api_keys = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("revoked_at", sa.DateTime(timezone=True)),
     sa.Column("webhook_secret", sa.String(64)),
+    sa.Column("role", sa.String(8), nullable=False, server_default="user"),
+    sa.Column("expires_at", sa.DateTime(timezone=True)),
+    sa.Column("last_used_at", sa.DateTime(timezone=True)),
+    sa.Column("models", sa.JSON),
+    sa.Column("rpm", sa.Integer),
+    sa.Column("max_queued", sa.Integer),
+    sa.Column("max_running", sa.Integer),
+    sa.Column("budget_usd", sa.Float),
+    sa.Column("budget_period", sa.String(8)),
+    sa.Column("rate_window", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("rate_count", sa.Integer, nullable=False, server_default="0"),
 )
+"""A key's limits (migration 0007; see :mod:`modelapi.core.accounts`): ``models`` (allow-list,
+null or empty = all), ``rpm``, ``max_queued``, ``max_running``, ``budget_usd`` per
+``budget_period``; null = no limit of that kind. ``rate_window``/``rate_count``: the current
+minute (unix seconds // 60) and the key's submits in it."""
+
+key_budgets = sa.Table(
+    "key_budgets",
+    metadata,
+    sa.Column("key_id", sa.String(32), primary_key=True),
+    sa.Column("period", sa.String(20), primary_key=True),
+    sa.Column("reserved_usd", sa.Float, nullable=False),
+    sa.Column("spent_usd", sa.Float, nullable=False),
+)
+"""Per key and budget period (``day:YYYY-MM-DD``, ``month:YYYY-MM``, ``total``): the cost reserved
+by requests not yet ended, and the cost of those completed."""
 
 requests = sa.Table(
     "requests",
@@ -77,15 +104,26 @@ requests = sa.Table(
     sa.Column("retention_s", sa.Integer),
     sa.Column("expires_at", sa.DateTime(timezone=True)),
     sa.Column("deleted_at", sa.DateTime(timezone=True)),
+    sa.Column("deadline_at", sa.DateTime(timezone=True)),
+    sa.Column("stop_requested_at", sa.DateTime(timezone=True)),
+    sa.Column("reserved_usd", sa.Float),
+    sa.Column("budget_period", sa.String(20)),
     sa.UniqueConstraint("owner_key_id", "idempotency_key"),
     sa.Index("ix_requests_status_priority_seq", "status", "priority", "seq"),
     sa.Index("ix_requests_owner_seq", "owner_key_id", "seq"),
     sa.Index("ix_requests_owner_status_seq", "owner_key_id", "status", "seq"),
     sa.Index("ix_requests_owner_model_seq", "owner_key_id", "model_id", "seq"),
+    sa.Index("ix_requests_queued_deadline", "deadline_at", sqlite_where=sa.text("status = 'in_queue' AND deadline_at IS NOT NULL"),
+             postgresql_where=sa.text("status = 'in_queue' AND deadline_at IS NOT NULL")),
 )
 """``version`` counts the changes a client can see (status, progress): status stream event ids.
-``webhook``: ``{url, base_url, attempts, last_status_code, delivered_at}`` when the submit named one.
+``webhook``: ``{url, base_url, attempts, last_status_code, delivered_at}`` when the submit named one
+(and ``intermediate_status``, ``events``, ``events_ended``: see :mod:`modelapi.core.webhook_events`).
 ``partial_outputs``: storage keys of the images stored so far while in_progress.
+``reserved_usd``, ``budget_period``: what the submit reserved against its key's budget (null when
+the key had none), given back or turned into spending when the request ends.
+``deadline_at``: the submit's ``Cancel-After`` as a time (None: no deadline); ``stop_requested_at``:
+when ``POST /cancel?running=true`` asked the running worker to stop (read between steps).
 ``retention_s``: how long the request's files are kept once it finished, as the submit asked
 (NULL: the server's ``--retention-s``); ``expires_at``: finished_at + retention_s (NULL when not
 asked); ``deleted_at``: when its outputs and inputs were deleted (retention or ``DELETE``).
@@ -132,7 +170,8 @@ usage = sa.Table(
     sa.Column("model_id", sa.String(200), nullable=False),
     sa.Column("billed_units", sa.Integer, nullable=False),
     sa.Column("cost_usd", sa.Float, nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("images", sa.Integer),
 )
 
 workers = sa.Table(
@@ -374,7 +413,7 @@ def startup_lock(engine: sa.Engine) -> Iterator[sa.Connection]:
         return
     path = Path(engine.url.database or "modelapi.sqlite3")
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(f"{path}.lock", "a") as lock:
+    with os.fdopen(os.open(f"{path}.lock", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a") as lock:  # private, as the data dir
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             with engine.begin() as conn:

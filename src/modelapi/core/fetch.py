@@ -4,10 +4,14 @@ Entry points:
 
 - :func:`check_url` -- parse an ``http(s)`` URL, resolve its host and refuse it unless every
   address is public (:func:`is_public_address`).
-- :func:`fetch_bytes` -- GET a checked URL with the connection pinned to the checked address,
-  redirects followed by hand (each hop re-checked), timeouts and a size cap.
+  :func:`check_url_async` is the same check for the event loop (the lookup runs in a thread).
+- :func:`fetch` -- (async) GET a checked URL with the connection pinned to the checked address,
+  redirects followed by hand (each hop re-checked), a size cap, and one total deadline over the
+  whole fetch: lookups, connects, response headers, redirects and body.
 - :func:`read_data_uri` -- decode a ``data:image/png|jpeg;base64,`` URI under the same size cap.
-- :func:`decode_image` -- decode real JPEG/PNG (by content) under a pixel limit.
+- :func:`open_image` -- read a real JPEG/PNG's header only (format by content, size, pixel
+  limit), so that size rules are applied before any pixel is decoded; :func:`load_image` then
+  decodes it; :func:`decode_image` does both.
 
 Every refusal is an :class:`~modelapi.errors.InputError` carrying the caller's ``loc`` and one
 of these ``type`` values: ``url_invalid``, ``url_forbidden``, ``url_unresolvable``,
@@ -27,12 +31,19 @@ Design notes:
   reused across hops.
 - ``FetchPolicy.allowed_hosts`` exempts exact ``"host:port"`` strings from the address check
   (an ops allowlist, e.g. an internal asset server; the tests use it too).
+- Cloud instance-metadata and credential endpoints (:func:`is_metadata_address`: all of
+  link-local ``169.254.0.0/16``, AWS's ``fd00:ec2::/64``, Alibaba's ``100.100.100.200``,
+  Azure's WireServer ``168.63.129.16``, Oracle's ``192.0.0.192``, and IPv6 forms embedding
+  them) are refused always: neither ``allow_private`` nor ``allowed_hosts`` opens them. Names
+  such as ``metadata.google.internal`` are refused by the address they resolve to.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import concurrent.futures
 import contextlib
 import functools
 import io
@@ -40,11 +51,11 @@ import ipaddress
 import socket
 import ssl
 import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 import certifi
 import httpx
 from PIL import Image
@@ -55,9 +66,13 @@ from modelapi.validation import sniff_format
 __all__ = [
     "FetchPolicy",
     "check_url",
+    "check_url_async",
     "decode_image",
-    "fetch_bytes",
+    "fetch",
+    "is_metadata_address",
     "is_public_address",
+    "load_image",
+    "open_image",
     "read_data_uri",
     "sniff_format",
     "system_resolver",
@@ -77,13 +92,15 @@ class FetchPolicy:
     """Limits for fetching and decoding one input image.
 
     Attributes:
-        allow_private (`bool`, default False): skip the address check entirely
-            (``--allow-private-urls``; for tests and trusted networks only).
-        allowed_hosts (`frozenset[str]`): exact ``"host:port"`` strings exempt from the
-            address check (IPv6 as ``"[::1]:8080"``; the port is always written out).
+        allow_private (`bool`, default False): skip the address check, all but its refusal of
+            cloud metadata addresses (``--allow-private-urls``; for tests and trusted networks only).
+        allowed_hosts (`frozenset[str]`): exact ``"host:port"`` strings exempt from the address
+            check, all but its refusal of cloud metadata addresses (IPv6 as ``"[::1]:8080"``;
+            the port is always written out).
         connect_timeout_s (`float`, s): TCP/TLS connect timeout; also bounds DNS resolution.
         read_timeout_s (`float`, s): longest wait for any single read (or write).
-        total_timeout_s (`float`, s): deadline for the whole fetch, redirects included.
+        total_timeout_s (`float`, s): deadline for the whole fetch: every lookup, connect,
+            response header byte, redirect and body byte (``--fetch-timeout-s``).
         max_bytes (`int`, bytes): largest accepted body / decoded data URI.
         max_redirects (`int`): most redirect hops followed.
         max_pixels (`int`, px): largest accepted ``width * height``.
@@ -125,6 +142,27 @@ _BLOCKED_V6 = _nets(
     "fe80::/10", "fec0::/10", "ff00::/8",
 )  # fmt: skip
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_V4_COMPATIBLE = ipaddress.ip_network("::/96")
+
+# Instance-metadata and credential endpoints, refused even under ``allow_private`` /
+# ``allowed_hosts``: link-local holds every cloud's 169.254.169.254 (AWS, GCP, Azure, OpenStack,
+# DigitalOcean, Oracle, Hetzner, ...), ECS's 169.254.170.2 and EKS's 169.254.170.23; AWS's IPv6
+# endpoints are in fd00:ec2::/64; Alibaba 100.100.100.200; Azure's WireServer 168.63.129.16
+# (a public address); Oracle Cloud Classic 192.0.0.192.
+_METADATA = _nets(
+    "169.254.0.0/16", "100.100.100.200/32", "168.63.129.16/32", "192.0.0.192/32", "fd00:ec2::/64",
+)  # fmt: skip
+
+
+def _embedded_v4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries: IPv4-mapped, IPv4-compatible, NAT64
+    ``64:ff9b::/96``, 6to4 ``2002::/16``, Teredo (client and server)."""
+    if ip.ipv4_mapped is not None:
+        return [ip.ipv4_mapped]
+    embedded = [ip.sixtofour] if ip.sixtofour else list(ip.teredo or ())
+    if ip in _NAT64 or ip in _V4_COMPATIBLE:
+        embedded.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return embedded
 
 
 def is_public_address(ip: IPAddress) -> bool:
@@ -133,14 +171,14 @@ def is_public_address(ip: IPAddress) -> bool:
     IPv6 forms that embed an IPv4 address -- IPv4-mapped ``::ffff:a.b.c.d``, NAT64
     ``64:ff9b::/96``, 6to4 ``2002::/16``, Teredo ``2001::/32`` -- are public only if the
     embedded IPv4 address is (Teredo client and server both; Teredo is refused anyway).
+    Cloud metadata addresses (:func:`is_metadata_address`) are never public.
     """
+    if is_metadata_address(ip):
+        return False
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.ipv4_mapped is not None:
             return is_public_address(ip.ipv4_mapped)
-        embedded = [ip.sixtofour] if ip.sixtofour else list(ip.teredo or ())
-        if ip in _NAT64:
-            embedded.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
-        if not all(is_public_address(v4) for v4 in embedded):
+        if not all(is_public_address(v4) for v4 in _embedded_v4(ip)):
             return False
         blocked = _BLOCKED_V6
     else:
@@ -148,35 +186,59 @@ def is_public_address(ip: IPAddress) -> bool:
     return ip.is_global and not ip.is_multicast and not any(ip in net for net in blocked)
 
 
-def _resolve(policy: FetchPolicy, host: str, port: int) -> list[IPAddress]:
-    """``policy.resolver(host, port)`` as addresses, giving up after ``connect_timeout_s``."""
-    out: dict[str, Any] = {}
+def is_metadata_address(ip: IPAddress) -> bool:
+    """True for cloud instance-metadata and credential endpoints (pure; makes no connection):
+    ``169.254.0.0/16`` (link-local: 169.254.169.254, ECS 169.254.170.2, EKS 169.254.170.23),
+    ``fd00:ec2::/64`` (AWS IPv6: fd00:ec2::254, ...), ``100.100.100.200`` (Alibaba),
+    ``168.63.129.16`` (Azure WireServer), ``192.0.0.192`` (Oracle), and IPv6 addresses that
+    embed one of them. :func:`check_url` refuses these whatever the policy says."""
+    if isinstance(ip, ipaddress.IPv6Address) and any(is_metadata_address(v4) for v4 in _embedded_v4(ip)):
+        return True
+    return any(ip in net for net in _METADATA)
+
+
+def _lookup(policy: FetchPolicy, host: str, port: int) -> concurrent.futures.Future[list[IPAddress]]:
+    """Start ``policy.resolver(host, port)`` in a thread of its own (never a shared pool's: a
+    resolver may hang until the system's own timeout, and the caller stops waiting sooner).
+    The future's result is the distinct addresses, or ``LookupError`` if there are none."""
+    future: concurrent.futures.Future[list[IPAddress]] = concurrent.futures.Future()
 
     def work() -> None:
-        with contextlib.suppress(OSError, UnicodeError, ValueError):  # all mean "unresolvable"
+        if not future.set_running_or_notify_cancel():  # a waiter gave up before the thread ran
+            return
+        addrs: list[IPAddress] = []
+        try:
             found = policy.resolver(host, port)
-            out["addrs"] = [ipaddress.ip_address(a.split("%", 1)[0]) for a in found]
+            addrs = [ipaddress.ip_address(a.split("%", 1)[0]) for a in found]
+        except (OSError, UnicodeError, ValueError):  # all mean "unresolvable"
+            pass
+        if addrs:
+            future.set_result(list(dict.fromkeys(addrs)))
+        else:
+            future.set_exception(LookupError(host))
 
-    worker = threading.Thread(target=work, name="modelapi-resolve", daemon=True)
-    worker.start()
-    worker.join(policy.connect_timeout_s)
-    if not out.get("addrs"):
-        raise LookupError
-    return list(dict.fromkeys(out["addrs"]))
+    threading.Thread(target=work, name="modelapi-resolve", daemon=True).start()
+    return future
 
 
-def check_url(
-    url: str, policy: FetchPolicy, *, loc: list | None = None
-) -> tuple[httpx.URL, list[IPAddress]]:
-    """Parse ``url``, check its scheme, resolve its host and check every address.
+def _resolve(policy: FetchPolicy, host: str, port: int) -> list[IPAddress]:
+    """``policy.resolver(host, port)`` as addresses, giving up after ``connect_timeout_s``
+    (raises ``LookupError``)."""
+    try:
+        return _lookup(policy, host, port).result(timeout=policy.connect_timeout_s)
+    except concurrent.futures.TimeoutError:
+        raise LookupError(host) from None
 
-    Returns the parsed URL and its addresses (all public, unless ``policy.allow_private`` or
-    the host is in ``policy.allowed_hosts``). Makes no connection.
 
-    Raises:
-        InputError: ``url_invalid`` (unparseable, relative, no host), ``url_forbidden`` (scheme
-            other than http/https, userinfo, non-public address), ``url_unresolvable``.
-    """
+async def _resolve_async(policy: FetchPolicy, host: str, port: int) -> list[IPAddress]:
+    """:func:`_resolve` for the event loop: awaits the lookup's thread, blocks nothing."""
+    with anyio.move_on_after(policy.connect_timeout_s):
+        return await asyncio.wrap_future(_lookup(policy, host, port))
+    raise LookupError(host)
+
+
+def _parse(url: str, loc: list | None) -> tuple[httpx.URL, str, int]:
+    """The parsed URL, its host as written (IPv6 without brackets) and its port."""
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, TypeError, ValueError):
@@ -192,17 +254,60 @@ def check_url(
     host = parsed.raw_host.decode("ascii")
     if not host:
         raise InputError("URL has no host", loc, "url_invalid")
-    port = parsed.port or (443 if scheme == "https" else 80)
-    try:
-        addrs = _resolve(policy, host, port)
-    except LookupError:
-        msg = f"could not resolve host '{parsed.host}'"
-        raise InputError(msg, loc, "url_unresolvable") from None
+    return parsed, host, parsed.port or (443 if scheme == "https" else 80)
+
+
+def _judge(
+    parsed: httpx.URL, host: str, port: int, addrs: list[IPAddress], policy: FetchPolicy, loc: list | None
+) -> None:
+    """Refuse ``addrs`` unless every one may be reached under ``policy``."""
+    if any(is_metadata_address(a) for a in addrs):
+        msg = f"URL host '{parsed.host}' resolves to a cloud metadata address, which is never fetched"
+        raise InputError(msg, loc, "url_forbidden")
     exempt = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     exempt_ok = policy.allow_private or exempt in policy.allowed_hosts
     if not exempt_ok and not all(is_public_address(a) for a in addrs):
         msg = f"URL host '{parsed.host}' resolves to a private or reserved address"
         raise InputError(msg, loc, "url_forbidden")
+
+
+def _unresolvable(parsed: httpx.URL, loc: list | None) -> InputError:
+    return InputError(f"could not resolve host '{parsed.host}'", loc, "url_unresolvable")
+
+
+def check_url(
+    url: str, policy: FetchPolicy, *, loc: list | None = None
+) -> tuple[httpx.URL, list[IPAddress]]:
+    """Parse ``url``, check its scheme, resolve its host and check every address.
+
+    Returns the parsed URL and its addresses (all public, unless ``policy.allow_private`` or
+    the host is in ``policy.allowed_hosts``; never a cloud metadata address, whatever the
+    policy). Makes no connection. Blocks for the lookup (at most ``connect_timeout_s``).
+
+    Raises:
+        InputError: ``url_invalid`` (unparseable, relative, no host), ``url_forbidden`` (scheme
+            other than http/https, userinfo, non-public or metadata address), ``url_unresolvable``.
+    """
+    parsed, host, port = _parse(url, loc)
+    try:
+        addrs = _resolve(policy, host, port)
+    except LookupError:
+        raise _unresolvable(parsed, loc) from None
+    _judge(parsed, host, port, addrs, policy, loc)
+    return parsed, addrs
+
+
+async def check_url_async(
+    url: str, policy: FetchPolicy, *, loc: list | None = None
+) -> tuple[httpx.URL, list[IPAddress]]:
+    """:func:`check_url` on the event loop: the same checks and errors; the lookup runs in a
+    thread of its own and is awaited, so the loop never blocks."""
+    parsed, host, port = _parse(url, loc)
+    try:
+        addrs = await _resolve_async(policy, host, port)
+    except LookupError:
+        raise _unresolvable(parsed, loc) from None
+    _judge(parsed, host, port, addrs, policy, loc)
     return parsed, addrs
 
 
@@ -215,23 +320,34 @@ def _tls() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=certifi.where())
 
 
-def fetch_bytes(url: str, policy: FetchPolicy, *, loc: list) -> bytes:
-    """GET ``url`` and return its body (`bytes`, ``len <= policy.max_bytes``).
+async def fetch(url: str, policy: FetchPolicy, *, loc: list) -> bytes:
+    """GET ``url`` and return its body (`bytes`, ``len <= policy.max_bytes``), without blocking
+    the event loop.
 
-    Each hop is checked by :func:`check_url` and connects only to an address it checked.
-    ``total_timeout_s`` is checked between hops and while the body streams in.
+    Each hop is checked by :func:`check_url_async` and connects only to an address it checked.
+    ``policy.total_timeout_s`` bounds the whole call -- lookups, connects, the response headers
+    (however slowly they trickle in), redirects and the body -- as one deadline; the connect
+    and read timeouts bound each step within it.
 
     Raises:
         InputError: any :func:`check_url` type, ``url_redirects``, ``url_status``,
-            ``url_unreachable``, ``file_too_large``.
+            ``url_unreachable`` (refused, TLS failure, malformed answer, any timeout),
+            ``file_too_large``.
     """
-    deadline = time.monotonic() + policy.total_timeout_s
+    try:
+        with anyio.fail_after(policy.total_timeout_s):
+            return await _fetch(url, policy, loc)
+    except TimeoutError:
+        raise _timed_out(policy.total_timeout_s, loc) from None
+
+
+async def _fetch(url: str, policy: FetchPolicy, loc: list) -> bytes:
     limits = httpx.Limits(max_keepalive_connections=0)  # never reuse a connection across hops
-    client = httpx.Client(trust_env=False, follow_redirects=False, limits=limits, verify=_tls())
-    with client:
+    client = httpx.AsyncClient(trust_env=False, follow_redirects=False, limits=limits, verify=_tls())
+    async with client:
         for _ in range(policy.max_redirects + 1):
-            target, addrs = check_url(url, policy, loc=loc)
-            result = _get_pinned(client, target, addrs, policy, deadline, loc)
+            target, addrs = await check_url_async(url, policy, loc=loc)
+            result = await _get_pinned(client, target, addrs, policy, loc)
             if isinstance(result, bytes):
                 return result
             url = str(result)  # a redirect: checked from scratch on the next hop
@@ -262,32 +378,23 @@ def pinned(target: httpx.URL, addr: IPAddress) -> tuple[httpx.URL, dict[str, str
     return target.copy_with(host=str(addr)), {"Host": target.netloc.decode("ascii")}, ext
 
 
-def _get_pinned(
-    client: httpx.Client,
-    target: httpx.URL,
-    addrs: list[IPAddress],
-    policy: FetchPolicy,
-    deadline: float,
-    loc: list,
+async def _get_pinned(
+    client: httpx.AsyncClient, target: httpx.URL, addrs: list[IPAddress], policy: FetchPolicy, loc: list
 ) -> bytes | httpx.URL:
     """One hop: the body, or the next URL on a redirect. Tries each checked address in turn."""
     headers = {
         "Accept": "image/png, image/jpeg, */*;q=0.5",
         "Accept-Encoding": "identity",  # no transfer compression: the cap counts real bytes
     }
+    connect_s, read_s = policy.connect_timeout_s, policy.read_timeout_s
+    timeout = httpx.Timeout(connect=connect_s, read=read_s, write=read_s, pool=connect_s)
     for addr in addrs:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise _timed_out(policy.total_timeout_s, loc)
-        connect_s = min(policy.connect_timeout_s, remaining)
-        read_s = min(policy.read_timeout_s, remaining)
-        timeout = httpx.Timeout(connect=connect_s, read=read_s, write=read_s, pool=connect_s)
         url, host, ext = pinned(target, addr)
         try:
-            with client.stream(
+            async with client.stream(
                 "GET", url, headers={**headers, **host}, extensions=ext, timeout=timeout
             ) as resp:
-                return _read_response(resp, target, policy, deadline, loc)
+                return await _read_response(resp, target, policy, loc)
         except httpx.ConnectError as exc:
             if _caused_by(exc, ssl.SSLError):
                 msg = f"could not fetch image: TLS handshake with '{target.host}' failed"
@@ -305,8 +412,8 @@ def _get_pinned(
     raise InputError(msg, loc, "url_unreachable")
 
 
-def _read_response(
-    resp: httpx.Response, target: httpx.URL, policy: FetchPolicy, deadline: float, loc: list
+async def _read_response(
+    resp: httpx.Response, target: httpx.URL, policy: FetchPolicy, loc: list
 ) -> bytes | httpx.URL:
     if resp.status_code in _REDIRECTS and "location" in resp.headers:
         try:
@@ -320,12 +427,10 @@ def _read_response(
     if length.isdigit() and int(length) > policy.max_bytes:
         raise _too_large(policy, loc)
     body = bytearray()
-    for chunk in resp.iter_bytes():
+    async for chunk in resp.aiter_bytes():
         body += chunk
         if len(body) > policy.max_bytes:
             raise _too_large(policy, loc)
-        if time.monotonic() > deadline:
-            raise _timed_out(policy.total_timeout_s, loc)
     return bytes(body)
 
 
@@ -359,34 +464,58 @@ def read_data_uri(uri: str, policy: FetchPolicy, *, loc: list) -> bytes:
     return data
 
 
-def decode_image(data: bytes, policy: FetchPolicy, *, loc: list) -> Image.Image:
-    """Decode JPEG/PNG ``data`` into a fully loaded PIL image (mode as stored, not converted).
+def open_image(data: bytes, policy: FetchPolicy, *, loc: list) -> Image.Image:
+    """Open JPEG/PNG ``data`` lazily: its header only (``.size``, ``.format``), no pixel decoded.
 
-    The pixel count is read from the header and checked against ``policy.max_pixels``
-    before any pixel is decoded. Pillow's global settings are left alone
-    (``MAX_IMAGE_PIXELS`` stays set, ``LOAD_TRUNCATED_IMAGES`` stays False).
+    Callers check the size against the schema's rules (``validation.check_image``) on this
+    and only then call :func:`load_image`, so a refused image costs no decoding. Pillow's global
+    settings are left alone (``MAX_IMAGE_PIXELS`` stays set, ``LOAD_TRUNCATED_IMAGES`` False).
 
     Raises:
         InputError: ``file_too_large``, ``image_format`` (not PNG/JPEG by content),
-            ``image_too_large`` (over ``max_pixels``, or a Pillow decompression bomb),
-            ``image_corrupt`` (truncated or undecodable).
+            ``image_too_large`` (over ``policy.max_pixels``, or a Pillow decompression bomb),
+            ``image_corrupt`` (a header Pillow cannot read).
     """
     if len(data) > policy.max_bytes:
         raise _too_large(policy, loc)
     fmt = sniff_format(data)
     if fmt is None:
         raise InputError("Only JPEG and PNG images are supported", loc, "image_format")
-    too_large = f"image has more than {policy.max_pixels} pixels"
-    try:
+    with _pillow_errors(policy, fmt, loc):
         image = Image.open(io.BytesIO(data), formats=[fmt.upper()])  # lazy: header only
-        width, height = image.size
-        if width * height > policy.max_pixels:
-            raise InputError(f"{too_large} ({width}x{height})", loc, "image_too_large")
+    width, height = image.size
+    if width * height > policy.max_pixels:
+        msg = f"image has more than {policy.max_pixels} pixels ({width}x{height})"
+        raise InputError(msg, loc, "image_too_large")
+    return image
+
+
+def load_image(image: Image.Image, policy: FetchPolicy, *, loc: list) -> Image.Image:
+    """Decode the pixels of an :func:`open_image` image; returns it, fully loaded (mode as
+    stored, not converted).
+
+    Raises:
+        InputError: ``image_too_large`` (a Pillow decompression bomb), ``image_corrupt``
+            (truncated or undecodable).
+    """
+    with _pillow_errors(policy, (image.format or "image").lower(), loc):
         image.load()
+    return image
+
+
+def decode_image(data: bytes, policy: FetchPolicy, *, loc: list) -> Image.Image:
+    """:func:`open_image` then :func:`load_image`: a fully loaded image, with the errors of both."""
+    return load_image(open_image(data, policy, loc=loc), policy, loc=loc)
+
+
+@contextlib.contextmanager
+def _pillow_errors(policy: FetchPolicy, fmt: str, loc: list) -> Iterator[None]:
+    """Pillow's refusals as InputErrors."""
+    try:
+        yield
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):  # warning: if -W error
-        raise InputError(too_large, loc, "image_too_large") from None
+        raise InputError(f"image has more than {policy.max_pixels} pixels", loc, "image_too_large") from None
     except (OSError, ValueError, SyntaxError, EOFError, IndexError):
         # Pillow's refusals of truncated / malformed files (UnidentifiedImageError is OSError).
         msg = f"image is corrupt or truncated ({fmt.upper()})"
         raise InputError(msg, loc, "image_corrupt") from None
-    return image

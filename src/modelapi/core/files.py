@@ -65,6 +65,11 @@ class FileStore:
         with self.db.begin() as conn:
             conn.execute(db.files.insert().values(**asdict(upload), created_at=db.utcnow()))
 
+    def stored_bytes(self, owner_key_id: str) -> int:
+        """The bytes of every upload of ``owner_key_id`` (0 when none)."""
+        with self.db.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.coalesce(sa.func.sum(F.bytes), 0)).where(F.owner_key_id == owner_key_id)).scalar_one())
+
     def get(self, file_id: str, owner_key_id: str) -> dict[str, Any] | None:
         """The row of ``file_id`` (``id``, ``owner_key_id``, ``storage_key``, ``bytes``,
         ``content_type``, ``created_at``), or None when unknown or another key's."""

@@ -6,9 +6,17 @@ two actors — an API process cancelling, workers starting, a reaper recovering 
 ::
 
     in_queue ──begin──► in_progress ──finish(Done)──► completed   (+ one usage row)
-       │  ▲                 │  │
-       │  └─finish(Stopped)─┘  └──finish(Failed)──► failed
-       └──cancel──► cancelled
+       │  ▲                 │  │  │
+       │  └─finish(Stopped)─┘  │  └──finish(Failed)──► failed      (deadline_exceeded among others)
+       │                       └──finish(Cancelled)──► cancelled   (+ a usage row per image kept)
+       └──cancel / expire_queued──► cancelled                      (deadline: error.code "deadline")
+
+Deadlines (a submit's ``Cancel-After``, kept as ``deadline_at``): a queued request past its
+deadline is cancelled with ``error.code: "deadline"`` and not billed, by :meth:`JobStore.expire_queued`
+(a periodic sweep) or by :meth:`JobStore.begin` (at dequeue), whichever comes first; a running one
+is stopped by its worker between steps and failed with ``deadline_exceeded``. A running request
+is stopped on request (:meth:`JobStore.request_stop`, read by its worker with
+:meth:`JobStore.stop_requested`) and ends cancelled, keeping the images already stored.
 
 The queue itself (ordering, claiming, recovery of a restarted worker's claims) is DBOS's; see
 :mod:`modelapi.core.queue`. Policies that live here:
@@ -35,7 +43,7 @@ import logging
 import secrets
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from collections.abc import Generator
 from typing import Any, Callable, TypeGuard, TypeVar
@@ -45,7 +53,7 @@ import sqlalchemy as sa
 from .. import catalog
 from ..types import Status
 from .auth import live_key
-from . import db, files, usage
+from . import accounts, db, files, usage, webhook_events
 from .queue import EntryId, TaskQueue
 from .workers import WorkerRegistry
 
@@ -97,7 +105,18 @@ class Request:
     retention_s: int | None = None
     expires_at: datetime | None = None
     deleted_at: datetime | None = None
+    deadline_at: datetime | None = None
+    reserved_usd: float | None = None
+    budget_period: str | None = None
     queue_position: int | None = None
+
+    def past_deadline(self) -> bool:
+        """True once the request's ``Cancel-After`` deadline has passed (never without one)."""
+        return self.deadline_at is not None and db.utcnow() >= self.deadline_at
+
+    def cancel_after_s(self) -> float | None:
+        """The submit's ``Cancel-After``, seconds (None: no deadline)."""
+        return None if self.deadline_at is None else round((self.deadline_at - self.created_at).total_seconds(), 3)
 
 
 @dataclass(frozen=True)
@@ -142,10 +161,39 @@ class Failed:
 
 @dataclass(frozen=True)
 class Stopped:
-    """Outcome: stopped between steps (graceful shutdown): back to the front of the queue."""
+    """Outcome: stopped between steps (graceful shutdown): back to the front of the queue.
+    ``outputs``: the storage keys of the images stored before the stop (dropped here; a
+    :class:`Cancelled` keeps them)."""
+
+    outputs: list[str] = field(default_factory=list)
 
 
-Outcome = Done | Failed | Stopped
+@dataclass(frozen=True)
+class Cancelled:
+    """Outcome: stopped between steps at the caller's request (``POST /cancel?running=true``):
+    cancelled, keeping ``outputs`` (storage keys of the images stored before the stop, in
+    order), billed per image kept (:func:`modelapi.core.usage.bill_images`)."""
+
+    outputs: list[str]
+
+
+Outcome = Done | Failed | Stopped | Cancelled
+
+DEADLINE = "deadline"
+"""``error.code`` of a request cancelled because it had not started by its ``Cancel-After``."""
+DEADLINE_EXCEEDED = "deadline_exceeded"
+"""``error.code`` of a request failed because it was still running at its ``Cancel-After``."""
+
+
+def deadline_error(req: Request) -> dict[str, str]:
+    """The ``error`` of a request cancelled at its deadline before it started."""
+    return {"code": DEADLINE, "message": f"not started within its Cancel-After of {req.cancel_after_s():g} s; cancelled"}
+
+
+def deadline_exceeded(req: Request) -> Failed:
+    """The outcome of a run stopped at its request's deadline."""
+    return Failed(DEADLINE_EXCEEDED, f"still running at its Cancel-After deadline ({req.cancel_after_s():g} s after "
+                                     "the submit); stopped")
 
 
 def new_request_id() -> str:
@@ -159,7 +207,7 @@ def _log(event: str, request_id: str, **fields: Any) -> None:
 def _row(row: Any, position: int | None = None) -> Request:
     data = {k: row[k] for k in Request.__dataclass_fields__ if k != "queue_position"}
     data["status"] = Status(data["status"])
-    for k in ("created_at", "started_at", "finished_at", "expires_at", "deleted_at"):
+    for k in ("created_at", "started_at", "finished_at", "expires_at", "deleted_at", "deadline_at"):
         data[k] = db.as_utc(data[k])
     return Request(**data, queue_position=position)
 
@@ -184,6 +232,22 @@ def retry_db(fn: Callable[[], T], what: str, patience_s: float = 600.0) -> T:
             log.warning("database unavailable while %s; retrying in %.1f s: %s", what, delay, str(exc).splitlines()[0])
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+
+def _expired_ids(sqlite: bool) -> sa.Select[Any]:
+    """The ids of queued requests past their deadline, oldest deadline first, read from the
+    partial index of queued requests with a deadline (migration 0006; the WHERE repeats its
+    terms, as a partial index needs). SQLite, which has no statistics, would rather walk every
+    queued request by ``(status, priority, seq)``: there the index is named (``INDEXED BY``)."""
+    if sqlite:
+        rid, status = sa.column("request_id", sa.String), sa.column("status", sa.String)
+        deadline = sa.column("deadline_at", sa.DateTime(timezone=True))
+        source: Any = sa.text("requests INDEXED BY ix_requests_queued_deadline")
+    else:
+        rid, status, deadline, source = C.request_id, C.status, C.deadline_at, R
+    return (sa.select(rid).select_from(source)
+            .where(status == sa.literal_column("'in_queue'"), deadline.is_not(None), deadline <= sa.bindparam("now"))
+            .order_by(deadline).limit(sa.bindparam("n")))
 
 
 def _newest_priority(status: Status) -> sa.ScalarSelect[int]:
@@ -254,6 +318,7 @@ class JobStore:
         self.async_reads = db.AsyncReads.for_engine(database)
         """Non-blocking reads for :meth:`poll_async` (Postgres), else None."""
         self._poll_read, self._ahead_read = db.DriverRead(database, self._POLL), db.DriverRead(database, self._AHEAD)
+        self._expired = _expired_ids(database.dialect.name == "sqlite")
 
     # -- reads -------------------------------------------------------------------------------
     _AHEAD = sa.select(sa.func.count()).select_from(
@@ -366,12 +431,15 @@ class JobStore:
         with self._reads.connect() as conn:
             return conn.execute(sa.select(sa.func.max(db.request_counts.c.id))).scalar() or 0
 
-    def page(self, owner_key_id: str, *, status: Status | None = None, model_id: str | None = None,
+    def page(self, owner_key_id: str | None, *, status: Status | None = None, model_id: str | None = None,
              limit: int = 20, before_seq: int | None = None) -> list[Request]:
-        """Up to ``limit`` of the key's requests, newest first, older than ``before_seq`` (a
-        keyset cursor: pages never skip or repeat a request while new ones arrive). Costs
-        ``limit`` index entries (indexes ``(owner_key_id[, status | model_id], seq)``)."""
-        query = R.select().where(C.owner_key_id == owner_key_id)
+        """Up to ``limit`` of the key's requests (every key's when ``owner_key_id`` is None),
+        newest first, older than ``before_seq`` (a keyset cursor: pages never skip or repeat a
+        request while new ones arrive). Costs ``limit`` index entries (indexes
+        ``(owner_key_id[, status | model_id], seq)``)."""
+        query = R.select()
+        if owner_key_id is not None:
+            query = query.where(C.owner_key_id == owner_key_id)
         if status is not None:
             query = query.where(C.status == status.value)
         if model_id is not None:
@@ -427,6 +495,35 @@ class JobStore:
                     conn.execute(db.request_counts.insert(), kept)
         return [(m, st, int(n)) for m, st, n, _ in rows if n]
 
+    def queue_summary(self) -> dict[str, Any]:
+        """The queue now, by model: ``{"queued", "running", "oldest_queued_at" (ISO 8601 or
+        null), "oldest_wait_s" (seconds the oldest queued request has waited, or null),
+        "models": [{"model_id", "queued", "running", "oldest_queued_at", "oldest_wait_s"}]}``
+        (every model of the catalogue, in its order)."""
+        now = db.utcnow()
+        with self._reads.connect() as conn:
+            rows = conn.execute(sa.select(C.model_id, C.status, sa.func.count(), sa.func.min(C.created_at))
+                                .where(self._ACTIVE).group_by(C.model_id, C.status)).all()
+        by_model: dict[str, dict[str, Any]] = {m: {"model_id": m, "queued": 0, "running": 0, "oldest_queued_at": None, "oldest_wait_s": None}
+                    for m in catalog.models()}
+        oldest_all: datetime | None = None
+        for model_id, status, n, first in rows:
+            entry = by_model.setdefault(model_id, {"model_id": model_id, "queued": 0, "running": 0,
+                                                   "oldest_queued_at": None, "oldest_wait_s": None})
+            if status == Status.IN_PROGRESS.value:
+                entry["running"] = n
+                continue
+            oldest = db.as_utc(first)
+            assert oldest is not None
+            entry |= {"queued": n, "oldest_queued_at": db.iso(oldest),
+                      "oldest_wait_s": round((now - oldest).total_seconds(), 3)}
+            oldest_all = oldest if oldest_all is None or oldest < oldest_all else oldest_all
+        models = list(by_model.values())
+        return {"queued": sum(m["queued"] for m in models), "running": sum(m["running"] for m in models),
+                "oldest_queued_at": db.iso(oldest_all),
+                "oldest_wait_s": None if oldest_all is None else round((now - oldest_all).total_seconds(), 3),
+                "models": models}
+
     # -- submit and cancel (API side) ---------------------------------------------------------
     _ACTIVE = C.status.in_([Status.IN_QUEUE.value, Status.IN_PROGRESS.value])
 
@@ -438,28 +535,40 @@ class JobStore:
     def create(
         self, *, request_id: str, owner_key_id: str, model_id: str, inputs: dict[str, Any],
         input_files: list[str], seed: int, idempotency_key: str | None, body_hash: str | None,
-        webhook: dict[str, Any] | None = None, retention_s: int | None = None,
+        webhook: dict[str, Any] | None = None, admission: accounts.Admission | None = None,
+        cancel_after_s: float | None = None, retention_s: int | None = None,
     ) -> Request:
         """Store a new in_queue request and its queue entry in one transaction (both committed
         before this returns, or neither exists). ``webhook``: ``{"url", "base_url"}`` to deliver
-        the result to (see :mod:`modelapi.core.delivery`). ``retention_s``: seconds its files
-        are kept once it finished, when the key asked for less than the server's
-        (``--retention-s``; None: the server's). The uploads its inputs name are marked used by
-        it in the same transaction (deleted with it; see :func:`modelapi.core.files.mark_used`).
+        the result to (see :mod:`modelapi.core.delivery`), and ``"intermediate_status": True``
+        to deliver the status changes before it too (:mod:`modelapi.core.webhook_events`).
+        ``admission``: the key's limits,
+        checked first in the same transaction (the request keeps its budget reservation).
+        ``cancel_after_s``: the request's deadline, seconds after now (``Cancel-After``; None: none).
+        ``retention_s``: seconds its files are kept once it finished, when the key asked for
+        less than the server's (``--retention-s``; None: the server's). The uploads its inputs
+        name are marked used by it in the same transaction (deleted with it; see
+        :func:`modelapi.core.files.mark_used`).
 
         Raises:
             sqlalchemy.exc.IntegrityError: the key's ``idempotency_key`` is taken.
+            APIStatusError: ``admission`` refused it (see :meth:`modelapi.core.accounts.Admission.check`);
+                nothing was stored or counted.
         """
         entry = EntryId(request_id, 0)
+        now = db.utcnow()
         req = Request(
             request_id=request_id, owner_key_id=owner_key_id, model_id=model_id, status=Status.IN_QUEUE,
             inputs=inputs, input_files=input_files, seed=seed, workflow_id=str(entry), priority=NEW,
             attempts=0, progress=None, outputs=None, metadata=None, error=None, billed_units=None, cost_usd=None,
-            created_at=db.utcnow(), started_at=None, finished_at=None, idempotency_key=idempotency_key,
-            body_hash=body_hash, retention_s=retention_s,
+            created_at=now, started_at=None, finished_at=None, idempotency_key=idempotency_key,
+            body_hash=body_hash, retention_s=retention_s, deadline_at=None if cancel_after_s is None else now + timedelta(seconds=cancel_after_s),
             webhook=webhook and {**webhook, "attempts": 0, "last_status_code": None, "delivered_at": None},
         )
         with self.db.begin() as conn:
+            if admission is not None:
+                admission.check(conn)
+                req = replace(req, reserved_usd=admission.reserved_usd, budget_period=admission.period)
             req = replace(req, priority=self._fair_priority(conn, owner_key_id))
             conn.execute(R.insert().values(
                 {k: v for k, v in req.__dict__.items() if k not in ("queue_position", "run_by", "version", "seq", "partial_outputs",
@@ -470,20 +579,61 @@ class JobStore:
         _log("request.in_queue", request_id, model_id=model_id, owner=owner_key_id, priority=req.priority)
         return req
 
-    def cancel(self, req: Request) -> bool:
-        """in_queue -> cancelled, and its queue entry removed. False when it is no longer queued."""
+    def cancel(self, req: Request, error: dict[str, str] | None = None) -> bool:
+        """in_queue -> cancelled (with ``error``: a deadline's, :func:`deadline_error`), and its
+        queue entry removed. False when it is no longer queued."""
         with self.db.begin() as conn:
             ok = conn.execute(R.update().where(C.request_id == req.request_id, C.status == Status.IN_QUEUE.value)
-                              .values(status=Status.CANCELLED.value, **_ends(req), **_SEEN)).rowcount == 1
+                              .values(status=Status.CANCELLED.value, **_ends(req), error=error, **_SEEN)).rowcount == 1
             if ok:
                 self._ended(conn, req)
         if ok:
-            _log("request.cancelled", req.request_id)
+            _log("request.cancelled", req.request_id, **({"error_code": error["code"]} if error else {}))
             try:  # tidy only: a worker that still takes the entry finds the request cancelled
                 self.queue.cancel(req.workflow_id)
             except Exception as exc:  # noqa: BLE001
                 log.warning("could not remove %s from the queue: %s", req.workflow_id, exc)
         return ok
+
+    def expire_queued(self, limit: int = 100) -> list[str]:
+        """Cancel the queued requests past their ``Cancel-After`` deadline (oldest deadline first,
+        at most ``limit``): ``error.code: "deadline"``, not billed, off the queue. One read of
+        the partial index of queued requests with a deadline, then one conditional cancel each,
+        so sweeps in several processes at once cancel each request once. Returns the request
+        ids this call cancelled."""
+        with self._reads.connect() as conn:
+            ids = conn.execute(self._expired, {"now": db.utcnow(), "n": limit}).scalars().all()
+            expired = [_row(r) for r in conn.execute(R.select().where(C.request_id.in_(ids))).mappings()] if ids else []
+        return [req.request_id for req in expired if self.cancel(req, deadline_error(req))]
+
+    def expire_queued_every(self, interval_s: float, stop: threading.Event) -> None:
+        """:meth:`expire_queued` every ``interval_s`` seconds (``--deadline-check-s``) until
+        ``stop`` is set: a queued request leaves the queue at most that long after its deadline
+        (every worker and API-only process runs this in a thread). A database outage skips a
+        round."""
+        while not stop.wait(interval_s):
+            try:
+                while len(self.expire_queued()) == 100:  # a backlog: go on at once
+                    pass
+            except Exception as exc:  # noqa: BLE001 - the database may be down; the next round tries again
+                log.warning("deadline sweep failed: %s", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+
+    def request_stop(self, req: Request) -> bool:
+        """Ask the worker running ``req`` to stop at its next step or image boundary (``POST
+        /cancel?running=true``): its run then ends cancelled, keeping the images already stored.
+        False when the request is not in_progress. Asking again changes nothing that matters."""
+        with self.db.begin() as conn:
+            ok = conn.execute(R.update().where(C.request_id == req.request_id, C.status == Status.IN_PROGRESS.value)
+                              .values(stop_requested_at=db.utcnow())).rowcount == 1
+        if ok:
+            _log("request.stop_requested", req.request_id)
+        return ok
+
+    def stop_requested(self, request_id: str) -> bool:
+        """Whether a stop was asked for the request (:meth:`request_stop`): the one read (by
+        unique index) a running worker makes between steps."""
+        with self._reads.connect() as conn:
+            return conn.execute(sa.select(C.stop_requested_at.is_not(None)).where(C.request_id == request_id)).scalar() is True
 
     # -- runs (worker side) -------------------------------------------------------------------
     def begin(self, req: Request, runner: str, workflow_id: str) -> Run | None:
@@ -492,7 +642,9 @@ class JobStore:
         None when there is nothing to run: terminal or cancelled, an outdated entry, already
         running in another live process, or interrupted ``max_attempts`` times (then it is
         failed with ``error.code = "interrupted"``). The write is conditional on the state
-        ``req`` shows, so a read that has gone stale meanwhile starts nothing."""
+        ``req`` shows, so a read that has gone stale meanwhile starts nothing. A request past
+        its ``Cancel-After`` deadline is not started: cancelled (``deadline``) when queued,
+        failed (``deadline_exceeded``) when an interrupted run would be run again."""
         request_id = req.request_id
         if req.status.is_terminal:
             return None
@@ -500,10 +652,17 @@ class JobStore:
             _log("request.outdated_entry", request_id, entry=workflow_id)
             return None
         if req.status is Status.IN_QUEUE:
+            if req.past_deadline():
+                self.cancel(req, deadline_error(req))
+                return None
             frm = C.status == Status.IN_QUEUE.value
         else:  # an earlier run was interrupted: its worker died (or restarted: a new instance)
             if req.run_by is not None and self.workers.is_live(req.run_by):
                 _log("request.running_elsewhere", request_id, worker=req.run_by)
+                return None
+            if req.past_deadline():
+                failed = deadline_exceeded(req)
+                self._fail(req, failed.code, failed.message, C.attempts == req.attempts, C.workflow_id == workflow_id)
                 return None
             if req.attempts >= self.max_attempts:
                 self._fail(req, "interrupted", f"the worker stopped {req.attempts} times while running this request",
@@ -511,16 +670,35 @@ class JobStore:
                 return None
             frm = sa.and_(C.status == Status.IN_PROGRESS.value, C.attempts == req.attempts)
         with self.db.begin() as conn:
+            # the key's max_running, checked under its row's lock in this transaction
+            if req.status is Status.IN_QUEUE and accounts.at_running_cap(conn, req.owner_key_id):
+                if self._defer(conn, req):
+                    _log("request.deferred", request_id, reason="max_running", retry_s=accounts.RUNNING_RETRY_S)
+                return None
             ok = conn.execute(R.update().where(C.request_id == request_id, C.workflow_id == workflow_id, frm).values(
                 status=Status.IN_PROGRESS.value, started_at=db.utcnow(), progress=0.0,
                 attempts=req.attempts + 1, run_by=runner, partial_outputs=None, **_SEEN,
             )).rowcount == 1
+            if ok:
+                self._webhook_event(conn, req, None)
         if not ok:
             return None
         run = Run(req, runner, req.attempts + 1)
         _log("request.in_progress" if req.status is Status.IN_QUEUE else "request.restarted", request_id,
              worker=run.worker_id, attempt=run.attempt)
         return run
+
+    def _defer(self, conn: sa.Connection, req: Request) -> bool:
+        """``req`` (in_queue) waits: its key has ``max_running`` requests running. A new queue
+        entry, runnable after :data:`~modelapi.core.accounts.RUNNING_RETRY_S`, takes the place of
+        the current one (which then ends without running). False when it moved on meanwhile."""
+        entry = EntryId.parse(req.workflow_id).next()
+        ok = conn.execute(R.update().where(C.request_id == req.request_id, C.status == Status.IN_QUEUE.value,
+                                           C.workflow_id == req.workflow_id).values(workflow_id=str(entry))).rowcount == 1
+        if ok:
+            self.queue.enqueue(conn, entry=entry, priority=req.priority, owner_key_id=req.owner_key_id,
+                               delay_s=accounts.RUNNING_RETRY_S)
+        return ok
 
     def _this_run(self, run: Run) -> sa.ColumnElement[bool]:
         return sa.and_(C.request_id == run.request.request_id, C.status == Status.IN_PROGRESS.value,
@@ -536,17 +714,20 @@ class JobStore:
 
     def set_partial(self, run: Run, outputs: list[str]) -> None:
         """Publish the storage keys of the images stored so far (shown while in_progress as
-        ``partial_output``). Best effort, like progress."""
+        ``partial_output``; an intermediate webhook event when more than any before). Best
+        effort, like progress."""
         try:
             with self.db.begin() as conn:
-                conn.execute(R.update().where(self._this_run(run)).values(partial_outputs=list(outputs), **_SEEN))
+                if conn.execute(R.update().where(self._this_run(run)).values(partial_outputs=list(outputs), **_SEEN)).rowcount:
+                    self._webhook_event(conn, run.request, list(outputs))
         except db.UNAVAILABLE as exc:
             log.warning("partial outputs not recorded (database unavailable): %s", str(exc).splitlines()[0])
 
     def finish(self, run: Run, outcome: Outcome) -> bool:
         """Apply a run's outcome, once: ``Done`` -> completed and billed (one usage row, same
-        transaction); ``Failed`` -> failed; ``Stopped`` -> back to the front of the queue under a
-        new queue entry (same transaction). False when the run was outdated (another run took
+        transaction); ``Failed`` -> failed; ``Cancelled`` -> cancelled with the images kept,
+        billed per image (a usage row when any, same transaction); ``Stopped`` -> back to the
+        front of the queue under a new queue entry (same transaction). False when the run was outdated (another run took
         over) or the request left in_progress meanwhile. Retries while the database is down."""
         return retry_db(lambda: self._finish(run, outcome), f"finishing {run.request.request_id}")
 
@@ -561,8 +742,8 @@ class JobStore:
                     billed_units=units, cost_usd=cost, **_ends(req), **_SEEN,
                 )).rowcount == 1
                 if ok:
-                    usage.record(conn, req.request_id, req.owner_key_id, req.model_id, units, cost)
-                    self._ended(conn, req)
+                    usage.record(conn, req.request_id, req.owner_key_id, req.model_id, units, cost, len(outcome.outputs))
+                    self._ended(conn, req, cost)
                 event, fields = "request.completed", {"images": len(outcome.outputs), "worker": run.worker_id}
             elif isinstance(outcome, Failed):
                 ok = conn.execute(update.values(
@@ -572,6 +753,17 @@ class JobStore:
                 if ok:
                     self._ended(conn, req)
                 event, fields = "request.failed", {"error_code": outcome.code, "error_message": outcome.message}
+            elif isinstance(outcome, Cancelled):
+                units, cost = usage.bill_images(req.model_id, len(outcome.outputs), self.prices_usd)
+                ok = conn.execute(update.values(
+                    status=Status.CANCELLED.value, outputs=outcome.outputs, billed_units=units, cost_usd=cost,
+                    **_ends(req), **_SEEN,
+                )).rowcount == 1
+                if ok:
+                    if units:
+                        usage.record(conn, req.request_id, req.owner_key_id, req.model_id, units, cost, len(outcome.outputs))
+                    self._ended(conn, req, cost)
+                event, fields = "request.cancelled", {"images": len(outcome.outputs), "worker": run.worker_id}
             else:
                 current = conn.execute(sa.select(C.workflow_id).where(C.request_id == req.request_id)).scalar_one()
                 entry = EntryId.parse(current).next()
@@ -588,23 +780,89 @@ class JobStore:
             _log("request.outdated_run", req.request_id, worker=run.worker_id, attempt=run.attempt)
         return ok
 
-    def record_webhook_attempt(self, request_id: str, status_code: int | None) -> dict[str, Any]:
+    def record_webhook_attempt(self, request_id: str, status_code: int | None, event: int = 0) -> dict[str, Any]:
         """Count one webhook attempt in the request's ``webhook`` record (``attempts``,
-        ``last_status_code``, and ``delivered_at`` on a 2xx); returns the record."""
+        ``last_status_code``, and ``delivered_at`` on a 2xx) — of its terminal state, or of its
+        intermediate event ``event`` (1-based; in ``record["events"]``, and a delivered one
+        ends: the next event's, or the terminal one's, first attempt is enqueued in the same
+        transaction). Returns the record. An attempt at an event that has ended already (a
+        re-run after a crash) changes nothing."""
         with self.db.begin() as conn:
-            record = dict(conn.execute(sa.select(C.webhook).where(C.request_id == request_id)).scalar_one() or {})
-            record["attempts"] = int(record.get("attempts") or 0) + 1
-            record["last_status_code"] = status_code
-            if status_code is not None and 200 <= status_code < 300:
-                record["delivered_at"] = db.iso(db.utcnow())
+            record, status, owner = self._locked_webhook(conn, request_id)
+            if event:
+                if event != webhook_events.current(record):
+                    return record
+                record = webhook_events.attempted(record, event, status_code, db.utcnow())
+                self._next_webhook(conn, request_id, record, Status(status), owner)
+            else:
+                record["attempts"] = int(record.get("attempts") or 0) + 1
+                record["last_status_code"] = status_code
+                if status_code is not None and 200 <= status_code < 300:
+                    record["delivered_at"] = db.iso(db.utcnow())
             conn.execute(R.update().where(C.request_id == request_id).values(webhook=record))
         return record
 
-    def _ended(self, conn: sa.Connection, req: Request) -> None:
-        """In the transaction that made ``req`` terminal: its webhook's first attempt (whether a
-        request has a webhook is set at submit and never changes)."""
-        if req.webhook is not None:
-            self.queue.enqueue_webhook(conn, request_id=req.request_id, attempt=1)
+    def give_up_webhook_event(self, request_id: str, event: int) -> None:
+        """End intermediate webhook event ``event`` undelivered (its retries ran out): the next
+        one's, or the terminal one's, first attempt is enqueued in the same transaction."""
+        with self.db.begin() as conn:
+            record, status, owner = self._locked_webhook(conn, request_id)
+            if event != webhook_events.current(record):
+                return
+            record = webhook_events.end(record, event)
+            self._next_webhook(conn, request_id, record, Status(status), owner)
+            conn.execute(R.update().where(C.request_id == request_id).values(webhook=record))
+
+    def _locked_webhook(self, conn: sa.Connection, request_id: str) -> tuple[dict[str, Any], str, str]:
+        """The request's webhook record, status and owner, its row locked until ``conn``'s
+        transaction ends (SQLite: the database's write lock, taken by a write first)."""
+        if conn.dialect.name == "sqlite":
+            conn.execute(R.update().where(C.request_id == request_id).values(webhook=C.webhook))
+        record, status, owner = conn.execute(sa.select(C.webhook, C.status, C.owner_key_id)
+                                             .where(C.request_id == request_id).with_for_update()).one()
+        return dict(record or {}), status, owner
+
+    def _next_webhook(self, conn: sa.Connection, request_id: str, record: dict[str, Any], status: Status,
+                      owner: str) -> None:
+        """After an intermediate event ended (``record`` shows it): the first attempt of the
+        next event, or of the terminal delivery once the request is terminal; nothing while
+        the chain waits for an event to be made."""
+        following = webhook_events.current(record)
+        if following:
+            self.queue.enqueue_webhook(conn, request_id=request_id, attempt=1, owner_key_id=owner, event=following)
+        elif status.is_terminal:
+            self.queue.enqueue_webhook(conn, request_id=request_id, attempt=1, owner_key_id=owner)
+
+    def _webhook_event(self, conn: sa.Connection, req: Request, partial_outputs: list[str] | None) -> None:
+        """In the transaction of ``req``'s change to in_progress (``partial_outputs`` None) or
+        of its new partial outputs, its row already updated (so locked): the intermediate
+        webhook event that makes, if its receiver asked for them
+        (:mod:`modelapi.core.webhook_events`), enqueued now if no earlier event is pending."""
+        if not webhook_events.wanted(req.webhook):
+            return
+        record, progress = conn.execute(sa.select(C.webhook, C.progress).where(C.request_id == req.request_id)).one()
+        record = webhook_events.made(dict(record), progress, partial_outputs, db.utcnow())
+        if record is None:
+            return
+        conn.execute(R.update().where(C.request_id == req.request_id).values(webhook=record))
+        if webhook_events.pending(record) == 1:
+            self.queue.enqueue_webhook(conn, request_id=req.request_id, attempt=1, owner_key_id=req.owner_key_id,
+                                       event=webhook_events.current(record))
+
+    def _ended(self, conn: sa.Connection, req: Request, cost_usd: float = 0.0) -> None:
+        """In the transaction that made ``req`` terminal: its budget reservation settled (what
+        it cost, ``cost_usd``, counted as spent; :func:`modelapi.core.accounts.settle`), and its
+        webhook's first attempt (whether a request has a webhook is set at submit and never
+        changes) — unless an intermediate event is still pending: the end of the last one
+        enqueues it."""
+        accounts.settle(conn, req.owner_key_id, req.reserved_usd, req.budget_period, cost_usd)
+        if req.webhook is None:
+            return
+        if webhook_events.wanted(req.webhook):
+            record = conn.execute(sa.select(C.webhook).where(C.request_id == req.request_id)).scalar_one()
+            if webhook_events.pending(record):
+                return
+        self.queue.enqueue_webhook(conn, request_id=req.request_id, attempt=1, owner_key_id=req.owner_key_id)
 
     def _fail(self, req: Request, code: str, message: str, *where: sa.ColumnElement[bool]) -> bool:
         with self.db.begin() as conn:
@@ -634,7 +892,14 @@ class JobStore:
 
     def reconcile(self) -> None:
         """At a worker's start: every in_queue request gets a live queue entry; an in_progress
-        one whose entry is gone (its run was lost) is failed."""
+        one whose entry is gone (its run was lost) is failed; a webhook attempt queued by an
+        earlier release without a partition key is replaced by the next attempt, with one."""
+        for entry in self.queue.unpartitioned_webhooks():
+            req = self.get(entry.request_id)
+            self.queue.cancel(str(entry))
+            if req is not None:
+                self.queue.enqueue_webhook(None, request_id=req.request_id, attempt=entry.generation + 1,
+                                           owner_key_id=req.owner_key_id, event=entry.event)
         active = self.with_status(Status.IN_QUEUE, Status.IN_PROGRESS)
         live: set[str] = set()
         for i in range(0, len(active), 500):

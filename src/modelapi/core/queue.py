@@ -9,7 +9,9 @@ this module holds the names both sides must agree on:
   take them (DBOS hands an entry only to processes of its own version). Change it only when ``run_request``'s arguments or meaning
   change, and drain the queue before such an upgrade.
 - Every entry carries the request's owner key as its partition key; ``--max-running-per-key``
-  turns partition limits on (DBOS partitioned queues), otherwise the key is inert.
+  turns partition limits on (DBOS partitioned queues), otherwise the key is inert. The webhook
+  queue is always partitioned: one key's attempts hold at most ``WEBHOOK_PER_KEY`` of a worker's
+  ``WEBHOOK_CONCURRENCY`` delivery slots.
 - An entry's id (its DBOS workflow id) is an :class:`EntryId`, built and parsed only here.
 """
 
@@ -31,7 +33,11 @@ WORKFLOW_NAME = "modelapi.run_request"
 WEBHOOK_QUEUE = "modelapi-webhooks"
 WEBHOOK_WORKFLOW = "modelapi.deliver_webhook"
 WEBHOOK_CONCURRENCY = 8
-"""Webhook attempts one worker process makes at once (each is one short POST)."""
+"""Webhook attempts one worker process makes at once (each is one POST of at most
+``--webhook-timeout-s``)."""
+WEBHOOK_PER_KEY = 2
+"""Of those, the most one key's attempts may hold (its entries' partition key is the request's
+owner key): however slow one key's receivers are, the others' attempts keep the rest."""
 LIVE = ("ENQUEUED", "PENDING")
 """DBOS workflow statuses of an entry that will still run (waiting, or claimed by a worker)."""
 
@@ -39,12 +45,16 @@ LIVE = ("ENQUEUED", "PENDING")
 @dataclass(frozen=True)
 class EntryId:
     """The id of a queue entry (its DBOS workflow id): ``<request id>.<generation>`` for a run of
-    the request (generation 0 at submit, one more for each new entry: handed back, requeued), or
-    ``<request id>.webhook.<n>`` for webhook attempt ``n`` (1-based) of the request."""
+    the request (generation 0 at submit, one more for each new entry: handed back, requeued),
+    ``<request id>.webhook.<n>`` for attempt ``n`` (1-based) of the request's webhook (its
+    terminal state), or ``<request id>.webhook.e<k>.<n>`` for attempt ``n`` of its intermediate
+    webhook event ``k`` (1-based; ``?webhook_intermediate_status=true``)."""
 
     request_id: str
     generation: int
     kind: Literal["run", "webhook"] = "run"
+    event: int = 0
+    """The intermediate webhook event (1-based) a webhook attempt delivers; 0: the terminal one."""
 
     @classmethod
     def parse(cls, text: str) -> EntryId:
@@ -53,13 +63,17 @@ class EntryId:
         request_id, _, webhook = head.rpartition(".")
         if webhook == "webhook" and request_id:
             return cls(request_id, int(n), "webhook")
+        hook_of, _, hook = request_id.rpartition(".")
+        if hook == "webhook" and hook_of and webhook[:1] == "e" and webhook[1:].isdigit():
+            return cls(hook_of, int(n), "webhook", int(webhook[1:]))
         if not head:
             raise ValueError(f"not a queue entry id: {text!r}")
         return cls(head, int(n))
 
     def __str__(self) -> str:
         if self.kind == "webhook":
-            return f"{self.request_id}.webhook.{self.generation}"
+            event = f"e{self.event}." if self.event else ""
+            return f"{self.request_id}.webhook.{event}{self.generation}"
         return f"{self.request_id}.{self.generation}"
 
     def next(self) -> EntryId:
@@ -91,41 +105,63 @@ class TaskQueue:
             polling_interval_sec=polling_interval_s,
             on_conflict="always_update",
         )
-        self.client.register_queue(WEBHOOK_QUEUE, worker_concurrency=WEBHOOK_CONCURRENCY,
-                                   polling_interval_sec=polling_interval_s, on_conflict="always_update")
+        self._register_webhooks(polling_interval_s, "always_update")
 
     def ensure(self, polling_interval_s: float) -> None:
         """Create the queues with default settings if no worker has registered them yet."""
         self.client.register_queue(QUEUE_NAME, worker_concurrency=1, polling_interval_sec=polling_interval_s,
                                    on_conflict="never_update")
-        self.client.register_queue(WEBHOOK_QUEUE, worker_concurrency=WEBHOOK_CONCURRENCY,
-                                   polling_interval_sec=polling_interval_s, on_conflict="never_update")
+        self._register_webhooks(polling_interval_s, "never_update")
 
-    def enqueue(self, conn: sa.Connection, *, entry: EntryId, priority: int, owner_key_id: str) -> None:
+    def _register_webhooks(self, polling_interval_s: float, on_conflict: Literal["always_update", "never_update"]) -> None:
+        self.client.register_queue(WEBHOOK_QUEUE, worker_concurrency=WEBHOOK_CONCURRENCY,
+                                   partition_worker_concurrency=WEBHOOK_PER_KEY,
+                                   polling_interval_sec=polling_interval_s, on_conflict=on_conflict)
+
+    def enqueue(self, conn: sa.Connection, *, entry: EntryId, priority: int, owner_key_id: str,
+                delay_s: float | None = None) -> None:
         """Add ``entry``, which runs its request, inside the caller's transaction ``conn``: on
-        rollback neither the caller's rows nor the entry exist. Lower ``priority`` runs first."""
-        self.client.enqueue_in_transaction(conn, {
+        rollback neither the caller's rows nor the entry exist. Lower ``priority`` runs first;
+        ``delay_s``: not before that many seconds."""
+        options: EnqueueOptions = {
             "queue_name": QUEUE_NAME,
             "workflow_name": WORKFLOW_NAME,
             "workflow_id": str(entry),
             "app_version": APP_VERSION,
             "priority": priority,
             "queue_partition_key": owner_key_id,
-        }, entry.request_id)
-
-    def enqueue_webhook(self, conn: sa.Connection | None, *, request_id: str, attempt: int, delay_s: float | None = None) -> None:
-        """Add webhook attempt ``attempt`` of ``request_id`` (entry ``<request id>.webhook.<n>``,
-        so enqueueing it twice adds one), inside ``conn``'s transaction when given, runnable
-        after ``delay_s`` seconds when given."""
-        entry = EntryId(request_id, attempt, "webhook")
-        options: EnqueueOptions = {"queue_name": entry.queue, "workflow_name": WEBHOOK_WORKFLOW,
-                                   "workflow_id": str(entry), "app_version": APP_VERSION}
+        }
         if delay_s:
             options["delay_seconds"] = delay_s
+        self.client.enqueue_in_transaction(conn, options, entry.request_id)
+
+    def enqueue_webhook(self, conn: sa.Connection | None, *, request_id: str, attempt: int, owner_key_id: str,
+                        delay_s: float | None = None, event: int = 0) -> None:
+        """Add webhook attempt ``attempt`` of ``request_id`` — of its terminal state, or of its
+        intermediate event ``event`` when given (entry ``<request id>.webhook.<n>`` or
+        ``<request id>.webhook.e<k>.<n>``, so enqueueing it twice adds one; partition: the
+        request's ``owner_key_id``) — inside ``conn``'s transaction when given, runnable after
+        ``delay_s`` seconds when given. The workflow gets ``(request_id, attempt)``, and
+        ``event`` after them when not 0."""
+        entry = EntryId(request_id, attempt, "webhook", event)
+        options: EnqueueOptions = {"queue_name": entry.queue, "workflow_name": WEBHOOK_WORKFLOW,
+                                   "workflow_id": str(entry), "app_version": APP_VERSION,
+                                   "queue_partition_key": owner_key_id}
+        if delay_s:
+            options["delay_seconds"] = delay_s
+        args = (request_id, attempt, event) if event else (request_id, attempt)
         if conn is None:
-            self.client.enqueue(options, request_id, attempt)
+            self.client.enqueue(options, *args)
         else:
-            self.client.enqueue_in_transaction(conn, options, request_id, attempt)
+            self.client.enqueue_in_transaction(conn, options, *args)
+
+    def unpartitioned_webhooks(self) -> list[EntryId]:
+        """Webhook attempts waiting with no partition key: queued by a release before the webhook
+        queue was partitioned by owner key. A partitioned queue never hands them out, so
+        :meth:`modelapi.core.jobs.JobStore.reconcile` replaces each with the next attempt."""
+        found = self.client.list_workflows(queue_name=WEBHOOK_QUEUE, status=["ENQUEUED", "DELAYED"],
+                                           load_input=False, load_output=False)
+        return [EntryId.parse(w.workflow_id) for w in found if w.queue_partition_key is None]
 
     def cancel(self, workflow_id: str) -> None:
         """Take an entry off the queue (it will not start)."""

@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 import secrets
 import time
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote, urlencode, urlparse
+
+log = logging.getLogger("modelapi.storage")
 
 
 class Storage(Protocol):
@@ -54,13 +57,47 @@ def content_type_of(key: str) -> str:
         key.rsplit(".", 1)[-1].lower(), "application/octet-stream")
 
 
+PRIVATE_DIR, PRIVATE_FILE = 0o700, 0o600
+"""Modes of what this server writes: directories only its user can enter, files only its
+user can read (the data dir, the database, keys and secrets, stored uploads and outputs)."""
+
+
+def private_dir(path: Path) -> Path:
+    """Make ``path`` a directory of mode 0700 — created so (missing parents get the default
+    mode), or narrowed to it when it exists with more (a warning, not an error, when this user
+    may not change it). Returns ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.mkdir(mode=PRIVATE_DIR, exist_ok=True)
+    if path.stat().st_mode & 0o077:
+        try:
+            os.chmod(path, PRIVATE_DIR)
+        except PermissionError as exc:
+            log.warning("cannot make %s private (mode 0700): %s", path, exc)
+    return path
+
+
+def private_file(path: Path) -> Path:
+    """Make ``path`` a file of mode 0600: created empty when missing, narrowed when it exists
+    with more (a warning when this user may not change it). Returns ``path``."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE))
+    except FileExistsError:
+        if path.stat().st_mode & 0o177:
+            try:
+                os.chmod(path, PRIVATE_FILE)
+            except PermissionError as exc:
+                log.warning("cannot make %s private (mode 0600): %s", path, exc)
+    return path
+
+
 class FileStorage:
-    """Files under ``root``; URLs served by the API, signed with ``secret``."""
+    """Files under ``root``; URLs served by the API, signed with ``secret``. ``root`` and every
+    folder under it are mode 0700, every file 0600."""
 
     def __init__(self, root: Path, secret: bytes) -> None:
         self.root = root
         self._secret = secret
-        root.mkdir(parents=True, exist_ok=True)
+        private_dir(root)
 
     def path(self, key: str) -> Path:
         """The file of ``key``. Raises ``ValueError`` for keys leaving the root."""
@@ -71,13 +108,22 @@ class FileStorage:
 
     def put(self, key: str, data: bytes, content_type: str = "") -> None:
         path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self._folders(path.parent)
         tmp = path.with_suffix(path.suffix + f".{secrets.token_hex(4)}.tmp")
-        with open(tmp, "wb") as fh:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE), "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+
+    def _folders(self, folder: Path) -> None:
+        """Create ``folder`` (under the root) and its missing parents, each mode 0700."""
+        missing = []
+        while not folder.is_dir():
+            missing.append(folder)
+            folder = folder.parent
+        for each in reversed(missing):
+            each.mkdir(mode=PRIVATE_DIR, exist_ok=True)
 
     def get(self, key: str) -> bytes:
         try:
@@ -212,10 +258,9 @@ def open_storage(storage_url: str, data_dir: Path) -> FileStorage | S3Storage:
 
 def _install_secret(data_dir: Path) -> bytes:
     """The install's URL-signing secret, created (mode 0600) on first use."""
-    key_file = data_dir / "secret_key"
-    data_dir.mkdir(parents=True, exist_ok=True)
+    key_file = private_dir(data_dir) / "secret_key"
     try:
-        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
     except FileExistsError:
         pass
     else:

@@ -147,7 +147,7 @@ class WorkerIdLock:
             return
         path = Path(self.engine.url.database or "modelapi.sqlite3")
         name = hashlib.sha256(self.worker_id.encode()).hexdigest()[:16]
-        fh = open(f"{path}.worker-{name}.lock", "a")
+        fh = os.fdopen(os.open(f"{path}.worker-{name}.lock", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a")  # private, as the data dir
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

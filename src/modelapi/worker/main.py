@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import signal
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Callable
 
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ..core.auth import operations_authorized
 from ..core.config import Settings
 from ..core.context import Core, open_core
 from ..engine import load_engine
@@ -50,20 +51,35 @@ def start_worker(settings: Settings, core: Core) -> tuple[WorkerRuntime, tuple[A
     return runtime, tuple(collectors)
 
 
-def health_app(runtime: WorkerRuntime, collectors: tuple[Any, ...], on_shutdown: Any) -> Starlette:
-    """``GET /healthz`` (``{"status": "ok"|"draining", "worker_id", "running", "engine"}``) and
-    ``GET /metrics`` (Prometheus text)."""
+def _bearer(request: Request) -> str | None:
+    """The token of the request's ``Authorization: Bearer <token>``, else None."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return (token.strip() or None) if scheme.lower() == "bearer" else None
+
+
+def health_app(runtime: WorkerRuntime, collectors: tuple[Any, ...], on_shutdown: Any,
+               authorized: Callable[[str | None], bool]) -> Starlette:
+    """``GET /healthz`` and ``GET /metrics`` (Prometheus text). ``authorized`` tells whether a
+    Bearer token (None when absent) may see the details: a live API key or ``--metrics-token``.
+    With it, /healthz is ``{"status": "ok"|"draining", "worker_id", "running", "engine"}`` and
+    /metrics answers; without, /healthz is ``{"status"}`` only and /metrics answers 401."""
     registry = CollectorRegistry()
     for collector in collectors:
         registry.register(collector)
 
-    def healthz(_: Request) -> JSONResponse:
+    def healthz(request: Request) -> JSONResponse:
+        state = "draining" if runtime.draining.is_set() else "ok"
+        if not authorized(_bearer(request)):
+            return JSONResponse({"status": state})
         return JSONResponse({
-            "status": "draining" if runtime.draining.is_set() else "ok",
+            "status": state,
             "worker_id": runtime.worker_id, "running": sorted(runtime.running), "engine": runtime.engine.info.as_dict(),
         })
 
-    def metrics(_: Request) -> Response:
+    def metrics(request: Request) -> Response:
+        if not authorized(_bearer(request)):
+            return JSONResponse({"error_code": 401001, "error_message": "/metrics needs an API key or the --metrics-token",
+                                 "detail": None}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @asynccontextmanager
@@ -85,7 +101,8 @@ def run_worker(settings: Settings) -> None:
         core.close()
         log.info("stopped")
 
-    app = health_app(runtime, collectors, stop)
+    app = health_app(runtime, collectors, stop,
+                     lambda token: operations_authorized(core.db, settings.metrics_token, token))
     server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.metrics_port, log_level="warning", lifespan="on"))
     print(f"modelapi worker {runtime.worker_id} running; health and metrics on "
           f"http://{settings.host}:{settings.metrics_port}/healthz", flush=True)

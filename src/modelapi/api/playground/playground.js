@@ -2,7 +2,8 @@
 // use), so it works the same against one machine or a fleet behind a load balancer.
 //
 // - The API key comes from the URL fragment (#key=..., never sent to the server in a URL) or the
-//   "API key" field, and is kept in localStorage. It travels only in Authorization headers.
+//   "API key" field, and is kept in localStorage. It travels only in Authorization headers. A key
+//   from the fragment replaces a different stored key only after the user confirms it.
 // - The form is generated from GET /v1/models/{id}/schema; the documented example (from
 //   /openapi.json, which is public) and the schema's defaults fill it.
 // - Status: GET .../status/stream (SSE read with fetch, so the key stays in a header) when the
@@ -122,6 +123,16 @@ function keyFromFragment() {
   // Drop the key from the address bar and this history entry; it lives in localStorage now.
   history.replaceState(null, "", location.pathname + location.search + (rest ? "#" + rest : ""));
   return key.trim() || null;
+}
+
+function keyToUse(offered, current) {
+  // A key from a link replaces a different stored key only when the user says so: a link could
+  // otherwise silently switch this browser to someone else's account. The fragment is gone either way.
+  if (!offered || !current || offered === current) return offered || current;
+  const shown = (k) => (k.length > 16 ? `${k.slice(0, 12)}…` : k);
+  const replace = confirm(`This link carries an API key (${shown(offered)}) that is not the one this browser uses `
+    + `(${shown(current)}).\n\nUse the key from the link? Requests and history will then be that key's.`);
+  return replace ? offered : current;
 }
 
 function setKey(key) {
@@ -1038,8 +1049,7 @@ async function reopen(entry) {
 
 // -- start -----------------------------------------------------------------------------------
 async function start() {
-  const fromFragment = keyFromFragment();
-  setKey(fromFragment || load("key", null));
+  setKey(keyToUse(keyFromFragment(), load("key", null)));
   $("key-form").addEventListener("submit", (e) => {
     e.preventDefault();
     setKey($("api-key").value.trim());
@@ -1068,8 +1078,8 @@ async function start() {
     if (field && !e.target.closest?.("input, textarea")) field.onPaste(e);
   });
   window.addEventListener("hashchange", () => {
-    const key = keyFromFragment();
-    if (key) { setKey(key); state.schemas.clear(); loadModels(); }
+    const key = keyToUse(keyFromFragment(), state.key);
+    if (key && key !== state.key) { setKey(key); state.schemas.clear(); loadModels(); }
   });
   await detectFeatures();
   document.documentElement.dataset.stream = String(state.features.stream);
