@@ -193,3 +193,24 @@ def test_unused_uploads_go_after_upload_retention_and_rows_after_keep_requests(d
     assert done.requests == 1 and d.jobs.get(rid) is None
     with d.jobs.db.connect() as conn:
         assert conn.execute(sa.select(db.usage.c.request_id)).scalars().all() == [rid], "the ledger keeps its billing"
+
+
+def test_a_pruned_request_takes_its_webhook_and_intermediate_event_entries_with_it(deployment):
+    """The queue rows of a request's terminal webhook and of each intermediate event
+    (``<rid>.webhook.<n>``, ``<rid>.webhook.e<k>.<n>``) go when its row is pruned."""
+    d = deployment
+    rid = d.request(1)
+    record = {"url": "https://example.com/h", "base_url": "http://b", "attempts": 1, "intermediate_status": True,
+              "events": [{"attempts": 2}, {"attempts": 1}]}
+    with d.jobs.db.begin() as conn:
+        conn.execute(db.requests.update().where(db.requests.c.request_id == rid).values(webhook=record))
+    queue = d.jobs.queue
+    for entry in [(1, 0), (1, 1), (2, 1), (1, 2)]:  # (attempt, event)
+        queue.enqueue_webhook(None, request_id=rid, attempt=entry[0], owner_key_id=OWNER, event=entry[1])
+        workflow_id = f"{rid}.webhook.{f'e{entry[1]}.' if entry[1] else ''}{entry[0]}"
+        queue.client.cancel_workflow(workflow_id)  # ended (no DBOS runtime here)
+    assert {w for w in d.workflows() if w.startswith(f"{rid}.webhook.")} == {
+        f"{rid}.webhook.1", f"{rid}.webhook.e1.1", f"{rid}.webhook.e1.2", f"{rid}.webhook.e2.1"}
+    sweeper = d.sweeper(retention_s=10, keep_requests_s=1000)
+    assert sweeper.sweep_once(now=db.utcnow() + timedelta(seconds=2000)).requests == 1
+    assert not {w for w in d.workflows() if w.startswith(f"{rid}.")}, "every entry of the request went with its row"

@@ -151,7 +151,8 @@ class Sweeper:
 
     def _forget(self, requests: list[Request]) -> int:
         """Delete the finished queue entries (DBOS workflows) of ``requests``: every run entry
-        up to the current one and every webhook attempt. Returns how many were deleted."""
+        up to the current one and every webhook attempt (of the terminal delivery and of each
+        intermediate event). Returns how many were deleted."""
         ids: list[str] = []
         for req in requests:
             current = EntryId.parse(req.workflow_id)
@@ -159,6 +160,9 @@ class Sweeper:
             if req.webhook is not None:
                 attempts = int(req.webhook.get("attempts") or 0)
                 ids += [str(EntryId(req.request_id, n, "webhook")) for n in range(1, attempts + 2)]
+                for k, event in enumerate(req.webhook.get("events") or [], start=1):  # intermediate events
+                    tried = int(event.get("attempts") or 0)
+                    ids += [str(EntryId(req.request_id, n, "webhook", k)) for n in range(1, tried + 2)]
         if not ids:
             return 0
         client = self.jobs.queue.client
