@@ -36,8 +36,9 @@ def assert_error(resp: httpx.Response, status: int) -> dict:
     return body
 
 
-def metric(base_url: str, name: str) -> float:
-    for line in httpx.get(base_url + "/metrics").text.splitlines():
+def metric(srv, name: str) -> float:  # noqa: ANN001
+    """A value on the server's /metrics (read with its key)."""
+    for line in httpx.get(srv.base_url + "/metrics", headers={"Authorization": f"Bearer {srv.key}"}).text.splitlines():
         if line.startswith(name + " ") or line.startswith(name + "{"):
             return float(line.rsplit(" ", 1)[1])
     raise AssertionError(f"{name} not on /metrics")
@@ -71,9 +72,9 @@ def test_outputs_downloadable_then_404_and_result_410_after_retention(make_serve
     with Client(srv.base_url, srv.key, max_retries=0) as client, pytest.raises(GoneError) as exc:
         client.result(rid)
     assert exc.value.error_code == 410001
-    assert metric(srv.base_url, "modelapi_sweep_objects_deleted_total") >= 2
-    assert metric(srv.base_url, "modelapi_sweep_requests_expired_total") == 1
-    assert metric(srv.base_url, 'modelapi_sweep_rows_deleted_total{table="queue"}') == 1, "its queue entry (DBOS) deleted"
+    assert metric(srv, "modelapi_sweep_objects_deleted_total") >= 2
+    assert metric(srv, "modelapi_sweep_requests_expired_total") == 1
+    assert metric(srv, 'modelapi_sweep_rows_deleted_total{table="queue"}') == 1, "its queue entry (DBOS) deleted"
 
 
 def test_unused_uploads_are_swept_and_a_queued_requests_upload_and_inputs_are_not(make_server, monkeypatch):
@@ -100,7 +101,7 @@ def test_unused_uploads_are_swept_and_a_queued_requests_upload_and_inputs_are_no
         assert deleted["status"] == "cancelled" and deleted["deleted_at"]
         assert c.get(f"/v1/files/{used['id']}").status_code == 404, "the upload went with its request"
         assert store.keys(f"inputs/{rid}/") == []
-    assert metric(srv.base_url, 'modelapi_sweep_rows_deleted_total{table="files"}') == 2
+    assert metric(srv, 'modelapi_sweep_rows_deleted_total{table="files"}') == 2
 
 
 def test_delete_of_each_status(make_server):
