@@ -59,7 +59,11 @@ def test_documented_sequential_example_runs_to_completion(server):
         # cost on demand: 3 billed units (sequential_image_generation_options default 3)
         costed = c.get(f"/v1/requests/{rid}/result", params={"include_cost": "true"}).json()
         assert costed["cost"] == pytest.approx(3 * 0.03)
-        assert "cost" not in result
+        assert "cost" not in result and "inputs" not in result and "inputs" not in costed
+        # the input on demand: the body as accepted, the schema's defaults filled in
+        inputs = c.get(f"/v1/requests/{rid}/result", params={"include_inputs": "true"}).json()["inputs"]
+        defaults = {k: p["default"] for k, p in catalog.get(SEQ).input_schema["properties"].items() if "default" in p}
+        assert inputs == {**defaults, **catalog.get(SEQ).example_request}
 
 
 def test_documented_dreamina_example_shape_with_local_urls(server, image_host):
