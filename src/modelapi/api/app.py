@@ -326,8 +326,8 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
     @app.get("/v1/requests/{request_id}/result", response_model=schemas.ResultBody, response_model_exclude_none=True,
              tags=["requests"], responses=schemas.errors(401, 404, 422) | TOO_MANY_STREAMS)
     async def result(request_id: str, include_cost: bool = Query(False),
-                     include_inputs: bool = Query(False, description="Add `inputs`: the request's input as accepted "
-                                                  "(the body, with the schema's defaults filled in)"),
+                     include_inputs: bool = Query(False, description="Add `model_id` and `inputs`: the request's input as "
+                                                  "accepted (the body, with the schema's defaults filled in)"),
                      wait: float | None = Query(None, ge=0, le=60, description="Seconds to wait for a terminal state (long-poll)"),
                      authorization: str | None = Auth, base: str = BaseURL) -> JSONResponse:
         key = await run_in_threadpool(require_key, authorization)
@@ -336,7 +336,7 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
             with watcher.hold(key.id):  # one of the key's --max-streams-per-key (429 above); 401 once revoked
                 req = await watcher.until_terminal(req, wait)  # full rows: outputs, metadata, error
         body = await run_in_threadpool(service.result_body, req, include_cost, base)
-        return JSONResponse(body | {"inputs": req.inputs} if include_inputs else body)
+        return JSONResponse(body | {"model_id": req.model_id, "inputs": req.inputs} if include_inputs else body)
 
     @app.get("/v1/requests", response_model=schemas.RequestPage, tags=["requests"], responses=schemas.errors(401, 422))
     def list_requests(status: StatusName | None = Query(None), model: str | None = Query(None, description="A model id"),
