@@ -305,7 +305,7 @@ function renderLimits(me) {
     ? ["Rate", "Unlimited", "No submits-per-minute limit.", "rate"]
     : ["Rate left", `${me.rate_remaining} / ${me.rpm}`, `submits this minute; resets ${when(me.rate_resets_at)}`, "rate"];
   cards($("usage-limits"), [budget, rate,
-    ["Now", `${me.queued} queued · ${me.running} running`, `limits: ${me.max_queued ?? "server default"} queued, ${me.max_running ?? "server default"} running`, "now"]]);
+    ["Queued · running now", `${me.queued} · ${me.running}`, `limits: ${me.max_queued ?? "server default"} queued, ${me.max_running ?? "server default"} running`, "now"]]);
 }
 
 function metric() { return document.querySelector("input[name=usage-metric]:checked")?.value || "requests"; }
@@ -336,6 +336,7 @@ function renderChart() {
     "aria-label": `${label} by day, ${days[0]} to ${days[days.length - 1]}: ${fmt(key === "cost_usd" ? Number(total.toFixed(6)) : total)} in all` });
   const y = (v) => top + (H - top - bottom) * (1 - v / max);
   for (const v of [0, max / 2, max]) {
+    if (key !== "cost_usd" && !Number.isInteger(v)) continue; // counts: whole-number lines only
     svg.append(el("line", { x1: left, x2: W - right, y1: y(v), y2: y(v), class: "grid" }));
     svg.append(el("text", { x: left - 6, y: y(v) + 4, "text-anchor": "end", class: "axis" },
       key === "cost_usd" ? usd(v) : (Number.isInteger(v) ? String(v) : v.toFixed(1))));
