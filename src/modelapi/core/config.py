@@ -92,7 +92,13 @@ class Settings(BaseSettings):
     stream_ping_s: float = Field(15.0, description="Status streams send a comment line this often so proxies keep them open, seconds.")
     webhook_retry_s: float = Field(86_400.0, description="How long a webhook delivery is retried (exponential backoff) before it is given up, seconds.")
     webhook_timeout_s: float = Field(10.0, description="Time one webhook delivery attempt may take, seconds.")
+    deadline_check_s: float = Field(1.0, gt=0, description="How often every worker (and API-only process) cancels the queued requests past their Cancel-After deadline, seconds: such a request leaves the queue at most this long after its deadline.")
     queue_poll_interval_s: float = Field(0.05, description="How often the worker looks for queued jobs, seconds.")
+    retention_s: int = Field(7 * 86_400, gt=0, description="How long a finished request's outputs and inputs (and the uploads it used) are kept, seconds; then they are deleted and its result answers 410 (its status stays). A submit may ask for less (?retention_s=N).")
+    upload_retention_s: int = Field(86_400, gt=0, description="How long an upload that no request used is kept, seconds.")
+    keep_requests_s: int = Field(90 * 86_400, gt=0, description="How long the row of a finished request is kept (status, listing), seconds; the usage ledger keeps its billing.")
+    sweep_interval_s: float = Field(60.0, ge=0, description="How often each worker runs the sweeper (deletes what retention makes due, in batches), seconds; 0: never (run `modelapi sweep` instead).")
+    sweep_batch: int = Field(100, ge=1, description="Requests (or uploads) the sweeper deletes per transaction.")
     log_level: str = Field("INFO", description="Log level.")
 
     @property
