@@ -56,7 +56,7 @@ def _print_json(data: Any) -> None:
 
 
 # -- server side ------------------------------------------------------------------------------
-_JSON_FIELDS = ("prices_usd", "allowed_input_hosts", "trusted_proxies", "allowed_hosts")
+_JSON_FIELDS = ("prices_usd", "allowed_input_hosts", "trusted_proxies", "allowed_hosts", "routes")
 _WORKER_ONLY = ("worker_id", "metrics_port")
 _SERVE_ONLY: tuple[str, ...]
 _SERVE_ONLY = ("worker", "port", "public_url", "trusted_proxies", "strict_inputs", "max_body_bytes", "max_queued_per_key", "allow_private_urls",

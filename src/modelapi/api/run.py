@@ -33,6 +33,9 @@ def build(settings: Settings, *, announce_key: bool = True) -> tuple[FastAPI, Se
         EngineError: the weights could not be loaded (the message says what to do).
         WorkerIdInUse: another live worker has this worker id.
     """
+    from ..backends import check_routes
+
+    check_routes(settings.routes)  # before anything starts: a route without credentials stops here
     core = open_core(settings, create_initial_key=True)
     if core.initial_key and announce_key:
         announce_initial_key(settings, core.initial_key)

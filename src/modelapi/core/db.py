@@ -117,6 +117,9 @@ usage = sa.Table(
     sa.Column("billed_units", sa.Integer, nullable=False),
     sa.Column("cost_usd", sa.Float, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("backend", sa.String(40), nullable=True),  # which backend ran it (0008)
+    sa.Column("upstream_request_id", sa.String(200), nullable=True),  # the provider's request id
+    sa.Column("upstream_units", sa.Integer, nullable=True),  # the units the provider billed
 )
 
 workers = sa.Table(

@@ -546,7 +546,7 @@ class JobStore:
                     billed_units=units, cost_usd=cost, finished_at=db.utcnow(), **_SEEN,
                 )).rowcount == 1
                 if ok:
-                    usage.record(conn, req.request_id, req.owner_key_id, req.model_id, units, cost)
+                    usage.record(conn, req.request_id, req.owner_key_id, req.model_id, units, cost, outcome.metadata)
                     self._ended(conn, req)
                 event, fields = "request.completed", {"images": len(outcome.outputs), "worker": run.worker_id}
             elif isinstance(outcome, Failed):

@@ -29,11 +29,19 @@ def bill(model: catalog.Model, inputs: dict[str, Any], images: int, prices_usd: 
     return units, round(units * prices_usd.get(model.model_id, 0.0), 6)
 
 
-def record(conn: sa.Connection, request_id: str, owner_key_id: str, model_id: str, units: int, cost_usd: float) -> None:
-    """Add the ledger row of a completed request (call inside the completing transaction)."""
+def record(conn: sa.Connection, request_id: str, owner_key_id: str, model_id: str, units: int, cost_usd: float,
+           metadata: dict[str, Any] | None = None) -> None:
+    """Add the ledger row of a completed request (call inside the completing transaction).
+    From the result's ``metadata`` (when given): ``backend``, and for an upstream the provider's
+    request id (``upstream.request_id``) and billed units (``upstream_units``)."""
+    meta = metadata or {}
+    upstream = meta.get("upstream")
+    upstream = upstream if isinstance(upstream, dict) else {}
     conn.execute(db.usage.insert().values(
         request_id=request_id, owner_key_id=owner_key_id, model_id=model_id,
         billed_units=units, cost_usd=cost_usd, created_at=db.utcnow(),
+        backend=meta.get("backend"), upstream_request_id=upstream.get("request_id"),
+        upstream_units=meta.get("upstream_units"),
     ))
 
 

@@ -19,6 +19,7 @@ from starlette.routing import Route
 from ..core.auth import operations_authorized
 from ..core.config import Settings
 from ..core.context import Core, open_core
+from ..backends.routing import CIRCUIT_OPEN, RUNS
 from ..engine import load_engine
 from .runtime import BUSY, JOB_SECONDS, STAGE_SECONDS, WorkerRuntime
 
@@ -39,7 +40,7 @@ def start_worker(settings: Settings, core: Core) -> tuple[WorkerRuntime, tuple[A
                     engine.info.engine, engine.info.weights)
     runtime = WorkerRuntime(settings, core.jobs, core.storage, engine)
     runtime.launch()
-    collectors: list[Any] = [JOB_SECONDS, STAGE_SECONDS, BUSY]
+    collectors: list[Any] = [JOB_SECONDS, STAGE_SECONDS, BUSY, CIRCUIT_OPEN, RUNS]
     device = engine.info.device
     if device.startswith("cuda"):
         import torch
@@ -74,6 +75,7 @@ def health_app(runtime: WorkerRuntime, collectors: tuple[Any, ...], on_shutdown:
         return JSONResponse({
             "status": state,
             "worker_id": runtime.worker_id, "running": sorted(runtime.running), "engine": runtime.engine.info.as_dict(),
+            "backends": runtime.router.health(),
         })
 
     def metrics(request: Request) -> Response:

@@ -36,8 +36,8 @@ from ..core.delivery import Delivery
 from ..core.queue import APP_NAME, APP_VERSION, QUEUE_NAME, WEBHOOK_QUEUE, WEBHOOK_WORKFLOW, WORKFLOW_NAME
 from ..core.storage import Storage
 from ..core.workers import WorkerIdLock, WorkerRegistry, runner_id
+from ..backends import Job, build_router
 from ..engine.base import Engine
-from .generate import generate
 
 log = logging.getLogger("modelapi.worker")
 JOB_SECONDS = Histogram(
@@ -150,6 +150,7 @@ class WorkerRuntime:
         self.jobs = jobs
         self.storage = storage
         self.engine = engine
+        self.router = build_router(settings, engine)
         self.delivery = Delivery(settings, jobs, storage)
         self.worker_id = settings.default_worker_id(engine.info.device)
         self.instance = secrets.token_hex(8)
@@ -295,9 +296,10 @@ class WorkerRuntime:
                 self.jobs.set_progress(run, p)
 
         try:
-            outcome = generate(run.request, run.attempt, self.engine, self.storage, progress, self.stop_now.is_set,
-                               pool=self._post, inference=slot, output_format=self.settings.output_format,
-                               on_stored=lambda keys: self.jobs.set_partial(run, keys))
+            outcome = self.router.run(Job(run.request, run.attempt, self.storage, progress, self.stop_now.is_set,
+                                          on_stored=lambda keys: self.jobs.set_partial(run, keys), pool=self._post,
+                                          inference=slot, output_format=self.settings.output_format,
+                                          max_pixels=self.settings.max_input_pixels))
         except Exception as exc:  # the job's own error, reported to the client without a traceback
             log.exception("request.error", extra={"request_id": run.request.request_id})
             return Failed("generation_error", f"{type(exc).__name__}: {exc}"[:500])
