@@ -94,6 +94,9 @@ def health_app(runtime: WorkerRuntime, collectors: tuple[Any, ...], on_shutdown:
 
 def run_worker(settings: Settings) -> None:
     """Run a worker until SIGINT/SIGTERM; then drain (``--shutdown-grace-s``) and exit 0."""
+    from ..backends import check_routes
+
+    check_routes(settings.routes)  # before the engine loads: a route without credentials stops here
     core = open_core(settings, create_initial_key=False)
     runtime, collectors = start_worker(settings, core)
 
