@@ -1,5 +1,6 @@
-"""Backends: the ways a request can be run — ``local`` (this worker's engine) and ``modelark``
-(BytePlus ModelArk's Seedream 4.0) — and the routing between them (``--routes``).
+"""Backends: the ways a request can be run — ``local`` (this worker's engine), ``modelark``
+(BytePlus ModelArk's Seedream 4.0) and ``runcomfy`` (the hosted Model API, or another modelapi
+server) — and the routing between them (``--routes``).
 
 See docs/BACKENDS.md for set-up per provider, routes and fallback.
 """
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Backend", "Job", "Rejected", "Router", "Unavailable", "BACKENDS", "check_routes", "build_router"]
 
-BACKENDS = ("local", "modelark")
+BACKENDS = ("local", "modelark", "runcomfy")
 """The backend names a route may use."""
 
 
@@ -30,6 +31,9 @@ def check_routes(routes: dict[str, list[str]], env: dict[str, str] | None = None
         ValueError: the message names the model, the backend or the missing environment variable.
     """
     from .modelark import ModelArkConfig
+    from .runcomfy import RunComfyConfig
+
+    configs = {"modelark": ModelArkConfig.from_env, "runcomfy": RunComfyConfig.from_env}
 
     for model_id, names in routes.items():
         if catalog.get(model_id) is None:
@@ -39,11 +43,11 @@ def check_routes(routes: dict[str, list[str]], env: dict[str, str] | None = None
         for name in names:
             if name not in BACKENDS:
                 raise ValueError(f"--routes: unknown backend {name!r} for {model_id!r}; expected one of {list(BACKENDS)}")
-            if name == "modelark":
+            if name in configs:
                 try:
-                    ModelArkConfig.from_env(env)
+                    configs[name](env)
                 except ValueError as exc:
-                    raise ValueError(f"--routes names the modelark backend for {model_id!r}, but {exc}") from None
+                    raise ValueError(f"--routes names the {name} backend for {model_id!r}, but {exc}") from None
 
 
 def build_router(settings: Settings, engine: Engine) -> Router:
@@ -61,4 +65,8 @@ def build_router(settings: Settings, engine: Engine) -> Router:
         from .modelark import ModelArkBackend, ModelArkConfig
 
         backends["modelark"] = ModelArkBackend(ModelArkConfig.from_env())
+    if "runcomfy" in named:
+        from .runcomfy import RunComfyBackend, RunComfyConfig
+
+        backends["runcomfy"] = RunComfyBackend(RunComfyConfig.from_env(), settings.base_url, settings.url_ttl_s)
     return Router(settings.routes, backends)
