@@ -84,7 +84,8 @@ class Backend(Protocol):
 
     def run(self, job: Job) -> Outcome:
         """Run ``job`` to its outcome. ``Done.metadata`` of an upstream carries ``upstream``
-        (``{"model", "request_id"}``) and ``upstream_units`` (the provider's billed units).
+        (``{"model", "request_id"}``); its ``Done.ledger`` ``upstream_units`` (the provider's
+        billed units, for the usage ledger only: clients never see them).
 
         Raises:
             Unavailable: worth retrying, here later or on another backend.

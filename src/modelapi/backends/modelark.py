@@ -225,9 +225,9 @@ class ModelArkBackend:
     def run(self, job: Job) -> Outcome:
         """Make the request's images on ModelArk, storing each as it streams in.
 
-        Returns ``Done`` (metadata: ``upstream`` ``{model, request_id}``, ``upstream_units``,
+        Returns ``Done`` (metadata: ``upstream`` ``{model, request_id}``,
         ``refused`` ``[{index, code, message}]`` when some images were refused, ``unsupported``),
-        or ``Stopped`` when the worker stops between events.
+        ledger: ``upstream_units``), or ``Stopped`` when the worker stops between events.
 
         Raises:
             Unavailable: 429, 5xx, 401/403/404 (not retried), a timeout, a connection error, an
@@ -285,7 +285,6 @@ class ModelArkBackend:
             "image_count": len(keys), "width": sizes[0][0], "height": sizes[0][1], "seed": req.seed,
             "output_format": job.output_format,
             "upstream": {"model": state["model"], "request_id": request_id},
-            "upstream_units": state["units"] if state["units"] is not None else len(keys),
             "timings": {"queue_s": round(queue_s, 4), "fetch_s": round(t_fetched - t0, 4),
                         "inference_s": round(t_inferred - t_fetched, 4), "postprocess_s": 0.0,
                         "total_s": round(queue_s + t_inferred - t0, 4)},
@@ -294,7 +293,7 @@ class ModelArkBackend:
             metadata["refused"] = refused
         if unsupported:
             metadata["unsupported"] = unsupported
-        return Done(keys, metadata)
+        return Done(keys, metadata, ledger={"upstream_units": state["units"] if state["units"] is not None else len(keys)})
 
     @staticmethod
     def _plain(raw: bytes) -> list[dict[str, Any]]:

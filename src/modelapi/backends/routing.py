@@ -116,7 +116,7 @@ class Router:
                 continue
             if isinstance(outcome, Done):
                 tried.append({"backend": name, "outcome": "ok"})
-                return Done(outcome.outputs, {**outcome.metadata, "backend": name, "backends_tried": tried})
+                return Done(outcome.outputs, {**outcome.metadata, "backend": name, "backends_tried": tried}, outcome.ledger)
             return outcome
         summary = "; ".join(f"{t['backend']}: {t['outcome']}" for t in tried)
         return Failed("upstream_unavailable", f"no backend could run the request ({summary})"[:500])

@@ -92,7 +92,7 @@ class RunComfyBackend:
 
     def run(self, job: Job) -> Outcome:
         """Submit, poll until terminal, copy the outputs. ``Done.metadata``: the upstream's own
-        metadata, ``upstream`` (``{model, request_id}``) and ``upstream_units`` (its billed units).
+        metadata and ``upstream`` (``{model, request_id}``); ``Done.ledger``: ``upstream_units``.
 
         Raises:
             Unavailable: 429, 5xx, 401/403/404 (not retried), a timeout, a connection error, the
@@ -141,7 +141,7 @@ class RunComfyBackend:
         while True:
             status = self._get(f"/v1/requests/{upstream_id}/status")
             if status.get("status") in ("completed", "failed", "cancelled"):
-                return self._get(f"/v1/requests/{upstream_id}/result?include_cost=true")
+                return self._get(f"/v1/requests/{upstream_id}/result")
             if isinstance(status.get("progress"), (int, float)):
                 job.progress(min(0.99, float(status["progress"])))
             if job.should_stop():
@@ -189,7 +189,6 @@ class RunComfyBackend:
         metadata = {k: v for k, v in upstream_meta.items() if k not in ("backend", "backends_tried", "upstream")}
         metadata.update({"image_count": len(keys), "seed": result.get("seed", job.request.seed),
                          "output_format": job.output_format,
-                         "upstream": {"model": job.request.model_id, "request_id": upstream_id},
-                         "upstream_units": len(keys), "upstream_cost_usd": result.get("cost")})
+                         "upstream": {"model": job.request.model_id, "request_id": upstream_id}})
         metadata.setdefault("timings", {})
-        return Done(keys, metadata)
+        return Done(keys, metadata, ledger={"upstream_units": len(keys)})

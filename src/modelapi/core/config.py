@@ -92,7 +92,7 @@ class Settings(BaseSettings):
     stream_ping_s: float = Field(15.0, description="Status streams send a comment line this often so proxies keep them open, seconds.")
     webhook_retry_s: float = Field(86_400.0, description="How long a webhook delivery is retried (exponential backoff) before it is given up, seconds.")
     webhook_timeout_s: float = Field(10.0, description="Time one webhook delivery attempt may take, seconds.")
-    routes: dict[str, list[str]] = Field(default_factory=dict, description='Backends per model id, tried in order, JSON (e.g. {"bytedance/seedream-4-0/sequential": ["modelark", "local"]}); a model not named runs on ["local"]. Backends: local, modelark, runcomfy; credentials from MODELAPI_MODELARK_* / MODELAPI_RUNCOMFY_* (docs/BACKENDS.md).')
+    routes: dict[str, list[str]] = Field(default_factory=dict, description='Backends per model id, tried in order, JSON (e.g. {"bytedance/seedream-4-0/sequential": ["modelark", "local"]}); a model not named runs on ["local"]. Backends: local, modelark, jimeng, runcomfy; credentials from MODELAPI_MODELARK_* / MODELAPI_JIMENG_* / MODELAPI_RUNCOMFY_* (docs/BACKENDS.md).')
     queue_poll_interval_s: float = Field(0.05, description="How often the worker looks for queued jobs, seconds.")
     log_level: str = Field("INFO", description="Log level.")
 

@@ -35,7 +35,7 @@ import logging
 import secrets
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from collections.abc import Generator
 from typing import Any, Callable, TypeGuard, TypeVar
@@ -123,10 +123,13 @@ class Run:
 
 @dataclass(frozen=True)
 class Done:
-    """Outcome: every image is stored under ``outputs`` (storage keys)."""
+    """Outcome: every image is stored under ``outputs`` (storage keys). ``metadata`` is the
+    client's ``result.metadata``; ``ledger`` what only the usage ledger records
+    (``upstream_units``: the provider's billed units)."""
 
     outputs: list[str]
     metadata: dict[str, Any]
+    ledger: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -546,7 +549,8 @@ class JobStore:
                     billed_units=units, cost_usd=cost, finished_at=db.utcnow(), **_SEEN,
                 )).rowcount == 1
                 if ok:
-                    usage.record(conn, req.request_id, req.owner_key_id, req.model_id, units, cost, outcome.metadata)
+                    usage.record(conn, req.request_id, req.owner_key_id, req.model_id, units, cost, outcome.metadata,
+                                 outcome.ledger)
                     self._ended(conn, req)
                 event, fields = "request.completed", {"images": len(outcome.outputs), "worker": run.worker_id}
             elif isinstance(outcome, Failed):

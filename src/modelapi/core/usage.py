@@ -30,10 +30,11 @@ def bill(model: catalog.Model, inputs: dict[str, Any], images: int, prices_usd: 
 
 
 def record(conn: sa.Connection, request_id: str, owner_key_id: str, model_id: str, units: int, cost_usd: float,
-           metadata: dict[str, Any] | None = None) -> None:
+           metadata: dict[str, Any] | None = None, ledger: dict[str, Any] | None = None) -> None:
     """Add the ledger row of a completed request (call inside the completing transaction).
     From the result's ``metadata`` (when given): ``backend``, and for an upstream the provider's
-    request id (``upstream.request_id``) and billed units (``upstream_units``)."""
+    request id (``upstream.request_id``); from ``ledger`` (what clients never see) the units the
+    provider billed (``upstream_units``)."""
     meta = metadata or {}
     upstream = meta.get("upstream")
     upstream = upstream if isinstance(upstream, dict) else {}
@@ -41,7 +42,7 @@ def record(conn: sa.Connection, request_id: str, owner_key_id: str, model_id: st
         request_id=request_id, owner_key_id=owner_key_id, model_id=model_id,
         billed_units=units, cost_usd=cost_usd, created_at=db.utcnow(),
         backend=meta.get("backend"), upstream_request_id=upstream.get("request_id"),
-        upstream_units=meta.get("upstream_units"),
+        upstream_units=(ledger or {}).get("upstream_units"),
     ))
 
 
