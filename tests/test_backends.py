@@ -66,10 +66,11 @@ def worker(jobs, storage, tmp_path, fake, monkeypatch):
 
 
 def submit(jobs, model_id, body, input_files=(), seed=1234, request_id="req_1"):
+    """A request on the upstream queue (every route here starts with modelark)."""
     inputs, problems = check_input(catalog.get(model_id).input_schema, body)
     assert not problems
     return jobs.create(request_id=request_id, owner_key_id="key_a", model_id=model_id, inputs=inputs,
-                       input_files=list(input_files), seed=seed, idempotency_key=None, body_hash=None)
+                       input_files=list(input_files), seed=seed, idempotency_key=None, body_hash=None, upstream=True)
 
 
 def run(runtime, req):
@@ -271,3 +272,67 @@ def test_an_answer_above_the_size_bound_is_refused_not_read(jobs, worker, fake, 
     done = run(worker(), submit(jobs, SEQ, {"text": "a fox", "image_size": "2048:2048 (1:1)"}))
     assert done.metadata["backend"] == "local"
     assert done.metadata["backends_tried"][0]["outcome"] == "event larger than 4096 bytes"
+
+
+# -- queues: a GPU worker, an upstream worker, and the move between them ----------------------------
+def test_the_route_decides_the_queue_at_submit_and_each_role_runs_only_its_backends(jobs, worker, fake, tmp_path, storage):
+    from modelapi.backends import entry_kind
+
+    routes = {SEQ: ["modelark", "local"]}
+    assert (entry_kind(routes, SEQ), entry_kind(routes, DREAMINA)) == ("upstream", "run")
+    upstream = worker()
+    gpu = WorkerRuntime(upstream.settings, jobs, storage, DrawingEngine(step_s=0.0, steps=2), role="gpu")
+    only_up = WorkerRuntime(upstream.settings, jobs, storage, None, role="upstream", backends=["modelark"])
+    assert set(gpu.router.backends) == {"local"} and set(only_up.router.backends) == {"modelark"}
+    assert only_up.info == {"engine": "upstream", "device": "none", "backends": ["modelark"]}
+    req = submit(jobs, SEQ, {"text": "a fox [429]"})
+    assert req.workflow_id == "req_1.upstream.0"
+    moved = run(only_up, req)  # modelark unavailable; local is not this process's: the request moves
+    assert moved.status is Status.IN_QUEUE and moved.workflow_id == "req_1.1" and moved.attempts == 0
+    assert moved.metadata == {"backends_tried": [{"backend": "modelark", "outcome": "429 RateLimitExceeded.EndpointRPMExceeded"}]}
+    assert jobs.queue.live([moved.workflow_id]) == {moved.workflow_id}
+    done = run(gpu, moved)
+    assert done.status is Status.COMPLETED and done.metadata["backend"] == "local"
+    assert done.metadata["backends_tried"] == [{"backend": "modelark", "outcome": "429 RateLimitExceeded.EndpointRPMExceeded"},
+                                               {"backend": "local", "outcome": "ok"}]
+    assert len(fake.received) == 3, "the GPU worker did not try modelark again"
+
+
+def test_overflow_sends_a_local_first_request_upstream_when_the_estimated_wait_is_long(jobs, worker, fake):
+    from modelapi.backends.placement import Placement
+
+    runtime = worker(route=("local", "modelark"))
+    routes = {SEQ: ["local", "modelark"]}
+    assert Placement(jobs, routes, None).place(SEQ) == (False, [])
+    assert Placement(jobs, {SEQ: ["local"]}, 0.0).place(SEQ) == (False, []), "nowhere to overflow to"
+    no_gpu = Placement(jobs, routes, 60.0).place(SEQ)
+    assert no_gpu == (True, [{"backend": "local", "outcome": "overflow: estimated wait no GPU worker > 60 s"}])
+    jobs.workers.register("gpu-1", "i1", {"engine": "drawing (test)", "device": "cpu"})
+    assert Placement(jobs, routes, 60.0).place(SEQ) == (False, []), "an empty local queue: no wait"
+    for i in range(3):  # three local requests ahead, 30 s each (no history yet), one GPU worker: 90 s
+        jobs.create(request_id=f"req_q{i}", owner_key_id="key_a", model_id=SEQ, inputs={"text": "x"}, input_files=[],
+                    seed=1, idempotency_key=None, body_hash=None)
+    assert Placement(jobs, routes, 120.0).place(SEQ) == (False, [])
+    upstream, tried = Placement(jobs, routes, 60.0).place(SEQ)
+    assert upstream and tried == [{"backend": "local", "outcome": "overflow: estimated wait 90 s > 60 s"}]
+    inputs = check_input(catalog.get(SEQ).input_schema, {"text": "a fox"})[0]
+    req = jobs.create(request_id="req_o", owner_key_id="key_a", model_id=SEQ, inputs=inputs, input_files=[], seed=5,
+                      idempotency_key=None, body_hash=None, upstream=upstream, tried=tried)
+    done = run(runtime, req)
+    assert done.status is Status.COMPLETED and done.metadata["backend"] == "modelark"
+    assert done.metadata["backends_tried"] == [*tried, {"backend": "modelark", "outcome": "ok"}]
+    failed_over = run(runtime, jobs.create(request_id="req_p", owner_key_id="key_a", model_id=SEQ,
+                                           inputs={**inputs, "text": "a fox [500]"}, input_files=[], seed=5,
+                                           idempotency_key=None, body_hash=None, upstream=True, tried=tried))
+    assert failed_over.metadata["backend"] == "local", "an overflowed request whose upstream fails comes back to local"
+
+
+def test_an_upstream_worker_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; import modelapi.worker.main, modelapi.cli, modelapi.api.run; "
+            "from modelapi.backends import modelark, jimeng, runcomfy, placement; "
+            "assert not {'torch', 'diffusers', 'transformers'} & set(sys.modules), sorted(sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -67,7 +67,7 @@ def submit(jobs, body, seed=1234, request_id="req_1"):
     inputs, problems = check_input(catalog.get(DREAMINA).input_schema, {"image_urls": ["https://x/a.png"], **body})
     assert not problems
     return jobs.create(request_id=request_id, owner_key_id="key_a", model_id=DREAMINA, inputs=inputs,
-                       input_files=[], seed=seed, idempotency_key=None, body_hash=None)
+                       input_files=[], seed=seed, idempotency_key=None, body_hash=None, upstream=True)
 
 
 def run(runtime, req):

@@ -109,6 +109,10 @@ def test_a_dead_upstream_falls_back_to_local(make_server):
         result = wait_terminal(c, c.post(f"/v1/models/{SEQ}", json={"text": "a heron"}).json()["request_id"])
     assert result["status"] == "completed" and result["metadata"]["backend"] == "local"
     assert result["metadata"]["backends_tried"][0] == {"backend": "modelark", "outcome": "connection error: ConnectError"}
+    health = httpx.get(f"{srv.base_url}/healthz", headers=srv.headers(), timeout=10).json()
+    assert health["backends"]["modelark"]["failures_in_a_row"] == 3 and health["backends"]["modelark"]["circuit"] == "closed"
+    assert health["backends"]["local"]["circuit"] == "closed"
+    assert httpx.get(f"{srv.base_url}/healthz", timeout=10).json() == {"status": "ok"}, "without a key: the status only"
 
 
 def test_a_route_without_credentials_stops_serve_naming_the_variable(tmp_path):

@@ -48,6 +48,7 @@ def build(settings: Settings, *, announce_key: bool = True) -> tuple[FastAPI, Se
         from ..worker.main import start_worker  # the engine and torch load only here
 
         worker, collectors = start_worker(settings, core)
+        service.backends_health = worker.router.health
     app = create_app(service, collectors)
 
     @asynccontextmanager

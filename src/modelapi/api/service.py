@@ -17,7 +17,7 @@ import json
 import logging
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,7 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from .. import catalog
+from ..backends.placement import Placement
 from ..core import bodies, delivery
 from ..core.auth import ApiKey, hash_key
 from ..core.context import Core
@@ -84,6 +85,9 @@ class Service:
         self.draining = threading.Event()
         self.policy = FetchPolicy.from_settings(settings)
         self._fetching: dict[str, int] = {}  # submits fetching inputs, by key id (event loop only)
+        self.placement = Placement(core.jobs, settings.routes, settings.overflow_wait_s, settings.worker_concurrency)
+        self.backends_health: Callable[[], dict[str, Any]] | None = None
+        """The in-process worker's backends and circuit breakers (``/healthz`` with a key), when it has one."""
 
     # -- submit ------------------------------------------------------------------------------
     async def submit(self, key: ApiKey, model: catalog.Model, body: Any, idempotency_key: str | None,
@@ -205,12 +209,13 @@ class Service:
         request_id = new_request_id()
         input_files = self._store_images(model, plan.inputs, key, request_id, base_url, fetched)
         seed = plan.inputs.get("seed")
+        upstream, tried = self.placement.place(model.model_id)
         try:
             return self.jobs.create(
                 request_id=request_id, owner_key_id=key.id, model_id=model.model_id, inputs=plan.inputs,
                 input_files=input_files, seed=seed if seed is not None else secrets.randbelow(2**31),
                 idempotency_key=idempotency_key, body_hash=plan.body_hash,
-                webhook={"url": webhook, "base_url": base_url} if webhook else None,
+                webhook={"url": webhook, "base_url": base_url} if webhook else None, upstream=upstream, tried=tried,
             )
         except sa.exc.IntegrityError:  # the same idempotency key, submitted at the same moment
             earlier = self.jobs.find_idempotent(key.id, idempotency_key or "")

@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from ..core.config import Settings
     from ..engine.base import Engine
 
-__all__ = ["Backend", "Job", "Rejected", "Router", "Unavailable", "BACKENDS", "check_routes", "build_router"]
+__all__ = ["Backend", "Job", "Rejected", "Router", "Unavailable", "BACKENDS", "UPSTREAMS", "check_routes", "build_router",
+           "check_upstream_worker", "effective_routes", "entry_kind", "upstream_names"]
 
 BACKENDS = ("local", "modelark", "jimeng", "runcomfy")
 """The backend names a route may use."""
@@ -73,18 +74,49 @@ def check_routes(routes: dict[str, list[str]], env: dict[str, str] | None = None
                     raise ValueError(f"--routes names the {name} backend for {model_id!r}, but {exc}") from None
 
 
-def build_router(settings: Settings, engine: Engine) -> Router:
-    """The router of a worker: ``local`` on ``engine`` and each upstream its routes name.
+def upstream_names(routes: dict[str, list[str]]) -> set[str]:
+    """The upstream backends ``routes`` name (as they run: :func:`effective_routes`)."""
+    return {n for names in effective_routes(routes).values() for n in names if n != "local"}
+
+
+def check_upstream_worker(routes: dict[str, list[str]], names: list[str]) -> None:
+    """Check ``modelapi worker --backends NAMES`` against the routes: only upstream names, and
+    every upstream the routes name (any upstream worker may take any upstream job).
+
+    Raises:
+        ValueError: the message names the backend.
+    """
+    for name in names:
+        if name not in UPSTREAMS:
+            raise ValueError(f"--backends: {name!r} is not an upstream backend; expected some of {list(UPSTREAMS)} "
+                             "(a worker without --backends runs local jobs)")
+    missing = sorted(upstream_names(routes) - set(names))
+    if missing:
+        raise ValueError(f"--backends must include every upstream backend the routes name: {missing} missing")
+
+
+def entry_kind(routes: dict[str, list[str]], model_id: str) -> str:
+    """The queue a new request of ``model_id`` goes on: ``"run"`` (local) when its route starts
+    with ``local`` (every model not named), else ``"upstream"``."""
+    route = routes.get(model_id) or ["local"]
+    return "run" if route[0] == "local" else "upstream"
+
+
+def build_router(settings: Settings, engine: Engine | None, names: set[str] | None = None) -> Router:
+    """The router of a worker: ``local`` on ``engine`` (when given) and each upstream its
+    routes name (only those of ``names`` when given: a GPU worker passes none).
 
     Raises:
         ValueError: see :func:`check_routes`.
     """
-    from .local import LocalBackend
-
     check_routes(settings.routes)
     routes = effective_routes(settings.routes)
-    backends: dict[str, Backend] = {"local": LocalBackend(engine)}
-    named = {name for names in routes.values() for name in names}
+    backends: dict[str, Backend] = {}
+    if engine is not None:
+        from .local import LocalBackend
+
+        backends["local"] = LocalBackend(engine)
+    named = upstream_names(settings.routes) & (set(UPSTREAMS) if names is None else set(names))
     if "jimeng" in named:
         from .jimeng import JimengBackend, JimengConfig
 

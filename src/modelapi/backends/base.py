@@ -15,7 +15,7 @@ import json
 from collections.abc import Callable
 from concurrent.futures import Executor
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from PIL import Image
@@ -63,6 +63,10 @@ class Job:
         output_format: ``jpeg``, ``png`` or ``webp`` (``--output-format``).
         max_pixels: the largest image decoded from a provider (width*height; above it the
             answer is refused as a decompression bomb).
+        kind: the queue the run came from: ``"run"`` (the local engine's) or ``"upstream"``;
+            the route is run from its first backend of that kind.
+        tried: backends tried by earlier runs of the request (``[{"backend", "outcome"}]``):
+            the run goes on after them.
     """
 
     request: Request
@@ -75,6 +79,8 @@ class Job:
     inference: AbstractContextManager[Any]
     output_format: str = "jpeg"
     max_pixels: int = 40_000_000
+    kind: str = "run"
+    tried: list[dict[str, str]] = field(default_factory=list)
 
 
 class Backend(Protocol):

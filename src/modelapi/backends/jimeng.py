@@ -133,10 +133,10 @@ def _business_error(payload: dict[str, Any], status: int) -> Exception:
     """The exception for an answer whose ``code`` is not 10000 (or an HTTP error)."""
     meta_error = (payload.get("ResponseMetadata") or {}).get("Error") if isinstance(payload.get("ResponseMetadata"), dict) else None
     if isinstance(meta_error, dict):  # the gateway's own errors (signature, key, throttling)
-        code = str(meta_error.get("Code") or status)
+        name = str(meta_error.get("Code") or status)
         if status == 429 or status >= 500:
-            return Unavailable(f"{status} {code}")
-        return Unavailable(f"{status} {code}", retry=False)
+            return Unavailable(f"{status} {name}")
+        return Unavailable(f"{status} {name}", retry=False)
     code = payload.get("code", payload.get("status"))
     message = short(str(payload.get("message") or ""))
     if isinstance(code, int) and code in CONTENT_POLICY:

@@ -7,6 +7,13 @@ exponential backoff (``backoff_s``, doubling), then the request moves on to the 
 :class:`~modelapi.backends.base.Rejected` (validation, content policy) fails the request at
 once. A backend that failed ``breaker_threshold`` times in a row is skipped for
 ``breaker_cooldown_s`` seconds (circuit breaker), then tried again by one request.
+
+Queues: a run taken from the local queue starts at the route's ``local``, one from the upstream
+queue at the route's first upstream backend; backends an earlier run tried are not tried again,
+and backends before the start (passed over at submit: overflow) come last. When the next backend
+is not one this process runs (``local`` in an upstream worker, an upstream in a GPU worker), the
+run ends :class:`~modelapi.core.jobs.Moved`: the request goes back in_queue on that backend's
+queue, its ``backends_tried`` kept.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
-from ..core.jobs import Done, Failed, Outcome
+from ..core.jobs import Done, Failed, Moved, Outcome
 from .base import Backend, Job, Rejected, Unavailable
 
 log = logging.getLogger("modelapi.backends")
@@ -92,6 +99,13 @@ class Router:
     def route(self, model_id: str) -> list[str]:
         return self.routes.get(model_id) or list(DEFAULT_ROUTE)
 
+    def order(self, model_id: str, kind: str, tried: list[dict[str, str]]) -> list[str]:
+        """The backends a run from queue ``kind`` tries, in order (see the module's docstring)."""
+        route = self.route(model_id)
+        start = next((i for i, n in enumerate(route) if (n == "local") == (kind == "run")), 0)
+        done = {t["backend"] for t in tried if not t["outcome"].startswith("overflow")}
+        return [n for n in route[start:] + route[:start] if n not in done]
+
     def health(self) -> dict[str, Any]:
         """Per backend: ``{"circuit": "closed"|"open", "failures_in_a_row", ...the backend's own}``."""
         return {name: {"circuit": self.breakers[name].state, "failures_in_a_row": self.breakers[name].failures,
@@ -100,11 +114,14 @@ class Router:
     def run(self, job: Job) -> Outcome:
         """Run ``job`` on its route. ``Done.metadata`` gains ``backend`` (the one that made the
         outputs) and ``backends_tried`` (``[{"backend", "outcome"}]``, in order, the last
-        ``"ok"``). Returns ``Failed(code, provider message)`` on a refusal, and
-        ``Failed("upstream_unavailable", ...)`` naming each backend's outcome when none could run it.
-        Other exceptions of a backend propagate (the worker fails the request ``generation_error``)."""
-        tried: list[dict[str, str]] = []
-        for name in self.route(job.request.model_id):
+        ``"ok"``). Returns ``Failed(code, provider message)`` on a refusal,
+        ``Failed("upstream_unavailable", ...)`` naming each backend's outcome when none could run
+        it, and ``Moved`` when the next backend runs from the other queue. Other exceptions of a
+        backend propagate (the worker fails the request ``generation_error``)."""
+        tried: list[dict[str, str]] = list(job.tried)
+        for name in self.order(job.request.model_id, job.kind, tried):
+            if name not in self.backends:
+                return Moved("run" if name == "local" else "upstream", tried)
             backend, breaker = self.backends[name], self.breakers[name]
             if not breaker.allow():
                 RUNS.labels(name, "skipped").inc()

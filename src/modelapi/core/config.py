@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     webhook_retry_s: float = Field(86_400.0, description="How long a webhook delivery is retried (exponential backoff) before it is given up, seconds.")
     webhook_timeout_s: float = Field(10.0, description="Time one webhook delivery attempt may take, seconds.")
     routes: dict[str, list[str]] = Field(default_factory=dict, description='Backends per model id, tried in order, JSON (e.g. {"bytedance/seedream-4-0/sequential": ["modelark", "local"]}); a model not named runs on ["local"]. Backends: local, modelark, jimeng, runcomfy; credentials from MODELAPI_MODELARK_* / MODELAPI_JIMENG_* / MODELAPI_RUNCOMFY_* (docs/BACKENDS.md).')
+    backends: str | None = Field(None, description="worker only: run upstream jobs only, on these backends, comma-separated (e.g. modelark,jimeng,runcomfy): no engine, no torch; it must name every upstream the routes name. Default: a GPU worker (local jobs only).")
+    concurrency: int = Field(32, ge=1, description="Upstream jobs one process (an upstream worker, or serve's worker) holds at once, each waiting on its provider; one value for the fleet (the last worker started sets it).")
+    overflow_wait_s: float | None = Field(None, description="serve: a request whose route starts with local goes to the route's next backend at once when its estimated wait for local is above this, seconds (default off).")
     queue_poll_interval_s: float = Field(0.05, description="How often the worker looks for queued jobs, seconds.")
     log_level: str = Field("INFO", description="Log level.")
 

@@ -145,7 +145,18 @@ class Stopped:
     """Outcome: stopped between steps (graceful shutdown): back to the front of the queue."""
 
 
-Outcome = Done | Failed | Stopped
+@dataclass(frozen=True)
+class Moved:
+    """Outcome: the next backend of the request's route runs from the other queue (``kind``:
+    ``"run"``, the local engine's, or ``"upstream"``): back in_queue under a new entry of that
+    queue, at its own priority; ``tried`` (``[{"backend", "outcome"}]`` so far) is kept as
+    ``metadata.backends_tried`` for the run that follows."""
+
+    kind: str
+    tried: list[dict[str, str]]
+
+
+Outcome = Done | Failed | Stopped | Moved
 
 
 def new_request_id() -> str:
@@ -431,20 +442,22 @@ class JobStore:
     def create(
         self, *, request_id: str, owner_key_id: str, model_id: str, inputs: dict[str, Any],
         input_files: list[str], seed: int, idempotency_key: str | None, body_hash: str | None,
-        webhook: dict[str, Any] | None = None,
+        webhook: dict[str, Any] | None = None, upstream: bool = False, tried: list[dict[str, str]] | None = None,
     ) -> Request:
         """Store a new in_queue request and its queue entry in one transaction (both committed
         before this returns, or neither exists). ``webhook``: ``{"url", "base_url"}`` to deliver
-        the result to (see :mod:`modelapi.core.delivery`).
+        the result to (see :mod:`modelapi.core.delivery`). ``upstream``: the entry goes on the
+        upstream queue (its route's first backend to run is an upstream), with ``tried``
+        (backends passed over at submit: overflow) kept as ``metadata.backends_tried``.
 
         Raises:
             sqlalchemy.exc.IntegrityError: the key's ``idempotency_key`` is taken.
         """
-        entry = EntryId(request_id, 0)
+        entry = EntryId(request_id, 0, "upstream" if upstream else "run")
         req = Request(
             request_id=request_id, owner_key_id=owner_key_id, model_id=model_id, status=Status.IN_QUEUE,
             inputs=inputs, input_files=input_files, seed=seed, workflow_id=str(entry), priority=NEW,
-            attempts=0, progress=None, outputs=None, metadata=None, error=None, billed_units=None, cost_usd=None,
+            attempts=0, progress=None, outputs=None, metadata={"backends_tried": tried} if tried else None, error=None, billed_units=None, cost_usd=None,
             created_at=db.utcnow(), started_at=None, finished_at=None, idempotency_key=idempotency_key,
             body_hash=body_hash,
             webhook=webhook and {**webhook, "attempts": 0, "last_status_code": None, "delivered_at": None},
@@ -561,6 +574,17 @@ class JobStore:
                 if ok:
                     self._ended(conn, req)
                 event, fields = "request.failed", {"error_code": outcome.code, "error_message": outcome.message}
+            elif isinstance(outcome, Moved):
+                current = conn.execute(sa.select(C.workflow_id).where(C.request_id == req.request_id)).scalar_one()
+                entry = EntryId(req.request_id, EntryId.parse(current).generation + 1, outcome.kind)  # type: ignore[arg-type]
+                ok = conn.execute(update.values(
+                    status=Status.IN_QUEUE.value, progress=None, started_at=None, attempts=run.attempt - 1,
+                    run_by=None, workflow_id=str(entry), metadata={"backends_tried": outcome.tried},
+                    partial_outputs=None, **_SEEN,
+                )).rowcount == 1
+                if ok:
+                    self.queue.enqueue(conn, entry=entry, priority=req.priority, owner_key_id=req.owner_key_id)
+                event, fields = "request.moved", {"worker": run.worker_id, "queue": entry.queue}
             else:
                 current = conn.execute(sa.select(C.workflow_id).where(C.request_id == req.request_id)).scalar_one()
                 entry = EntryId.parse(current).next()
