@@ -16,8 +16,10 @@ It does so first **at rest**, then while the **attacker** key runs three attacks
 - slow host: ``--fetchers`` clients submit edit requests, again and again, whose reference image
   is on a host (127.0.0.1, admitted with ``--allowed-input-hosts``) that sends its response
   headers one byte every 0.5 s;
-- slow receivers: ``--hooks`` requests at a time with a webhook to a receiver that trickles its
-  answer the same way (so every attempt lasts until the server's deadline, and is retried);
+- slow receivers: ``--hooks`` requests every ``--hook-every-s`` with a webhook to a receiver that
+  trickles its answer the same way (so every attempt lasts until the server's deadline, and is
+  retried); the first round goes in before the slow-host submits start, since a submit with a
+  webhook takes one of the key's ``--max-fetching-per-key`` slots too;
 - many streams: ``--streams`` status streams opened at once on the attacker's requests (those
   over the server's per-key cap are refused with 429; the rest are held open).
 
@@ -150,8 +152,9 @@ class Attack:
         self.answers: dict[str, int] = {}
         self.streams_open = 0
         self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self._fetcher, daemon=True) for _ in range(args.fetchers)]
-        self.threads.append(threading.Thread(target=self._hooks, daemon=True))
+        self.hooked = threading.Event()  # the first round of slow-receiver requests is in
+        self.threads = [threading.Thread(target=self._hooks, daemon=True)]
+        self.threads += [threading.Thread(target=self._fetcher, daemon=True) for _ in range(args.fetchers)]
         self.threads.append(threading.Thread(target=lambda: asyncio.run(self._streams()), daemon=True))
 
     def client(self) -> httpx.Client:
@@ -162,6 +165,9 @@ class Attack:
             self.answers[what] = self.answers.get(what, 0) + 1
 
     def _fetcher(self) -> None:
+        # A submit with a webhook takes one of the key's fetch slots too: the slow-host submits
+        # start once the first slow-receiver round is in, or they would keep it out.
+        self.hooked.wait(30)
         body = {"images": [self.image_url], "text": "slow host"}
         with self.client() as c:
             while not self.done.is_set():
@@ -176,12 +182,17 @@ class Attack:
     def _hooks(self) -> None:
         with self.client() as c:
             while not self.done.is_set():
-                for _ in range(self.args.hooks):
+                accepted = 0
+                while accepted < self.args.hooks and not self.done.is_set():  # until the key's fetch share lets it in
                     try:
                         r = c.post(SEQ, params={"webhook": self.hook_url}, json={"text": "slow receiver"})
                         self.count(f"slow-receiver submit {r.status_code}")
+                        accepted += r.status_code == 200
+                        if r.status_code == 429:
+                            self.done.wait(float(r.headers.get("retry-after", "1")))
                     except httpx.HTTPError as exc:
                         self.count(f"slow-receiver submit {type(exc).__name__}")
+                self.hooked.set()
                 self.done.wait(self.args.hook_every_s)
 
     async def _streams(self) -> None:
@@ -254,12 +265,17 @@ def measure(cfg: bench.Config, root: Path, stack: contextlib.ExitStack, args: ar
     engine.dispose()
     attacker = srv.key or ""
     victim_round(srv, victim, receiver, 3, 1)  # warm-up: connections, first webhook secret
+    cpu0, t0 = srv.cpu(), time.perf_counter()
     rest = victim_round(srv, victim, receiver, args.jobs, args.polls)
+    cpu_rest = (srv.cpu() - cpu0) / (time.perf_counter() - t0)
     with Attack(srv, attacker, slow_host, slow_receiver, args) as attack:
         time.sleep(args.ramp_s)  # let the attacks reach their steady state before timing
+        cpu0, t0 = srv.cpu(), time.perf_counter()
         under = victim_round(srv, victim, receiver, args.jobs, args.polls)
+        cpu_under = (srv.cpu() - cpu0) / (time.perf_counter() - t0)
         answers = dict(sorted(attack.answers.items()))
     return {"config": cfg.label, "rest": rest, "under": under, "attacker": answers,
+            "server_cpu": (cpu_rest, cpu_under),
             "slow_host_connections": slow_host.connections, "slow_receiver_connections": slow_receiver.connections}
 
 
@@ -273,6 +289,8 @@ def report(result: dict) -> bool:
         print(f"  {what:8} {summary(rest)} | {summary(under)} | {ratio:5.2f}x {bench.verdict(ratio <= TARGET_RATIO)}")
     timeouts = len(result["rest"]["timeouts"]), len(result["under"]["timeouts"])
     print(f"  victim calls that timed out (counted as the timeout): at rest {timeouts[0]}, under attack {timeouts[1]}")
+    print(f"  server CPU while the victim was timed: at rest {result['server_cpu'][0]:.0%}, under attack "
+          f"{result['server_cpu'][1]:.0%} of one core")
     print(f"  attacker's answers: {result['attacker']}")
     print(f"  connections to the slow host: {result['slow_host_connections']}, to the slow receiver: "
           f"{result['slow_receiver_connections']}")

@@ -42,6 +42,7 @@ _BACKOFF_CAP_S = 8.0
 _RETRY_STATUSES = frozenset({429, 502, 503, 504})
 _ERROR_CLASSES: dict[int, type[errors.APIStatusError]] = {
     401: errors.AuthenticationError,
+    402: errors.InsufficientFundsError,
     403: errors.PermissionDeniedError,
     404: errors.NotFoundError,
     422: errors.ValidationError,

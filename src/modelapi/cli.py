@@ -55,6 +55,14 @@ def _print_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
 
 
+def _print_table(table: Table) -> None:
+    if not out.is_terminal:  # piped: whole rows, one line each (a terminal folds them to fit)
+        from rich.measure import Measurement
+
+        out.width = max(out.width, Measurement.get(out, out.options.update_width(10_000), table).maximum)
+    out.print(table)
+
+
 # -- server side ------------------------------------------------------------------------------
 _JSON_FIELDS = ("prices_usd", "allowed_input_hosts", "trusted_proxies", "allowed_hosts", "routes")
 _WORKER_ONLY = ("worker_id", "metrics_port", "backends")
@@ -161,47 +169,285 @@ def _db(database_url: str | None = None):  # noqa: ANN202
     return engine
 
 
-@keys_app.command("create")
-def keys_create(name: str = typer.Option("default", help="A label for the key."), database_url: Optional[str] = DatabaseUrl) -> None:
-    """Create a key and print it (once: only its hash is stored)."""
-    from .core.auth import create_key
+class _KeysBackend:
+    """The keys and usage commands' two ways in: the database itself (``--database-url``, the
+    core's :class:`~modelapi.core.accounts.Accounts`) or a server's admin API (``--base-url``
+    with an admin ``--api-key``). Every method returns the admin API's JSON shapes."""
 
-    record, secret = create_key(_db(database_url), name)
-    console.print(f"created {record.id} ({record.name}); the key is shown only now:")
+    def __init__(self, database_url: str | None, base_url: str | None, api_key: str | None) -> None:
+        self.base_url, self.api_key, self.database_url = base_url, api_key, database_url
+
+    def _accounts(self):  # noqa: ANN202
+        from .core.accounts import Accounts
+
+        return Accounts(_db(self.database_url))
+
+    def _http(self, method: str, path: str, **kwargs: Any) -> Any:
+        import httpx
+
+        from ._calls import connection_error, error_from_response, resolve_api_key, resolve_base_url
+
+        base = resolve_base_url(self.base_url)
+        headers = {"Authorization": f"Bearer {resolve_api_key(self.api_key, base)}"}
+        try:
+            response = httpx.request(method, base + path, headers=headers, timeout=30, **kwargs)
+        except httpx.TransportError as exc:
+            raise connection_error(base, exc) from exc
+        if response.status_code >= 400:
+            raise error_from_response(response)
+        return response.json()
+
+    def create(self, fields: dict[str, Any]) -> tuple[dict[str, Any], str]:
+        if self.base_url:
+            body = self._http("POST", "/v1/admin/keys", json=fields)
+            return body, body.pop("key")
+        return self._accounts().create(_key_fields(fields))
+
+    def keys(self) -> list[dict[str, Any]]:
+        return self._http("GET", "/v1/admin/keys")["keys"] if self.base_url else self._accounts().keys()
+
+    def key_id(self, id_or_prefix: str) -> str:
+        """A key's id from its id or its displayed prefix."""
+        if id_or_prefix.startswith("key_"):
+            return id_or_prefix
+        found = [k["id"] for k in self.keys() if k["prefix"] == id_or_prefix]
+        if len(found) != 1:
+            console.print(f"[red]no key with the id or prefix {id_or_prefix!r}[/]")
+            raise typer.Exit(1)
+        return found[0]
+
+    def show(self, key_id: str) -> dict[str, Any]:
+        return self._http("GET", f"/v1/admin/keys/{key_id}") if self.base_url else self._accounts().state(key_id)
+
+    def update(self, key_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+        if self.base_url:
+            return self._http("PATCH", f"/v1/admin/keys/{key_id}", json=fields)
+        return self._accounts().update(key_id, _key_fields(fields))
+
+    def revoke(self, key_id: str) -> dict[str, Any]:
+        return self._http("POST", f"/v1/admin/keys/{key_id}/revoke") if self.base_url else self._accounts().revoke(key_id)
+
+    def usage(self, group_by: str, start: str | None, end: str | None) -> list[dict[str, Any]]:
+        if self.base_url:
+            params = {"group_by": group_by, **({"from": start} if start else {}), **({"to": end} if end else {})}
+            return self._http("GET", "/v1/admin/usage", params=params)["rows"]
+        from .core import usage as billing
+
+        return billing.summary(_db(self.database_url), group_by,  # type: ignore[arg-type]
+                               start=_when_flag(start, "--from"), end=_when_flag(end, "--to"))
+
+
+def _key_fields(fields: dict[str, Any]):  # noqa: ANN202
+    """The core's checked KeyFields (the admin API checks the same on the server)."""
+    from pydantic import ValidationError as PydanticError
+
+    from .core.accounts import KeyFields
+
+    try:
+        return KeyFields(**fields)
+    except PydanticError as exc:
+        for problem in exc.errors():
+            console.print(f"[bold red]error:[/] --{'-'.join(str(p) for p in problem['loc']).replace('_', '-')}: {problem['msg']}")
+        raise typer.Exit(2) from None
+
+
+def _when_flag(value: str | None, flag: str) -> Any:
+    from datetime import datetime, timezone
+
+    if value is None:
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter("an ISO 8601 date or time, e.g. 2026-01-31 or 2026-01-31T12:00:00Z", param_hint=flag) from None
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+def _limit(value: str | None, flag: str, kind: type = int) -> Any:
+    """A limit flag's value: a number, or ``none`` (no limit)."""
+    if value is None or value.lower() in ("none", "unlimited"):
+        return None
+    try:
+        return kind(value)
+    except ValueError:
+        raise typer.BadParameter(f"a number or 'none', not {value!r}", param_hint=flag) from None
+
+
+_DURATION = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _expiry(expires_in: str | None, expires_at: str | None) -> tuple[bool, str | None]:
+    """(given, the ISO 8601 expiry or None for never) from --expires-in (30d, 12h, 90m, 3600s,
+    or none) or --expires-at (ISO 8601, or none)."""
+    from datetime import datetime, timedelta, timezone
+
+    if expires_in is not None and expires_at is not None:
+        raise typer.BadParameter("give --expires-in or --expires-at, not both", param_hint="--expires-in")
+    if expires_in is not None:
+        if expires_in.lower() == "none":
+            return True, None
+        unit = expires_in[-1:].lower()
+        if unit not in _DURATION or not expires_in[:-1].isdigit():
+            raise typer.BadParameter(f"a number and a unit (s, m, h, d, w), e.g. 30d; not {expires_in!r}", param_hint="--expires-in")
+        return True, (datetime.now(timezone.utc) + timedelta(seconds=int(expires_in[:-1]) * _DURATION[unit])).isoformat()
+    if expires_at is not None:
+        return True, None if expires_at.lower() == "none" else _when_flag(expires_at, "--expires-at").isoformat()
+    return False, None
+
+
+def _fields(name: str | None, role: str | None, models: list[str] | None, rpm: str | None, max_queued: str | None,
+            max_running: str | None, budget_usd: str | None, budget_period: str | None, expires_in: str | None,
+            expires_at: str | None) -> dict[str, Any]:
+    """The key fields given as flags (those not given are left out; ``none`` removes a limit)."""
+    fields: dict[str, Any] = {}
+    if name is not None:
+        fields["name"] = name
+    if role is not None:
+        fields["role"] = role
+    if models is not None:
+        names = [m for item in models for m in item.split(",") if m.strip()]
+        fields["models"] = [] if names == ["all"] else [m.strip() for m in names]
+    for flag, value, kind in (("rpm", rpm, int), ("max_queued", max_queued, int), ("max_running", max_running, int),
+                              ("budget_usd", budget_usd, float)):
+        if value is not None:
+            fields[flag] = _limit(value, "--" + flag.replace("_", "-"), kind)
+    if budget_period is not None:
+        fields["budget_period"] = None if budget_period.lower() == "none" else budget_period
+    given, when = _expiry(expires_in, expires_at)
+    if given:
+        fields["expires_at"] = when
+    return fields
+
+
+KeysBaseUrl = typer.Option(None, "--base-url", envvar="MODELAPI_BASE_URL",
+                           help="Manage keys through this server's admin API (with an admin --api-key) instead of the database.")
+RoleOpt = typer.Option(None, "--role", help="user or admin (admin keys may call /v1/admin/...).")
+ModelsOpt = typer.Option(None, "--models", help="A model id the key may use (repeat, or comma-separated; 'all': every model).")
+RpmOpt = typer.Option(None, "--rpm", help="Submits per minute ('none': unlimited).")
+MaxQueuedOpt = typer.Option(None, "--max-queued", help="Requests queued at once ('none': the server's --max-queued-per-key).")
+MaxRunningOpt = typer.Option(None, "--max-running", help="Requests running at once ('none': the server's --max-running-per-key).")
+BudgetOpt = typer.Option(None, "--budget-usd", help="Most cost per --budget-period, USD ('none': no budget).")
+PeriodOpt = typer.Option(None, "--budget-period", help="day, month (UTC) or total.")
+ExpiresInOpt = typer.Option(None, "--expires-in", help="Expire after this long: 30d, 12h, 90m, 3600s ('none': never).")
+ExpiresAtOpt = typer.Option(None, "--expires-at", help="Expire at this ISO 8601 time ('none': never).")
+AsJson = typer.Option(False, "--json", help="Print JSON instead of a table.")
+
+
+def _key_line(k: dict[str, Any]) -> list[str]:
+    limits = ", ".join(f"{name}={k[name]}" for name in ("rpm", "max_queued", "max_running") if k.get(name) is not None)
+    if k.get("budget_usd") is not None:
+        limits += (", " if limits else "") + f"budget={k['budget_usd']} USD/{k['budget_period']}"
+    return [k["id"], k["name"], k["role"], k["prefix"] + "…", ", ".join(k["models"]) or "all", limits,
+            (k.get("expires_at") or "")[:16], (k.get("revoked_at") or "")[:16]]
+
+
+@keys_app.command("create")
+def keys_create(
+    name: str = typer.Option("default", help="A label for the key."), role: Optional[str] = RoleOpt,
+    models: Optional[list[str]] = ModelsOpt, rpm: Optional[str] = RpmOpt, max_queued: Optional[str] = MaxQueuedOpt,
+    max_running: Optional[str] = MaxRunningOpt, budget_usd: Optional[str] = BudgetOpt, budget_period: Optional[str] = PeriodOpt,
+    expires_in: Optional[str] = ExpiresInOpt, expires_at: Optional[str] = ExpiresAtOpt, as_json: bool = AsJson,
+    database_url: Optional[str] = DatabaseUrl, base_url: Optional[str] = KeysBaseUrl, api_key: Optional[str] = ApiKeyOpt,
+) -> None:
+    """Create a key with limits and print it (once: only its hash is stored); --json prints the
+    key's record with the secret as "key"."""
+    fields = _fields(name, role, models, rpm, max_queued, max_running, budget_usd, budget_period, expires_in, expires_at)
+    try:
+        record, secret = _KeysBackend(database_url, base_url, api_key).create(fields)
+    except ModelAPIError as exc:
+        _fail(exc)
+    if as_json:
+        _print_json({**record, "key": secret})
+        return
+    console.print(f"created {record['id']} ({record['name']}, {record['role']}); the key is shown only now:")
     typer.echo(secret)
 
 
 @keys_app.command("list")
-def keys_list(database_url: Optional[str] = DatabaseUrl) -> None:
-    """List keys (id, name, prefix, created, revoked)."""
-    from .core.auth import list_keys
+def keys_list(as_json: bool = AsJson, database_url: Optional[str] = DatabaseUrl, base_url: Optional[str] = KeysBaseUrl,
+              api_key: Optional[str] = ApiKeyOpt) -> None:
+    """List keys (id, name, role, prefix, models, limits, expiry, revoked)."""
+    try:
+        keys = _KeysBackend(database_url, base_url, api_key).keys()
+    except ModelAPIError as exc:
+        _fail(exc)
+    if as_json:
+        _print_json(keys)
+        return
+    table = Table("id", "name", "role", "prefix", "models", "limits", "expires", "revoked")
+    for k in keys:
+        table.add_row(*_key_line(k))
+    _print_table(table)
 
-    table = Table("id", "name", "prefix", "created", "revoked")
-    for k in list_keys(_db(database_url)):
-        table.add_row(k.id, k.name, k.prefix + "…", f"{k.created_at:%Y-%m-%d %H:%M}", f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "")
-    out.print(table)
+
+@keys_app.command("show")
+def keys_show(key_id: str = typer.Argument(..., help="The key's id (key_...) or its prefix."),
+              database_url: Optional[str] = DatabaseUrl, base_url: Optional[str] = KeysBaseUrl,
+              api_key: Optional[str] = ApiKeyOpt) -> None:
+    """Print a key's limits and where they stand (remaining budget and rate), as JSON."""
+    try:
+        backend = _KeysBackend(database_url, base_url, api_key)
+        _print_json(backend.show(backend.key_id(key_id)))
+    except ModelAPIError as exc:
+        _fail(exc)
+
+
+@keys_app.command("update")
+def keys_update(
+    key_id: str = typer.Argument(..., help="The key's id (key_...) or its prefix."),
+    name: Optional[str] = typer.Option(None, help="A new label."), role: Optional[str] = RoleOpt,
+    models: Optional[list[str]] = ModelsOpt, rpm: Optional[str] = RpmOpt, max_queued: Optional[str] = MaxQueuedOpt,
+    max_running: Optional[str] = MaxRunningOpt, budget_usd: Optional[str] = BudgetOpt, budget_period: Optional[str] = PeriodOpt,
+    expires_in: Optional[str] = ExpiresInOpt, expires_at: Optional[str] = ExpiresAtOpt,
+    database_url: Optional[str] = DatabaseUrl, base_url: Optional[str] = KeysBaseUrl, api_key: Optional[str] = ApiKeyOpt,
+) -> None:
+    """Change a key's limits (the flags given; 'none' removes a limit) and print it as JSON."""
+    fields = _fields(name, role, models, rpm, max_queued, max_running, budget_usd, budget_period, expires_in, expires_at)
+    try:
+        backend = _KeysBackend(database_url, base_url, api_key)
+        _print_json(backend.update(backend.key_id(key_id), fields))
+    except ModelAPIError as exc:
+        _fail(exc)
 
 
 @keys_app.command("revoke")
-def keys_revoke(key_id: str = typer.Argument(..., help="The key's id (key_...) or its prefix."), database_url: Optional[str] = DatabaseUrl) -> None:
+def keys_revoke(key_id: str = typer.Argument(..., help="The key's id (key_...) or its prefix."),
+                database_url: Optional[str] = DatabaseUrl, base_url: Optional[str] = KeysBaseUrl,
+                api_key: Optional[str] = ApiKeyOpt) -> None:
     """Revoke a key: its requests answer 401 from now on."""
-    from .core.auth import revoke_key
-
-    if not revoke_key(_db(database_url), key_id):
-        console.print(f"[red]no live key {key_id!r}[/]")
-        raise typer.Exit(1)
-    console.print(f"revoked {key_id}")
+    try:
+        backend = _KeysBackend(database_url, base_url, api_key)
+        record = backend.revoke(backend.key_id(key_id))
+    except ModelAPIError as exc:
+        _fail(exc)
+    console.print(f"revoked {record['id']} at {record['revoked_at']}")
 
 
 @app.command()
-def usage(database_url: Optional[str] = DatabaseUrl) -> None:
-    """Totals per key: requests, completed, billed units and cost (USD)."""
-    from .core.usage import totals
-
-    table = Table("key", "name", "requests", "completed", "billed units", "cost (USD)")
-    for row in totals(_db(database_url)):
-        table.add_row(row["id"], row["name"], str(row["requests"]), str(row["completed"]), str(row["billed_units"]), f"{row['cost_usd']:.4f}")
-    out.print(table)
+def usage(
+    group_by: str = typer.Option("key", "--group-by", help="key, model or day (UTC, of completion)."),
+    start: Optional[str] = typer.Option(None, "--from", help="ISO 8601 date or time, inclusive (UTC when no offset)."),
+    end: Optional[str] = typer.Option(None, "--to", help="ISO 8601 date or time, exclusive."),
+    as_json: bool = AsJson,
+    database_url: Optional[str] = DatabaseUrl, base_url: Optional[str] = KeysBaseUrl, api_key: Optional[str] = ApiKeyOpt,
+) -> None:
+    """Completed requests, images, billed units and cost (USD) by key, model or day, from the
+    billing ledger (the database, or a server's admin API with --base-url)."""
+    if group_by not in ("key", "model", "day"):
+        raise typer.BadParameter("key, model or day", param_hint="--group-by")
+    try:
+        rows = _KeysBackend(database_url, base_url, api_key).usage(group_by, start, end)
+    except ModelAPIError as exc:
+        _fail(exc)
+    if as_json:
+        _print_json(rows)
+        return
+    first = {"key": ["key", "name"], "model": ["model"], "day": ["day"]}[group_by]
+    table = Table(*first, "requests", "images", "billed units", "cost (USD)")
+    for row in rows:
+        head = [row["key_id"], row.get("name") or ""] if group_by == "key" else [row["model_id" if group_by == "model" else "day"]]
+        table.add_row(*head, str(row["requests"]), str(row["images"]), str(row["billed_units"]), f"{row['cost_usd']:.4f}")
+    _print_table(table)
 
 
 @app.command()
@@ -417,11 +663,7 @@ def list_requests(
     table.columns[0].overflow = "fold"
     for item in items:
         table.add_row(item.request_id, item.model_id, item.update.status_value, _when(item.created_at), _when(item.finished_at))
-    if not out.is_terminal:  # piped: whole rows, one line each (a terminal folds them to fit)
-        from rich.measure import Measurement
-
-        out.width = max(out.width, Measurement.get(out, out.options.update_width(10_000), table).maximum)
-    out.print(table)
+    _print_table(table)
 
 
 @app.command()

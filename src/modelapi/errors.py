@@ -6,10 +6,15 @@ Tree::
     ├── APIStatusError                the server answered an error (``status_code``, ``error_code``,
     │   │                             ``error_message``, ``detail``, ``request_id``)
     │   ├── AuthenticationError       401 / 401001
+    │   │   └── KeyExpiredError       401 / 401001, the key's ``expires_at`` has passed
+    │   ├── InsufficientFundsError    402 / 10001, the key's budget is spent (``detail``:
+    │   │                             ``{"budget_remaining_usd", "resets_at"}``)
     │   ├── PermissionDeniedError     403 / 403001
+    │   │   └── ForbiddenError        403 / 403003, a model the key may not use, or an admin route
     │   ├── NotFoundError             404 / 404001
     │   ├── ValidationError           422 / 422001 (``detail``: list of {"loc", "msg", "type"})
-    │   └── RateLimitError            429 / 429001 (``retry_after_s``)
+    │   └── RateLimitError            429 / 429001 (``retry_after_s``): the per-key queue cap
+    │       └── RateLimitedError      429 / 429002, the key's submits per minute (``rpm``)
     ├── APIConnectionError            the server could not be reached (retries spent), or its
     │                                 status stream kept dropping
     ├── RequestFailed                 the job itself failed (``error`` = {"code", "message"})
@@ -98,11 +103,31 @@ class AuthenticationError(APIStatusError):
     error_code = 401001
 
 
+class KeyExpiredError(AuthenticationError):
+    """401 (401001): the key's ``expires_at`` has passed."""
+
+
+class InsufficientFundsError(APIStatusError):
+    """402 (10001, the hosted service's InsufficientFunds code): the key's budget for its period
+    cannot cover the request's cost. ``detail``: ``{"budget_remaining_usd": float,
+    "resets_at": ISO 8601 str | None}`` (None for a ``total`` budget, which never resets)."""
+
+    status_code = 402
+    error_code = 10001
+
+
 class PermissionDeniedError(APIStatusError):
     """403: the key lacks permission."""
 
     status_code = 403
     error_code = 403001
+
+
+class ForbiddenError(PermissionDeniedError):
+    """403 (403003): the key may not use this model (its ``models`` allow-list), or a user key
+    called an admin route."""
+
+    error_code = 403003
 
 
 class NotFoundError(APIStatusError):
@@ -128,6 +153,18 @@ class RateLimitError(APIStatusError):
     def __init__(self, *args: Any, retry_after_s: float | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.retry_after_s = retry_after_s
+
+
+class RateLimitedError(RateLimitError):
+    """429 (429002): the key's submits per minute (``rpm``) are used up; ``retry_after_s`` is the
+    seconds to the window's reset. ``rate_limit`` is ``(limit, remaining, reset_s)``, sent as the
+    ``RateLimit-Limit``, ``RateLimit-Remaining`` and ``RateLimit-Reset`` headers."""
+
+    error_code = 429002
+
+    def __init__(self, *args: Any, rate_limit: tuple[int, int, int] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.rate_limit = rate_limit
 
 
 class APIConnectionError(ModelAPIError):

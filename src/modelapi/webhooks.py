@@ -5,7 +5,11 @@ When a request submitted with ``webhook=URL`` ends, our server POSTs its result 
 ``GET /result?include_cost=true`` returns it) to URL with the headers ``webhook-id``,
 ``webhook-timestamp`` (Unix seconds) and ``webhook-signature`` (``v1,<base64 HMAC-SHA256>``),
 signed with the key's secret (``Client.webhook_secret()``, ``whsec_...``). Retries of one
-delivery carry the same ``webhook-id``: use it to skip duplicates.
+delivery carry the same ``webhook-id``: use it to skip duplicates. With
+``&webhook_intermediate_status=true`` the request's status body (``GET /status``:
+``in_progress`` with ``progress``, then with ``partial_output.images`` as images are stored)
+comes first on each change, in order, each with a ``webhook-id`` of its own
+(``msg_<request id>_<k>``); the result body keeps ``msg_<request id>``.
 
 Example (any web framework; here Starlette)::
 
@@ -47,7 +51,8 @@ _SIGNATURE = re.compile(r"v[0-9]+[a-z]*,[A-Za-z0-9+/]+={0,2}")
 
 def verify(body: bytes | str, headers: Mapping[str, str], secret: str | bytes) -> Any:
     """Check one delivery and return its parsed JSON body (the result body: a dict with
-    ``request_id``, ``status``, ``output`` or ``error``...).
+    ``request_id``, ``status``, ``output`` or ``error``...; for an intermediate event, the
+    status body: ``status`` ``in_progress``, ``progress``, ``partial_output``).
 
     Args:
         body: the raw request body exactly as received (bytes, or str decoded as UTF-8); not

@@ -195,11 +195,14 @@ def test_fair_share_a_single_job_waits_behind_at_most_one(make_server):
         a_ids = [a.post(f"/v1/models/{SEQ}", json={"text": f"a{i}"}).json()["request_id"] for i in range(20)]
         b_id = b.post(f"/v1/models/{SEQ}", json={"text": "b"}).json()["request_id"]
         assert b.get(f"/v1/requests/{b_id}/status").json()["queue_position"] <= 1
+        # A's jobs that had started by then (on a loaded machine, some start while A submits)
+        started = sum(a.get(f"/v1/requests/{rid}/status").json()["status"] != "in_queue" for rid in a_ids)
         wait_terminal(b, b_id, timeout_s=60)
         for rid in a_ids:
             wait_terminal(a, rid, timeout_s=60)
     order = [e["request_id"] for e in events(srv, names=("request.in_progress",))]
-    assert order.index(b_id) < order.index(a_ids[2]), "B's job starts before A's third"
+    # B waits behind at most one more of A's: the one a worker already holds (one job ahead)
+    assert order.index(b_id) <= started + 1, f"B started {order.index(b_id)}th, {started} of A's had started"
     assert [r for r in order if r != b_id] == a_ids, "one key's jobs keep their order"
 
 

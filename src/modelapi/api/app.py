@@ -34,12 +34,13 @@ from starlette.requests import ClientDisconnect
 
 from .. import catalog, mcp_server
 from ..core import db
-from ..core.auth import ApiKey, authenticate, operations_authorized
+from ..core import accounts
+from ..core.auth import ApiKey, operations_authorized
 from ..core.storage import FileStorage, content_type_of
-from ..errors import APIStatusError, AuthenticationError, NotFoundError, RateLimitError, ValidationError
+from ..errors import APIStatusError, AuthenticationError, NotFoundError, RateLimitedError, RateLimitError, ValidationError
 from ..types import Status
 from ..validation import json_schema
-from . import openai_images, schemas
+from . import admin, openai_images, schemas
 from .schemas import StatusName
 from .errors import BadRequest, ServiceUnavailable
 from .service import Service
@@ -52,10 +53,12 @@ ERROR_MESSAGES = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404
                   429: "Too many requests", 500: "Internal server error", 503: "Service unavailable"}
 
 
-def error_response(status: int, message: str, detail: Any = None, headers: dict[str, str] | None = None) -> JSONResponse:
-    """The contract's error body: ``{"error_code", "error_message", "detail"}`` (README, "The API")."""
+def error_response(status: int, message: str, detail: Any = None, headers: dict[str, str] | None = None,
+                   error_code: int | None = None) -> JSONResponse:
+    """The contract's error body: ``{"error_code", "error_message", "detail"}`` (README, "The
+    API"); ``error_code`` defaults to ``status * 1000 + 1``."""
     return JSONResponse(
-        {"error_code": status * 1000 + 1, "error_message": message, "detail": detail},
+        {"error_code": error_code or status * 1000 + 1, "error_message": message, "detail": detail},
         status_code=status, headers=headers,
     )
 
@@ -205,6 +208,7 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
     BaseURL = Depends(request_base_url)
     app.state.request_base_url = request_base_url
     openai_images.mount(app)  # POST /v1/images/generations, /v1/images/edits (OpenAI's shapes)
+    app.include_router(admin.router)  # /v1/admin/..., /v1/keys/me, /v1/usage
     mcp_server.mount(app)  # /mcp: the MCP tools over streamable HTTP, behind the same keys
 
     @app.exception_handler(APIStatusError)
@@ -212,9 +216,11 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
         headers = {}
         if isinstance(exc, (RateLimitError, ServiceUnavailable)) and exc.retry_after_s is not None:
             headers["Retry-After"] = str(int(exc.retry_after_s))
+        if isinstance(exc, RateLimitedError) and exc.rate_limit is not None:
+            headers |= accounts.RateState(*exc.rate_limit).headers()
         if isinstance(exc, AuthenticationError):
             headers["WWW-Authenticate"] = "Bearer"
-        return error_response(exc.status_code, exc.error_message, exc.detail, headers)
+        return error_response(exc.status_code, exc.error_message, exc.detail, headers, exc.error_code)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -241,10 +247,7 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
         return error_response(500, "internal server error")
 
     def require_key(authorization: str | None) -> ApiKey:
-        key = authenticate(service.db, bearer_token(authorization))
-        if key is None:
-            raise AuthenticationError("missing, unknown or revoked API key")
-        return key
+        return service.accounts.authenticate(bearer_token(authorization))  # 401: missing, unknown, revoked, expired
 
     Auth = Header(None, alias="Authorization", description="`Bearer <API key>`")
 
@@ -252,18 +255,23 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
     def make_submit(model: catalog.Model):
         async def submit(
             request: Request,
+            response: Response,
             authorization: str | None = Auth,
             idempotency_key: str | None = Header(None, alias="Idempotency-Key", max_length=200,
                                                  description="Same key + same body -> the same request (at most 200 characters)"),
             webhook: str | None = Query(None, max_length=2000, description="A URL to POST the result to when the "
                                         "request ends, signed per Standard Webhooks (see GET /v1/webhooks/default/secret)"),
+            webhook_intermediate_status: bool = Query(False, description="With `webhook`: also POST the status body "
+                                                      "on each change before the end (in_progress, each new partial_output)"),
             base: str = BaseURL,
         ) -> schemas.Submitted:
             key = await run_in_threadpool(require_key, authorization)
             body = await read_json(request)
             # on the loop: the service sends its database, store and decoding work to the thread
             # pool and fetches URL inputs on the loop, so a slow image host holds no thread
-            req, ignored = await service.submit(key, model, body, idempotency_key, webhook, base_url=base)
+            req, ignored = await service.submit(key, model, body, idempotency_key, webhook, base_url=base,
+                                                intermediate=webhook_intermediate_status,
+                                                headers=response.headers)  # RateLimit-*
             return schemas.Submitted(request_id=req.request_id, **service.urls(req.request_id, base),
                                      ignored_fields=ignored.fields or None, ignored_fields_count=ignored.count or None)
 
@@ -274,7 +282,7 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
             f"/v1/models/{model.model_id}", make_submit(model), methods=["POST"],
             summary=f"Submit a {model.model_id} request", tags=["requests"],
             response_model=schemas.Submitted, response_model_exclude_none=True,
-            responses=schemas.errors(400, 401, 413, 422, 429),
+            responses=schemas.errors(400, 401, 402, 403, 413, 422, 429),
             openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": json_schema(model.input_schema), "example": model.example_request}}}},
         )
 
@@ -435,6 +443,7 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
 
     registry = CollectorRegistry()
     registry.register(_RequestsCollector(service))
+    registry.register(accounts.REFUSED)  # per process
     for collector in collectors:
         registry.register(collector)
 

@@ -33,11 +33,17 @@ class StatusBody(BaseModel):
     result_url: str
 
 
-class WebhookState(BaseModel):
-    url: str
+class WebhookEventState(BaseModel):
     attempts: int = Field(description="Delivery attempts made so far")
     last_status_code: int | None = Field(None, description="The receiver's last HTTP status; null when none answered")
     delivered_at: str | None = Field(None, description="When a 2xx was received")
+
+
+class WebhookState(WebhookEventState):
+    url: str
+    events: list[WebhookEventState] | None = Field(
+        None, description="With ?webhook_intermediate_status=true: each intermediate event's delivery, in order "
+                          "(its webhook-id is msg_<request id>_<1-based index>)")
 
 
 class ResultBody(BaseModel):
@@ -87,7 +93,8 @@ class Uploaded(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    """Every error (README, "The API"): ``error_code`` is ``status * 1000 + 1``."""
+    """Every error (README, "The API"): ``error_code`` is ``status * 1000 + 1``, except 402
+    (10001), 403003 and 429002."""
 
     error_code: int
     error_message: str
@@ -96,11 +103,13 @@ class ErrorBody(BaseModel):
 
 _ERROR_MEANING = {
     400: "Malformed JSON or wrong content type (400001)",
-    401: "Missing, unknown or revoked API key (401001)",
+    401: "Missing, unknown, revoked or expired API key (401001)",
+    402: "The key's budget cannot cover the request (10001); `detail`: {budget_remaining_usd, resets_at}",
+    403: "A model outside the key's allow-list, or an admin route with a user key (403003)",
     404: "Unknown model, request or file; another key's request (404001)",
     413: "Body over the size cap (413001)",
     422: "Input fails the schema or the image rules; `detail` names each field (422001)",
-    429: "Per-key queue cap reached; see Retry-After (429001)",
+    429: "The key's submits per minute (429002, with RateLimit-* headers) or its queue cap (429001); see Retry-After",
     503: "Shutting down, or the database is unavailable; see Retry-After (503001)",
 }
 

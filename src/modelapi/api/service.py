@@ -25,10 +25,12 @@ import anyio
 import sqlalchemy as sa
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import MutableHeaders
 
 from .. import catalog
 from ..backends.placement import Placement
 from ..core import bodies, delivery
+from ..core.accounts import Accounts, Admission
 from ..core.auth import ApiKey, hash_key
 from ..core.context import Core
 from ..core.fetch import FetchPolicy, check_url_async, decode_image, fetch, load_image, open_image, read_data_uri
@@ -69,7 +71,7 @@ class _Plan:
     body_hash: str
     ignored: Ignored
     earlier: Request | None = None
-    queue_full: bool = False
+    admission: Admission | None = None
 
 
 class Service:
@@ -85,13 +87,15 @@ class Service:
         self.draining = threading.Event()
         self.policy = FetchPolicy.from_settings(settings)
         self._fetching: dict[str, int] = {}  # submits fetching inputs, by key id (event loop only)
+        self.accounts = Accounts(core.db, max_queued_per_key=settings.max_queued_per_key, prices_usd=settings.prices_usd)
         self.placement = Placement(core.jobs, settings.routes, settings.overflow_wait_s, settings.worker_concurrency)
         self.backends_health: Callable[[], dict[str, Any]] | None = None
         """The in-process worker's backends and circuit breakers (``/healthz`` with a key), when it has one."""
 
     # -- submit ------------------------------------------------------------------------------
     async def submit(self, key: ApiKey, model: catalog.Model, body: Any, idempotency_key: str | None,
-                     webhook: str | None = None, *, base_url: str) -> tuple[Request, Ignored]:
+                     webhook: str | None = None, *, base_url: str, intermediate: bool = False,
+                     headers: MutableHeaders | None = None) -> tuple[Request, Ignored]:
         """Validate, fetch and check the reference images, store them, store the request and
         put it on the durable queue — in that order, so that a 2xx means durably accepted.
         Called on the event loop: the database, the store and the image decoding run on the
@@ -102,15 +106,24 @@ class Service:
         ``--max-fetching-per-key`` slots (per API process) while it resolves, fetches, checks
         and stores them.
 
+        The key's limits (:mod:`modelapi.core.accounts`) are checked, and its budget reserved, in
+        the transaction that stores the request; a key with ``rpm`` gets its rate window's
+        ``RateLimit-*`` values in ``headers`` (the response's, when given).
+
         Returns the request and the body's fields that the schema does not know, which were
         ignored (the hosted documentation does not forbid them; ``--strict-inputs`` refuses
         them with a 422 instead). The webhook record keeps ``base_url``: the delivery, later and
-        in another process, builds the body's URLs on it.
+        in another process, builds the body's URLs on it. ``intermediate``
+        (``?webhook_intermediate_status=true``): the webhook also gets the status changes before
+        the end (:mod:`modelapi.core.webhook_events`); it needs ``webhook``.
 
         Raises:
             ValidationError: 422, one detail entry per problem (schema and image rules).
-            RateLimitError: 429, the key already has ``max_queued_per_key`` requests queued, or
-                ``max_fetching_per_key`` submits fetching their inputs.
+            ForbiddenError: 403 (403003), a model outside the key's ``models``.
+            RateLimitedError: 429 (429002), over the key's ``rpm``.
+            RateLimitError: 429, the key already has ``max_queued`` (``max_queued_per_key``)
+                requests queued, or ``max_fetching_per_key`` submits fetching their inputs.
+            InsufficientFundsError: 402 (10001), the key's budget cannot cover the request.
             ServiceUnavailable: 503 while shutting down.
             sqlalchemy.exc.OperationalError: the database is unreachable (the app answers 503).
         """
@@ -124,17 +137,18 @@ class Service:
                     await check_url_async(webhook, self.policy, loc=["query", "webhook"])  # resolves; connects to nothing
                 except InputError as exc:
                     problems = [*problems, exc.to_detail()]
+            elif intermediate:
+                problems = [*problems, {"loc": ["query", "webhook_intermediate_status"], "type": "missing_webhook",
+                                        "msg": "webhook_intermediate_status=true needs a webhook URL (?webhook=...)"}]
             if problems:
                 raise ValidationError("Input fails the model's schema", problems)
             if plan.earlier is not None:
                 return self._same_request(plan.earlier, plan.body_hash), plan.ignored
-            if plan.queue_full:
-                raise RateLimitError(
-                    f"this key already has {self.settings.max_queued_per_key} requests in the queue",
-                    retry_after_s=5,
-                )
             fetched = await self._fetch_all(remote)
-            req = await run_in_threadpool(self._accept, key, model, plan, fetched, idempotency_key, webhook, base_url)
+            req = await run_in_threadpool(self._accept, key, model, plan, fetched, idempotency_key, webhook, base_url,
+                                          intermediate)
+        if headers is not None and plan.admission is not None and plan.admission.rate is not None:
+            headers.update(plan.admission.rate.headers())
         if plan.ignored.count:
             log.info("request.ignored_fields", extra={"request_id": req.request_id, "fields": plan.ignored.fields,
                                                       "count": plan.ignored.count})
@@ -142,9 +156,11 @@ class Service:
 
     def _plan(self, key: ApiKey, model: catalog.Model, body: Any, idempotency_key: str | None) -> _Plan:
         """The thread-pool half before any network: the schema check, the ignored fields, the
-        earlier request of ``idempotency_key`` and whether the key's queue is full."""
+        earlier request of ``idempotency_key`` and the key's limits to check (its model allow-list
+        at once; the rest when the request is stored)."""
         if self.draining.is_set():
             raise ServiceUnavailable("the server is shutting down; retry shortly")
+        self.accounts.check_model(key, model.model_id)
         ignored = Ignored([], 0)
         if isinstance(body, dict) and not self.settings.strict_inputs:
             known = model.input_schema.get("properties", {})
@@ -159,9 +175,7 @@ class Service:
         if problems:
             return _Plan(inputs, problems, body_hash, ignored)
         earlier = self.jobs.find_idempotent(key.id, idempotency_key) if idempotency_key else None
-        limit = self.settings.max_queued_per_key
-        full = earlier is None and self.jobs.count_queued(key.id, up_to=limit) >= limit
-        return _Plan(inputs, problems, body_hash, ignored, earlier, full)
+        return _Plan(inputs, problems, body_hash, ignored, earlier, self.accounts.admission(key, model, inputs))
 
     @contextlib.contextmanager
     def _fetch_slot(self, key: ApiKey) -> Iterator[None]:
@@ -203,7 +217,7 @@ class Service:
         return fetched
 
     def _accept(self, key: ApiKey, model: catalog.Model, plan: _Plan, fetched: dict[tuple[str, int], bytes | InputError],
-                idempotency_key: str | None, webhook: str | None, base_url: str) -> Request:
+                idempotency_key: str | None, webhook: str | None, base_url: str, intermediate: bool = False) -> Request:
         """The thread-pool half after the fetches: check, decode and store the images, then
         store the request and enqueue it."""
         request_id = new_request_id()
@@ -215,7 +229,8 @@ class Service:
                 request_id=request_id, owner_key_id=key.id, model_id=model.model_id, inputs=plan.inputs,
                 input_files=input_files, seed=seed if seed is not None else secrets.randbelow(2**31),
                 idempotency_key=idempotency_key, body_hash=plan.body_hash,
-                webhook={"url": webhook, "base_url": base_url} if webhook else None, upstream=upstream, tried=tried,
+                webhook={"url": webhook, "base_url": base_url, **({"intermediate_status": True} if intermediate else {})}
+                if webhook else None, admission=plan.admission, upstream=upstream, tried=tried,
             )
         except sa.exc.IntegrityError:  # the same idempotency key, submitted at the same moment
             earlier = self.jobs.find_idempotent(key.id, idempotency_key or "")
@@ -400,6 +415,17 @@ class Service:
         Raises:
             ValidationError: 422 for an unknown ``model`` or a malformed ``cursor``.
         """
+        return self._listing(key.id, status=status, model_id=model_id, limit=limit, cursor=cursor, base_url=base_url)
+
+    def list_all_requests(self, *, key_id: str | None, status: Status | None, model_id: str | None, limit: int,
+                          cursor: str | None, base_url: str) -> dict[str, Any]:
+        """:meth:`list_requests` over every key's requests (of ``key_id`` alone when given),
+        each item with its ``key_id``: the admin listing."""
+        return self._listing(key_id, status=status, model_id=model_id, limit=limit, cursor=cursor, base_url=base_url,
+                             with_key=True)
+
+    def _listing(self, owner_key_id: str | None, *, status: Status | None, model_id: str | None, limit: int,
+                 cursor: str | None, base_url: str, with_key: bool = False) -> dict[str, Any]:
         if model_id is not None and catalog.get(model_id) is None:
             raise ValidationError("Unknown model", [
                 {"loc": ["query", "model"], "msg": "Must be one of the model ids of GET /v1/models", "type": "enum"}])
@@ -410,12 +436,13 @@ class Service:
             except (ValueError, UnicodeError):
                 raise ValidationError("Malformed cursor", [
                     {"loc": ["query", "cursor"], "msg": "Must be a next_cursor from this route", "type": "value_error"}]) from None
-        page = self.jobs.page(key.id, status=status, model_id=model_id, limit=limit, before_seq=before)
+        page = self.jobs.page(owner_key_id, status=status, model_id=model_id, limit=limit, before_seq=before)
         next_cursor = None
         if len(page) == limit:
             next_cursor = base64.urlsafe_b64encode(str(page[-1].seq).encode()).decode().rstrip("=")
         return {"requests": [self.status_body(r, base_url) | {"model_id": r.model_id, "created_at": bodies.iso(r.created_at),
-                                                    "finished_at": bodies.iso(r.finished_at)} for r in page],
+                                                    "finished_at": bodies.iso(r.finished_at)}
+                             | ({"key_id": r.owner_key_id} if with_key else {}) for r in page],
                 "next_cursor": next_cursor}
 
     def cancel(self, req: Request) -> dict[str, Any]:

@@ -51,7 +51,9 @@ def result_body(req: Request, *, base_url: str, storage: Storage, url_ttl_s: flo
                 include_webhook: bool = True) -> dict[str, Any]:
     """The result of a terminal request (output images under URLs valid ``url_ttl_s`` seconds
     after it finished, seed, metadata or error, times, cost in USD when ``include_cost``, and
-    the webhook's delivery state when one was given); the status body otherwise."""
+    the webhook's delivery state when one was given: ``{"url", "attempts", "last_status_code",
+    "delivered_at"}``, and ``"events"`` (the same but url, per intermediate event) with
+    ``?webhook_intermediate_status=true``); the status body otherwise."""
     if not req.status.is_terminal:
         return request_status_body(req, base_url=base_url, storage=storage, url_ttl_s=url_ttl_s)
     body: dict[str, Any] = {"request_id": req.request_id, "status": req.status.value}
@@ -68,5 +70,8 @@ def result_body(req: Request, *, base_url: str, storage: Storage, url_ttl_s: flo
     if include_cost:
         body["cost"] = req.cost_usd or 0.0
     if include_webhook and req.webhook:
-        body["webhook"] = {k: req.webhook.get(k) for k in ("url", "attempts", "last_status_code", "delivered_at")}
+        state = ("attempts", "last_status_code", "delivered_at")
+        body["webhook"] = {k: req.webhook.get(k) for k in ("url", *state)}
+        if req.webhook.get("intermediate_status"):
+            body["webhook"]["events"] = [{k: e.get(k) for k in state} for e in req.webhook.get("events") or []]
     return body

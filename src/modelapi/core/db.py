@@ -1,6 +1,6 @@
 """The database: the tenant-facing tables (SQLAlchemy 2 Core), connections, and migrations.
 
-Tables: ``api_keys``, ``requests``, ``files``, ``usage`` (the billing ledger), ``workers``
+Tables: ``api_keys``, ``key_budgets``, ``requests``, ``files``, ``usage`` (the billing ledger), ``workers``
 (heartbeats) and ``request_counts`` (kept by triggers). The durable queue (DBOS Transact) keeps its own tables in the same database, so a
 request row and its queue entry are written in one transaction.
 
@@ -44,7 +44,33 @@ api_keys = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("revoked_at", sa.DateTime(timezone=True)),
     sa.Column("webhook_secret", sa.String(64)),
+    sa.Column("role", sa.String(8), nullable=False, server_default="user"),
+    sa.Column("expires_at", sa.DateTime(timezone=True)),
+    sa.Column("last_used_at", sa.DateTime(timezone=True)),
+    sa.Column("models", sa.JSON),
+    sa.Column("rpm", sa.Integer),
+    sa.Column("max_queued", sa.Integer),
+    sa.Column("max_running", sa.Integer),
+    sa.Column("budget_usd", sa.Float),
+    sa.Column("budget_period", sa.String(8)),
+    sa.Column("rate_window", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("rate_count", sa.Integer, nullable=False, server_default="0"),
 )
+"""A key's limits (migration 0007; see :mod:`modelapi.core.accounts`): ``models`` (allow-list,
+null or empty = all), ``rpm``, ``max_queued``, ``max_running``, ``budget_usd`` per
+``budget_period``; null = no limit of that kind. ``rate_window``/``rate_count``: the current
+minute (unix seconds // 60) and the key's submits in it."""
+
+key_budgets = sa.Table(
+    "key_budgets",
+    metadata,
+    sa.Column("key_id", sa.String(32), primary_key=True),
+    sa.Column("period", sa.String(20), primary_key=True),
+    sa.Column("reserved_usd", sa.Float, nullable=False),
+    sa.Column("spent_usd", sa.Float, nullable=False),
+)
+"""Per key and budget period (``day:YYYY-MM-DD``, ``month:YYYY-MM``, ``total``): the cost reserved
+by requests not yet ended, and the cost of those completed."""
 
 requests = sa.Table(
     "requests",
@@ -75,6 +101,8 @@ requests = sa.Table(
     sa.Column("version", sa.Integer, nullable=False, default=0, server_default="0"),
     sa.Column("webhook", sa.JSON),
     sa.Column("partial_outputs", sa.JSON),
+    sa.Column("reserved_usd", sa.Float),
+    sa.Column("budget_period", sa.String(20)),
     sa.UniqueConstraint("owner_key_id", "idempotency_key"),
     sa.Index("ix_requests_status_priority_seq", "status", "priority", "seq"),
     sa.Index("ix_requests_owner_seq", "owner_key_id", "seq"),
@@ -82,8 +110,11 @@ requests = sa.Table(
     sa.Index("ix_requests_owner_model_seq", "owner_key_id", "model_id", "seq"),
 )
 """``version`` counts the changes a client can see (status, progress): status stream event ids.
-``webhook``: ``{url, base_url, attempts, last_status_code, delivered_at}`` when the submit named one.
-``partial_outputs``: storage keys of the images stored so far while in_progress."""
+``webhook``: ``{url, base_url, attempts, last_status_code, delivered_at}`` when the submit named one
+(and ``intermediate_status``, ``events``, ``events_ended``: see :mod:`modelapi.core.webhook_events`).
+``partial_outputs``: storage keys of the images stored so far while in_progress.
+``reserved_usd``, ``budget_period``: what the submit reserved against its key's budget (null when
+the key had none), given back or turned into spending when the request ends."""
 
 request_counts = sa.Table(
     "request_counts",
@@ -116,7 +147,8 @@ usage = sa.Table(
     sa.Column("model_id", sa.String(200), nullable=False),
     sa.Column("billed_units", sa.Integer, nullable=False),
     sa.Column("cost_usd", sa.Float, nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("images", sa.Integer),
     sa.Column("backend", sa.String(40), nullable=True),  # which backend ran it (0008)
     sa.Column("upstream_request_id", sa.String(200), nullable=True),  # the provider's request id
     sa.Column("upstream_units", sa.Integer, nullable=True),  # the units the provider billed

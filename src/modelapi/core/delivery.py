@@ -9,7 +9,15 @@ a delay by the attempt before it — so deliveries survive kill -9 and restarts,
 retry holds a worker thread. An attempt succeeds on any 2xx; timeouts, connection errors,
 redirects and other statuses are retried with exponential backoff (1 s, 2 s, 4 s, … capped at
 1 h) for ``--webhook-retry-s`` (default 24 h). Every attempt has the same ``webhook-id``
-(``msg_<request id>``), so receivers can drop duplicates. The URL passes the same address
+(``msg_<request id>``), so receivers can drop duplicates.
+
+With ``?webhook_intermediate_status=true`` the receiver also gets the request's status body
+(``in_progress``, then each new ``partial_output``) as events before the terminal one, each with
+a ``webhook-id`` of its own (``msg_<request id>_<k>``), signed and retried the same way (for
+``--webhook-retry-s`` after the event, but given up at its first failure once the request has
+moved on to a later event or ended, so a failing receiver never holds the terminal delivery
+back), and in order: an event's (and the terminal delivery's) first attempt is enqueued only
+once the one before it was delivered or given up (:mod:`modelapi.core.webhook_events`). The URL passes the same address
 check as image inputs (:func:`modelapi.core.fetch.check_url`) at submit and again before every
 attempt, and the connection goes to the address checked.
 
@@ -52,7 +60,8 @@ import sqlalchemy as sa
 from standardwebhooks import Webhook
 
 from ..errors import InputError
-from . import bodies, db
+from ..types import Status
+from . import bodies, db, webhook_events
 from .config import Settings
 from .fetch import FetchPolicy, IPAddress, check_url, pinned
 from .jobs import JobStore, Request, retry_db
@@ -80,8 +89,10 @@ def backoff_s(attempt: int) -> float:
     return min(2.0 ** (attempt - 1), MAX_BACKOFF_S)
 
 
-def message_id(request_id: str) -> str:
-    return f"msg_{request_id}"
+def message_id(request_id: str, event: int = 0) -> str:
+    """The ``webhook-id`` of a request's terminal delivery (``msg_<request id>``), or of its
+    intermediate event ``event`` (1-based: ``msg_<request id>_<event>``)."""
+    return f"msg_{request_id}_{event}" if event else f"msg_{request_id}"
 
 
 def signed_headers(secret: str, msg_id: str, payload: str, at: datetime | None = None) -> dict[str, str]:
@@ -222,44 +233,78 @@ class Delivery:
         self.policy = FetchPolicy.from_settings(settings)
         self.breaker = ReceiverBreaker(probe_s=settings.webhook_timeout_s + 1.0)
 
-    def attempt(self, request_id: str, attempt: int) -> None:
+    def attempt(self, request_id: str, attempt: int, event: int = 0) -> None:
         """Webhook attempt ``attempt`` for a terminal request: POST its result body, signed;
         on failure enqueue the next attempt after the backoff, until ``--webhook-retry-s``
         after the request finished. While the receiver is backed off no POST is made (nor
         counted in the request's ``webhook.attempts``): the next attempt is enqueued for when
-        it may be tried again."""
+        it may be tried again.
+
+        With ``event`` (1-based), an attempt at the request's intermediate event ``event``
+        instead (``?webhook_intermediate_status=true``): its status body as it was then, the
+        ``webhook-id`` ``msg_<request id>_<event>``, retried likewise for ``--webhook-retry-s``
+        after the event was made; once it is delivered or given up, the state machine enqueues
+        the next event's (or the terminal delivery's) first attempt. Nothing is sent for an
+        event that has ended already."""
         req = retry_db(lambda: self.jobs.get(request_id), "delivering a webhook")
-        if req is None or not req.webhook or req.webhook.get("delivered_at") or req.finished_at is None:
+        if req is None or not req.webhook:
             return
+        if event:
+            if event != webhook_events.current(req.webhook):
+                return
+            made_at = datetime.fromisoformat(req.webhook["events"][event - 1]["made_at"].replace("Z", "+00:00"))
+        elif req.webhook.get("delivered_at") or req.finished_at is None:
+            return
+        else:
+            made_at = req.finished_at
         url = req.webhook["url"]
         receiver = self.breaker.receiver(req.owner_key_id, url)
-        extra: dict[str, object] = {"request_id": request_id, "url": loggable(url)}
+        extra: dict[str, object] = {"request_id": request_id, "url": loggable(url), **({"event": event} if event else {})}
         wait_s = self.breaker.wait_s(receiver)
         if wait_s > 0:
-            self._retry(req, attempt, wait_s, "webhook.backed_off", extra)
+            self._retry(req, attempt, wait_s, "webhook.backed_off", extra, event, made_at)
             return
-        payload = json.dumps(bodies.result_body(
-            req, base_url=req.webhook["base_url"], storage=self.storage, url_ttl_s=self.settings.url_ttl_s,
-            include_cost=True, include_webhook=False))
+        payload = json.dumps(self._body(req, event))
         secret = signing_secret(self.jobs.db, req.owner_key_id)
-        headers = signed_headers(secret, message_id(request_id), payload)
+        headers = signed_headers(secret, message_id(request_id, event), payload)
         code = post(url, payload, headers, self.policy, self.settings.webhook_timeout_s)
         self.breaker.record(receiver, answered=code is not None)
-        record = retry_db(lambda: self.jobs.record_webhook_attempt(request_id, code), "recording a webhook attempt")
-        extra.update(attempt=record["attempts"], status_code=code)
-        if record.get("delivered_at"):
+        record = retry_db(lambda: self.jobs.record_webhook_attempt(request_id, code, event), "recording a webhook attempt")
+        outcome = record["events"][event - 1] if event else record
+        extra.update(attempt=outcome["attempts"], status_code=code)
+        if outcome.get("delivered_at"):
             log.info("webhook.delivered", extra=extra)
             return
-        self._retry(req, attempt, backoff_s(attempt), "webhook.retrying", extra)
+        self._retry(req, attempt, backoff_s(attempt), "webhook.retrying", extra, event, made_at)
 
-    def _retry(self, req: Request, attempt: int, delay_s: float, event: str, extra: dict[str, object]) -> None:
-        """Enqueue attempt ``attempt + 1`` of ``req``'s webhook after ``delay_s`` seconds, unless
-        that is past ``--webhook-retry-s`` after the request finished (then it is given up)."""
-        assert req.finished_at is not None
-        if time.time() + delay_s > req.finished_at.timestamp() + self.settings.webhook_retry_s:
-            log.warning("webhook.given_up", extra=extra)
+    def _body(self, req: Request, event: int) -> dict[str, object]:
+        """The payload: the result body (as ``GET /result?include_cost=true``), or for
+        intermediate event ``event`` the status body as it was when the event was made
+        (``in_progress`` with its progress, and ``partial_output.images`` once images were
+        stored), its image URLs valid ``--url-ttl-s`` from now."""
+        base_url = req.webhook["base_url"] if req.webhook else ""
+        if not event:
+            return bodies.result_body(req, base_url=base_url, storage=self.storage, url_ttl_s=self.settings.url_ttl_s,
+                                      include_cost=True, include_webhook=False)
+        made = req.webhook["events"][event - 1] if req.webhook else {}
+        partial = bodies.partial_urls(self.storage, made["partial_outputs"], self.settings.url_ttl_s, base_url)
+        return bodies.status_body(base_url, req.request_id, Status.IN_PROGRESS, made["progress"], None, partial)
+
+    def _retry(self, req: Request, attempt: int, delay_s: float, what: str, extra: dict[str, object],
+               event: int, since: datetime) -> None:
+        """Enqueue attempt ``attempt + 1`` of ``req``'s webhook (of its intermediate event
+        ``event`` when not 0) after ``delay_s`` seconds, unless that is past
+        ``--webhook-retry-s`` after ``since`` (when the request finished, or the event was
+        made): then it is given up (an event's end lets the next one go). A failed intermediate
+        event is given up at once when a later state exists (a later event, or the end): it
+        is stale, and retrying it would hold the later ones back."""
+        superseded = event and (req.finished_at is not None or len((req.webhook or {}).get("events", [])) > event)
+        if superseded or time.time() + delay_s > since.timestamp() + self.settings.webhook_retry_s:
+            log.warning("webhook.superseded" if superseded else "webhook.given_up", extra=extra)
+            if event:
+                retry_db(lambda: self.jobs.give_up_webhook_event(req.request_id, event), "giving up a webhook event")
             return
-        log.info(event, extra={**extra, "in_s": round(delay_s, 3)})
+        log.info(what, extra={**extra, "in_s": round(delay_s, 3)})
         retry_db(lambda: self.jobs.queue.enqueue_webhook(None, request_id=req.request_id, attempt=attempt + 1,
-                                                         owner_key_id=req.owner_key_id, delay_s=delay_s),
+                                                         owner_key_id=req.owner_key_id, delay_s=delay_s, event=event),
                  "enqueueing a webhook retry")

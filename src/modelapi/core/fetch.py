@@ -204,6 +204,8 @@ def _lookup(policy: FetchPolicy, host: str, port: int) -> concurrent.futures.Fut
     future: concurrent.futures.Future[list[IPAddress]] = concurrent.futures.Future()
 
     def work() -> None:
+        if not future.set_running_or_notify_cancel():  # a waiter gave up before the thread ran
+            return
         addrs: list[IPAddress] = []
         try:
             found = policy.resolver(host, port)

@@ -45,7 +45,7 @@ import sqlalchemy as sa
 from .. import catalog
 from ..types import Status
 from .auth import live_key
-from . import db, usage
+from . import accounts, db, usage, webhook_events
 from .queue import EntryId, TaskQueue
 from .workers import WorkerRegistry
 
@@ -94,6 +94,8 @@ class Request:
     seq: int = 0
     webhook: dict[str, Any] | None = None
     partial_outputs: list[str] | None = None
+    reserved_usd: float | None = None
+    budget_period: str | None = None
     queue_position: int | None = None
 
 
@@ -370,12 +372,15 @@ class JobStore:
         with self._reads.connect() as conn:
             return conn.execute(sa.select(sa.func.max(db.request_counts.c.id))).scalar() or 0
 
-    def page(self, owner_key_id: str, *, status: Status | None = None, model_id: str | None = None,
+    def page(self, owner_key_id: str | None, *, status: Status | None = None, model_id: str | None = None,
              limit: int = 20, before_seq: int | None = None) -> list[Request]:
-        """Up to ``limit`` of the key's requests, newest first, older than ``before_seq`` (a
-        keyset cursor: pages never skip or repeat a request while new ones arrive). Costs
-        ``limit`` index entries (indexes ``(owner_key_id[, status | model_id], seq)``)."""
-        query = R.select().where(C.owner_key_id == owner_key_id)
+        """Up to ``limit`` of the key's requests (every key's when ``owner_key_id`` is None),
+        newest first, older than ``before_seq`` (a keyset cursor: pages never skip or repeat a
+        request while new ones arrive). Costs ``limit`` index entries (indexes
+        ``(owner_key_id[, status | model_id], seq)``)."""
+        query = R.select()
+        if owner_key_id is not None:
+            query = query.where(C.owner_key_id == owner_key_id)
         if status is not None:
             query = query.where(C.status == status.value)
         if model_id is not None:
@@ -431,6 +436,35 @@ class JobStore:
                     conn.execute(db.request_counts.insert(), kept)
         return [(m, st, int(n)) for m, st, n, _ in rows if n]
 
+    def queue_summary(self) -> dict[str, Any]:
+        """The queue now, by model: ``{"queued", "running", "oldest_queued_at" (ISO 8601 or
+        null), "oldest_wait_s" (seconds the oldest queued request has waited, or null),
+        "models": [{"model_id", "queued", "running", "oldest_queued_at", "oldest_wait_s"}]}``
+        (every model of the catalogue, in its order)."""
+        now = db.utcnow()
+        with self._reads.connect() as conn:
+            rows = conn.execute(sa.select(C.model_id, C.status, sa.func.count(), sa.func.min(C.created_at))
+                                .where(self._ACTIVE).group_by(C.model_id, C.status)).all()
+        by_model: dict[str, dict[str, Any]] = {m: {"model_id": m, "queued": 0, "running": 0, "oldest_queued_at": None, "oldest_wait_s": None}
+                    for m in catalog.models()}
+        oldest_all: datetime | None = None
+        for model_id, status, n, first in rows:
+            entry = by_model.setdefault(model_id, {"model_id": model_id, "queued": 0, "running": 0,
+                                                   "oldest_queued_at": None, "oldest_wait_s": None})
+            if status == Status.IN_PROGRESS.value:
+                entry["running"] = n
+                continue
+            oldest = db.as_utc(first)
+            assert oldest is not None
+            entry |= {"queued": n, "oldest_queued_at": db.iso(oldest),
+                      "oldest_wait_s": round((now - oldest).total_seconds(), 3)}
+            oldest_all = oldest if oldest_all is None or oldest < oldest_all else oldest_all
+        models = list(by_model.values())
+        return {"queued": sum(m["queued"] for m in models), "running": sum(m["running"] for m in models),
+                "oldest_queued_at": db.iso(oldest_all),
+                "oldest_wait_s": None if oldest_all is None else round((now - oldest_all).total_seconds(), 3),
+                "models": models}
+
     # -- submit and cancel (API side) ---------------------------------------------------------
     _ACTIVE = C.status.in_([Status.IN_QUEUE.value, Status.IN_PROGRESS.value])
 
@@ -442,16 +476,23 @@ class JobStore:
     def create(
         self, *, request_id: str, owner_key_id: str, model_id: str, inputs: dict[str, Any],
         input_files: list[str], seed: int, idempotency_key: str | None, body_hash: str | None,
-        webhook: dict[str, Any] | None = None, upstream: bool = False, tried: list[dict[str, str]] | None = None,
+        webhook: dict[str, Any] | None = None, admission: accounts.Admission | None = None,
+        upstream: bool = False, tried: list[dict[str, str]] | None = None,
     ) -> Request:
         """Store a new in_queue request and its queue entry in one transaction (both committed
         before this returns, or neither exists). ``webhook``: ``{"url", "base_url"}`` to deliver
-        the result to (see :mod:`modelapi.core.delivery`). ``upstream``: the entry goes on the
-        upstream queue (its route's first backend to run is an upstream), with ``tried``
-        (backends passed over at submit: overflow) kept as ``metadata.backends_tried``.
+        the result to (see :mod:`modelapi.core.delivery`), and ``"intermediate_status": True``
+        to deliver the status changes before it too (:mod:`modelapi.core.webhook_events`).
+        ``admission``: the key's limits,
+        checked first in the same transaction (the request keeps its budget reservation).
+        ``upstream``: the entry goes on the upstream queue (its route's first backend to run is
+        an upstream), with ``tried`` (backends passed over at submit: overflow) kept as
+        ``metadata.backends_tried``.
 
         Raises:
             sqlalchemy.exc.IntegrityError: the key's ``idempotency_key`` is taken.
+            APIStatusError: ``admission`` refused it (see :meth:`modelapi.core.accounts.Admission.check`);
+                nothing was stored or counted.
         """
         entry = EntryId(request_id, 0, "upstream" if upstream else "run")
         req = Request(
@@ -463,6 +504,9 @@ class JobStore:
             webhook=webhook and {**webhook, "attempts": 0, "last_status_code": None, "delivered_at": None},
         )
         with self.db.begin() as conn:
+            if admission is not None:
+                admission.check(conn)
+                req = replace(req, reserved_usd=admission.reserved_usd, budget_period=admission.period)
             req = replace(req, priority=self._fair_priority(conn, owner_key_id))
             conn.execute(R.insert().values(
                 {k: v for k, v in req.__dict__.items() if k not in ("queue_position", "run_by", "version", "seq", "partial_outputs")} | {"status": req.status.value}
@@ -512,16 +556,35 @@ class JobStore:
                 return None
             frm = sa.and_(C.status == Status.IN_PROGRESS.value, C.attempts == req.attempts)
         with self.db.begin() as conn:
+            # the key's max_running, checked under its row's lock in this transaction
+            if req.status is Status.IN_QUEUE and accounts.at_running_cap(conn, req.owner_key_id):
+                if self._defer(conn, req):
+                    _log("request.deferred", request_id, reason="max_running", retry_s=accounts.RUNNING_RETRY_S)
+                return None
             ok = conn.execute(R.update().where(C.request_id == request_id, C.workflow_id == workflow_id, frm).values(
                 status=Status.IN_PROGRESS.value, started_at=db.utcnow(), progress=0.0,
                 attempts=req.attempts + 1, run_by=runner, partial_outputs=None, **_SEEN,
             )).rowcount == 1
+            if ok:
+                self._webhook_event(conn, req, None)
         if not ok:
             return None
         run = Run(req, runner, req.attempts + 1)
         _log("request.in_progress" if req.status is Status.IN_QUEUE else "request.restarted", request_id,
              worker=run.worker_id, attempt=run.attempt)
         return run
+
+    def _defer(self, conn: sa.Connection, req: Request) -> bool:
+        """``req`` (in_queue) waits: its key has ``max_running`` requests running. A new queue
+        entry, runnable after :data:`~modelapi.core.accounts.RUNNING_RETRY_S`, takes the place of
+        the current one (which then ends without running). False when it moved on meanwhile."""
+        entry = EntryId.parse(req.workflow_id).next()
+        ok = conn.execute(R.update().where(C.request_id == req.request_id, C.status == Status.IN_QUEUE.value,
+                                           C.workflow_id == req.workflow_id).values(workflow_id=str(entry))).rowcount == 1
+        if ok:
+            self.queue.enqueue(conn, entry=entry, priority=req.priority, owner_key_id=req.owner_key_id,
+                               delay_s=accounts.RUNNING_RETRY_S)
+        return ok
 
     def _this_run(self, run: Run) -> sa.ColumnElement[bool]:
         return sa.and_(C.request_id == run.request.request_id, C.status == Status.IN_PROGRESS.value,
@@ -537,10 +600,12 @@ class JobStore:
 
     def set_partial(self, run: Run, outputs: list[str]) -> None:
         """Publish the storage keys of the images stored so far (shown while in_progress as
-        ``partial_output``). Best effort, like progress."""
+        ``partial_output``; an intermediate webhook event when more than any before). Best
+        effort, like progress."""
         try:
             with self.db.begin() as conn:
-                conn.execute(R.update().where(self._this_run(run)).values(partial_outputs=list(outputs), **_SEEN))
+                if conn.execute(R.update().where(self._this_run(run)).values(partial_outputs=list(outputs), **_SEEN)).rowcount:
+                    self._webhook_event(conn, run.request, list(outputs))
         except db.UNAVAILABLE as exc:
             log.warning("partial outputs not recorded (database unavailable): %s", str(exc).splitlines()[0])
 
@@ -562,9 +627,9 @@ class JobStore:
                     billed_units=units, cost_usd=cost, finished_at=db.utcnow(), **_SEEN,
                 )).rowcount == 1
                 if ok:
-                    usage.record(conn, req.request_id, req.owner_key_id, req.model_id, units, cost, outcome.metadata,
-                                 outcome.ledger)
-                    self._ended(conn, req)
+                    usage.record(conn, req.request_id, req.owner_key_id, req.model_id, units, cost,
+                                 len(outcome.outputs), outcome.metadata, outcome.ledger)
+                    self._ended(conn, req, cost)
                 event, fields = "request.completed", {"images": len(outcome.outputs), "worker": run.worker_id}
             elif isinstance(outcome, Failed):
                 ok = conn.execute(update.values(
@@ -601,23 +666,89 @@ class JobStore:
             _log("request.outdated_run", req.request_id, worker=run.worker_id, attempt=run.attempt)
         return ok
 
-    def record_webhook_attempt(self, request_id: str, status_code: int | None) -> dict[str, Any]:
+    def record_webhook_attempt(self, request_id: str, status_code: int | None, event: int = 0) -> dict[str, Any]:
         """Count one webhook attempt in the request's ``webhook`` record (``attempts``,
-        ``last_status_code``, and ``delivered_at`` on a 2xx); returns the record."""
+        ``last_status_code``, and ``delivered_at`` on a 2xx) — of its terminal state, or of its
+        intermediate event ``event`` (1-based; in ``record["events"]``, and a delivered one
+        ends: the next event's, or the terminal one's, first attempt is enqueued in the same
+        transaction). Returns the record. An attempt at an event that has ended already (a
+        re-run after a crash) changes nothing."""
         with self.db.begin() as conn:
-            record = dict(conn.execute(sa.select(C.webhook).where(C.request_id == request_id)).scalar_one() or {})
-            record["attempts"] = int(record.get("attempts") or 0) + 1
-            record["last_status_code"] = status_code
-            if status_code is not None and 200 <= status_code < 300:
-                record["delivered_at"] = db.iso(db.utcnow())
+            record, status, owner = self._locked_webhook(conn, request_id)
+            if event:
+                if event != webhook_events.current(record):
+                    return record
+                record = webhook_events.attempted(record, event, status_code, db.utcnow())
+                self._next_webhook(conn, request_id, record, Status(status), owner)
+            else:
+                record["attempts"] = int(record.get("attempts") or 0) + 1
+                record["last_status_code"] = status_code
+                if status_code is not None and 200 <= status_code < 300:
+                    record["delivered_at"] = db.iso(db.utcnow())
             conn.execute(R.update().where(C.request_id == request_id).values(webhook=record))
         return record
 
-    def _ended(self, conn: sa.Connection, req: Request) -> None:
-        """In the transaction that made ``req`` terminal: its webhook's first attempt (whether a
-        request has a webhook is set at submit and never changes)."""
-        if req.webhook is not None:
-            self.queue.enqueue_webhook(conn, request_id=req.request_id, attempt=1, owner_key_id=req.owner_key_id)
+    def give_up_webhook_event(self, request_id: str, event: int) -> None:
+        """End intermediate webhook event ``event`` undelivered (its retries ran out): the next
+        one's, or the terminal one's, first attempt is enqueued in the same transaction."""
+        with self.db.begin() as conn:
+            record, status, owner = self._locked_webhook(conn, request_id)
+            if event != webhook_events.current(record):
+                return
+            record = webhook_events.end(record, event)
+            self._next_webhook(conn, request_id, record, Status(status), owner)
+            conn.execute(R.update().where(C.request_id == request_id).values(webhook=record))
+
+    def _locked_webhook(self, conn: sa.Connection, request_id: str) -> tuple[dict[str, Any], str, str]:
+        """The request's webhook record, status and owner, its row locked until ``conn``'s
+        transaction ends (SQLite: the database's write lock, taken by a write first)."""
+        if conn.dialect.name == "sqlite":
+            conn.execute(R.update().where(C.request_id == request_id).values(webhook=C.webhook))
+        record, status, owner = conn.execute(sa.select(C.webhook, C.status, C.owner_key_id)
+                                             .where(C.request_id == request_id).with_for_update()).one()
+        return dict(record or {}), status, owner
+
+    def _next_webhook(self, conn: sa.Connection, request_id: str, record: dict[str, Any], status: Status,
+                      owner: str) -> None:
+        """After an intermediate event ended (``record`` shows it): the first attempt of the
+        next event, or of the terminal delivery once the request is terminal; nothing while
+        the chain waits for an event to be made."""
+        following = webhook_events.current(record)
+        if following:
+            self.queue.enqueue_webhook(conn, request_id=request_id, attempt=1, owner_key_id=owner, event=following)
+        elif status.is_terminal:
+            self.queue.enqueue_webhook(conn, request_id=request_id, attempt=1, owner_key_id=owner)
+
+    def _webhook_event(self, conn: sa.Connection, req: Request, partial_outputs: list[str] | None) -> None:
+        """In the transaction of ``req``'s change to in_progress (``partial_outputs`` None) or
+        of its new partial outputs, its row already updated (so locked): the intermediate
+        webhook event that makes, if its receiver asked for them
+        (:mod:`modelapi.core.webhook_events`), enqueued now if no earlier event is pending."""
+        if not webhook_events.wanted(req.webhook):
+            return
+        record, progress = conn.execute(sa.select(C.webhook, C.progress).where(C.request_id == req.request_id)).one()
+        record = webhook_events.made(dict(record), progress, partial_outputs, db.utcnow())
+        if record is None:
+            return
+        conn.execute(R.update().where(C.request_id == req.request_id).values(webhook=record))
+        if webhook_events.pending(record) == 1:
+            self.queue.enqueue_webhook(conn, request_id=req.request_id, attempt=1, owner_key_id=req.owner_key_id,
+                                       event=webhook_events.current(record))
+
+    def _ended(self, conn: sa.Connection, req: Request, cost_usd: float = 0.0) -> None:
+        """In the transaction that made ``req`` terminal: its budget reservation settled (what
+        it cost, ``cost_usd``, counted as spent; :func:`modelapi.core.accounts.settle`), and its
+        webhook's first attempt (whether a request has a webhook is set at submit and never
+        changes) — unless an intermediate event is still pending: the end of the last one
+        enqueues it."""
+        accounts.settle(conn, req.owner_key_id, req.reserved_usd, req.budget_period, cost_usd)
+        if req.webhook is None:
+            return
+        if webhook_events.wanted(req.webhook):
+            record = conn.execute(sa.select(C.webhook).where(C.request_id == req.request_id)).scalar_one()
+            if webhook_events.pending(record):
+                return
+        self.queue.enqueue_webhook(conn, request_id=req.request_id, attempt=1, owner_key_id=req.owner_key_id)
 
     def _fail(self, req: Request, code: str, message: str, *where: sa.ColumnElement[bool]) -> bool:
         with self.db.begin() as conn:
@@ -654,7 +785,7 @@ class JobStore:
             self.queue.cancel(str(entry))
             if req is not None:
                 self.queue.enqueue_webhook(None, request_id=req.request_id, attempt=entry.generation + 1,
-                                           owner_key_id=req.owner_key_id)
+                                           owner_key_id=req.owner_key_id, event=entry.event)
         active = self.with_status(Status.IN_QUEUE, Status.IN_PROGRESS)
         live: set[str] = set()
         for i in range(0, len(active), 500):

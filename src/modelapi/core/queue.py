@@ -53,12 +53,16 @@ class EntryId:
     """The id of a queue entry (its DBOS workflow id): ``<request id>.<generation>`` for a run of
     the request on the local engine, ``<request id>.upstream.<generation>`` for a run on an
     upstream backend (generation 0 at submit, one more for each new entry: handed back,
-    requeued, moved to the other queue), or ``<request id>.webhook.<n>`` for webhook attempt
-    ``n`` (1-based) of the request."""
+    requeued, moved to the other queue), ``<request id>.webhook.<n>`` for attempt ``n``
+    (1-based) of the request's webhook (its terminal state), or
+    ``<request id>.webhook.e<k>.<n>`` for attempt ``n`` of its intermediate webhook event ``k``
+    (1-based; ``?webhook_intermediate_status=true``)."""
 
     request_id: str
     generation: int
     kind: Literal["run", "upstream", "webhook"] = "run"
+    event: int = 0
+    """The intermediate webhook event (1-based) a webhook attempt delivers; 0: the terminal one."""
 
     @classmethod
     def parse(cls, text: str) -> EntryId:
@@ -67,13 +71,19 @@ class EntryId:
         request_id, _, kind = head.rpartition(".")
         if kind in ("webhook", "upstream") and request_id:
             return cls(request_id, int(n), kind)  # type: ignore[arg-type]
+        hook_of, _, hook = request_id.rpartition(".")
+        if hook == "webhook" and hook_of and kind[:1] == "e" and kind[1:].isdigit():
+            return cls(hook_of, int(n), "webhook", int(kind[1:]))
         if not head:
             raise ValueError(f"not a queue entry id: {text!r}")
         return cls(head, int(n))
 
     def __str__(self) -> str:
-        if self.kind != "run":
-            return f"{self.request_id}.{self.kind}.{self.generation}"
+        if self.kind == "webhook":
+            event = f"e{self.event}." if self.event else ""
+            return f"{self.request_id}.webhook.{event}{self.generation}"
+        if self.kind == "upstream":
+            return f"{self.request_id}.upstream.{self.generation}"
         return f"{self.request_id}.{self.generation}"
 
     def next(self) -> EntryId:
@@ -121,34 +131,42 @@ class TaskQueue:
                                    partition_worker_concurrency=WEBHOOK_PER_KEY,
                                    polling_interval_sec=polling_interval_s, on_conflict=on_conflict)
 
-    def enqueue(self, conn: sa.Connection, *, entry: EntryId, priority: int, owner_key_id: str) -> None:
+    def enqueue(self, conn: sa.Connection, *, entry: EntryId, priority: int, owner_key_id: str,
+                delay_s: float | None = None) -> None:
         """Add ``entry``, which runs its request, to its queue (:attr:`EntryId.queue`) inside the
         caller's transaction ``conn``: on rollback neither the caller's rows nor the entry exist.
-        Lower ``priority`` runs first."""
-        self.client.enqueue_in_transaction(conn, {
+        Lower ``priority`` runs first; ``delay_s``: not before that many seconds."""
+        options: EnqueueOptions = {
             "queue_name": entry.queue,
             "workflow_name": WORKFLOW_NAME,
             "workflow_id": str(entry),
             "app_version": APP_VERSION,
             "priority": priority,
             "queue_partition_key": owner_key_id,
-        }, entry.request_id)
+        }
+        if delay_s:
+            options["delay_seconds"] = delay_s
+        self.client.enqueue_in_transaction(conn, options, entry.request_id)
 
     def enqueue_webhook(self, conn: sa.Connection | None, *, request_id: str, attempt: int, owner_key_id: str,
-                        delay_s: float | None = None) -> None:
-        """Add webhook attempt ``attempt`` of ``request_id`` (entry ``<request id>.webhook.<n>``,
-        so enqueueing it twice adds one; partition: the request's ``owner_key_id``), inside
-        ``conn``'s transaction when given, runnable after ``delay_s`` seconds when given."""
-        entry = EntryId(request_id, attempt, "webhook")
+                        delay_s: float | None = None, event: int = 0) -> None:
+        """Add webhook attempt ``attempt`` of ``request_id`` — of its terminal state, or of its
+        intermediate event ``event`` when given (entry ``<request id>.webhook.<n>`` or
+        ``<request id>.webhook.e<k>.<n>``, so enqueueing it twice adds one; partition: the
+        request's ``owner_key_id``) — inside ``conn``'s transaction when given, runnable after
+        ``delay_s`` seconds when given. The workflow gets ``(request_id, attempt)``, and
+        ``event`` after them when not 0."""
+        entry = EntryId(request_id, attempt, "webhook", event)
         options: EnqueueOptions = {"queue_name": entry.queue, "workflow_name": WEBHOOK_WORKFLOW,
                                    "workflow_id": str(entry), "app_version": APP_VERSION,
                                    "queue_partition_key": owner_key_id}
         if delay_s:
             options["delay_seconds"] = delay_s
+        args = (request_id, attempt, event) if event else (request_id, attempt)
         if conn is None:
-            self.client.enqueue(options, request_id, attempt)
+            self.client.enqueue(options, *args)
         else:
-            self.client.enqueue_in_transaction(conn, options, request_id, attempt)
+            self.client.enqueue_in_transaction(conn, options, *args)
 
     def unpartitioned_webhooks(self) -> list[EntryId]:
         """Webhook attempts waiting with no partition key: queued by a release before the webhook

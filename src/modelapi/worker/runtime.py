@@ -75,16 +75,17 @@ def _run_step(request_id: str) -> None:
 
 
 @DBOS.workflow(name=WEBHOOK_WORKFLOW)
-def deliver_webhook(request_id: str, attempt: int) -> None:
-    """The durable workflow of one webhook attempt, made by the core's delivery
-    (:class:`modelapi.core.delivery.Delivery`), which this process hosts."""
-    _deliver_step(request_id, attempt)
+def deliver_webhook(request_id: str, attempt: int, event: int = 0) -> None:
+    """The durable workflow of one webhook attempt (at intermediate event ``event`` when not
+    0), made by the core's delivery (:class:`modelapi.core.delivery.Delivery`), which this
+    process hosts."""
+    _deliver_step(request_id, attempt, event)
 
 
 @DBOS.step(retries_allowed=False)
-def _deliver_step(request_id: str, attempt: int) -> None:
+def _deliver_step(request_id: str, attempt: int, event: int = 0) -> None:
     assert _runtime is not None, "worker not started"
-    _runtime.delivery.attempt(request_id, attempt)
+    _runtime.delivery.attempt(request_id, attempt, event)
 
 
 class _Slots:
