@@ -6,6 +6,7 @@ own SQLite database (with --allow-private-urls, so it can fetch our storage's re
 from __future__ import annotations
 
 import io
+import time
 
 import httpx
 import pytest
@@ -68,3 +69,51 @@ def test_an_upstream_refusal_is_not_retried_and_names_the_upstream_message(make_
         strict.stop()
     assert result["status"] == "failed" and result["error"]["code"] == "upstream_rejected", result
     assert "RunComfy 422" in result["error"]["message"]
+
+
+def test_a_clients_cancel_is_forwarded_while_the_upstream_queues_it(make_server, tmp_path):
+    """The upstream has no worker: its requests stay queued. Ours runs on the runcomfy backend,
+    in_progress, with the upstream's side (queue position included) recorded; our cancel goes to
+    the upstream's cancel_url, and both ends are cancelled."""
+    import sqlalchemy as sa
+
+    from modelapi.core import db
+
+    queued = ServerProcess(tmp_path / "queued", args=["--allow-private-urls", "--no-worker"]).start()
+    try:
+        front = make_server(env={
+            "MODELAPI_ROUTES": f'{{"{SEQ}": ["runcomfy", "local"]}}',
+            "MODELAPI_RUNCOMFY_API_KEY": queued.key, "MODELAPI_RUNCOMFY_BASE_URL": queued.base_url,
+        }).start()
+        body = {"text": "a lighthouse", "seed": 7, "sequential_image_generation_options": 1}
+        engine = db.connect(front.database_url)
+        with front.client() as c, queued.client() as u:
+            ahead = u.post(f"/v1/models/{SEQ}", json=body).json()["request_id"]  # ours will be second upstream
+            rid = c.post(f"/v1/models/{SEQ}", json=body).json()["request_id"]
+            deadline = time.monotonic() + 30
+            record = None
+            while record is None or record.get("queue_position") is None:
+                assert time.monotonic() < deadline, f"no upstream record: {c.get(f'/v1/requests/{rid}/status').json()}"
+                time.sleep(0.05)
+                with engine.connect() as conn:
+                    record = conn.execute(sa.select(db.requests.c.upstream).where(db.requests.c.request_id == rid)).scalar()
+            assert (record["backend"], record["status"], record["queue_position"]) == ("runcomfy", "in_queue", 1), record
+            assert record["cancel_url"] == f"{queued.base_url}/v1/requests/{record['request_id']}/cancel"
+            status = c.get(f"/v1/requests/{rid}/status").json()
+            assert status["status"] == "in_progress" and status["progress"] == 0.0, status
+
+            answer = c.post(f"/v1/requests/{rid}/cancel").json()
+            assert (answer["status"], answer["outcome"]) == ("cancelled", "cancelled"), answer
+            assert u.get(f"/v1/requests/{record['request_id']}/status").json()["status"] == "cancelled"
+            assert u.get(f"/v1/requests/{ahead}/status").json()["status"] == "in_queue"  # only ours
+            # the worker sees the upstream cancelled: its run is outdated, ours stays cancelled (no fallback to local)
+            deadline = time.monotonic() + 30
+            while "request.outdated_run" not in front.log():
+                assert time.monotonic() < deadline, front.log()[-3000:]
+                time.sleep(0.05)
+            result = c.get(f"/v1/requests/{rid}/result").json()
+            assert result["status"] == "cancelled" and "output" not in result, result
+            assert c.post(f"/v1/requests/{rid}/cancel").json()["outcome"] == "cancelled"  # idempotent
+        engine.dispose()
+    finally:
+        queued.stop()

@@ -29,6 +29,7 @@ from starlette.datastructures import MutableHeaders
 
 from .. import catalog
 from ..backends.placement import Placement
+from ..backends.runcomfy import RunComfyConfig, forward_cancel
 from ..core import bodies, delivery
 from ..core.accounts import Accounts, Admission
 from ..core.auth import ApiKey, hash_key
@@ -399,6 +400,16 @@ class Service:
         return bodies.status_body(base_url, request_id, found.status, found.progress, found.queue_position,
                                   bodies.partial_urls(self.storage, found.partial_outputs, self.settings.url_ttl_s, base_url))
 
+    def _cancel_upstream(self, req: Request) -> bool:
+        record = req.upstream or {}
+        if record.get("backend") != "runcomfy" or record.get("status") != "in_queue":
+            return False
+        try:
+            config = RunComfyConfig.from_env()
+        except ValueError:
+            return False
+        return forward_cancel(record, config) and self.jobs.cancel_running(req)
+
     def status_body(self, req: Request, base_url: str) -> dict[str, Any]:
         return bodies.request_status_body(req, base_url=base_url, storage=self.storage, url_ttl_s=self.settings.url_ttl_s)
 
@@ -446,8 +457,12 @@ class Service:
                 "next_cursor": next_cursor}
 
     def cancel(self, req: Request) -> dict[str, Any]:
-        """in_queue -> cancelled (and off the queue); anything else -> not_cancellable. Idempotent."""
+        """in_queue -> cancelled (and off the queue); in_progress on ``runcomfy`` while the
+        upstream still queues it -> the cancel forwarded upstream, and cancelled when the
+        upstream cancelled it; anything else -> not_cancellable. Idempotent."""
         if req.status is Status.IN_QUEUE and self.jobs.cancel(req):
+            outcome = "cancelled"
+        elif req.status is Status.IN_PROGRESS and self._cancel_upstream(req):
             outcome = "cancelled"
         else:
             req = self.jobs.get(req.request_id) or req

@@ -67,6 +67,9 @@ class Job:
             the route is run from its first backend of that kind.
         tried: backends tried by earlier runs of the request (``[{"backend", "outcome"}]``):
             the run goes on after them.
+        on_upstream: called with the upstream's side of the run when it changes (``{backend,
+            request_id, status, queue_position, cancel_url}``; upstreams with a queue of their
+            own), so that a client's cancel can be forwarded while the upstream queues it.
     """
 
     request: Request
@@ -81,6 +84,7 @@ class Job:
     max_pixels: int = 40_000_000
     kind: str = "run"
     tried: list[dict[str, str]] = field(default_factory=list)
+    on_upstream: Callable[[dict[str, Any]], None] = lambda record: None
 
 
 class Backend(Protocol):

@@ -5,7 +5,9 @@ status polled (progress mapped onto ours), its outputs copied into our storage.
 
 A submit carries ``Idempotency-Key: <request id>.<attempt>``, so trying the same run again after
 a lost answer never starts a second upstream job. When the worker stops, a cancel is forwarded
-(it takes effect while the upstream job is still queued).
+(it takes effect while the upstream job is still queued). While the upstream queues it, our
+request is in_progress and its ``requests.upstream`` record says so (with the upstream's
+``cancel_url``): a client's cancel then goes upstream (:func:`forward_cancel`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 import httpx
 
 from .. import catalog
-from ..core.jobs import Done, Outcome, Stopped
+from ..core.jobs import Done, Failed, Outcome, Stopped
 from ..worker.generate import FORMATS, encode
 from .base import Job, Rejected, Unavailable, decode_image, short, text_of
 from .modelark import MAX_ERROR_BYTES, MAX_EVENT_BYTES, _read_capped
@@ -110,23 +112,27 @@ class RunComfyBackend:
         if "seed" in catalog.models()[req.model_id].input_schema.get("properties", {}):
             body["seed"] = req.seed
         try:
-            upstream_id = self._submit(req.model_id, body, f"{req.request_id}.{job.attempt}")
-            result = self._wait(job, upstream_id, deadline)
+            upstream_id, cancel_url = self._submit(req.model_id, body, f"{req.request_id}.{job.attempt}")
+            result = self._wait(job, upstream_id, cancel_url, deadline)
             if result is None:
                 return Stopped()
+            if result.get("status") == "cancelled":  # a client's cancel forwarded (ours is cancelled already), or the operator's
+                return Failed("upstream_cancelled", f"RunComfy: the upstream request {upstream_id} was cancelled")
             return self._copy(job, upstream_id, result, deadline)
         except httpx.TimeoutException:
             raise Unavailable("timeout") from None
         except httpx.TransportError as exc:
             raise Unavailable(f"connection error: {type(exc).__name__}") from None
 
-    def _submit(self, model_id: str, body: dict[str, Any], idempotency_key: str) -> str:
+    def _submit(self, model_id: str, body: dict[str, Any], idempotency_key: str) -> tuple[str, str]:
+        """(the upstream's request id, its cancel URL)."""
         with self.client.stream("POST", f"/v1/models/{model_id}", json=body,
                                 headers={"Idempotency-Key": idempotency_key}) as response:
             if response.status_code not in (200, 201, 202):
                 raise _error(response.status_code, response)
             answer = json.loads(_read_capped(response, MAX_ERROR_BYTES))
-        return str(answer["request_id"])
+        upstream_id = str(answer["request_id"])
+        return upstream_id, str(answer.get("cancel_url") or f"{self.config.base_url.rstrip('/')}/v1/requests/{upstream_id}/cancel")
 
     def _get(self, path: str) -> dict[str, Any]:
         with self.client.stream("GET", path) as response:
@@ -135,13 +141,22 @@ class RunComfyBackend:
             answer = json.loads(_read_capped(response, MAX_ERROR_BYTES))
         return dict(answer)
 
-    def _wait(self, job: Job, upstream_id: str, deadline: float) -> dict[str, Any] | None:
-        """The upstream result once terminal, or None when the worker stopped (cancel forwarded)."""
+    def _wait(self, job: Job, upstream_id: str, cancel_url: str, deadline: float) -> dict[str, Any] | None:
+        """The upstream result once terminal (``{"status": "cancelled"}`` when cancelled), or
+        None when the worker stopped (cancel forwarded). Each change of the upstream's status or
+        queue position is recorded (``job.on_upstream``)."""
         delay = POLL_S[0]
+        seen: tuple[Any, Any] | None = None
         while True:
             status = self._get(f"/v1/requests/{upstream_id}/status")
-            if status.get("status") in ("completed", "failed", "cancelled"):
+            if status.get("status") == "cancelled":
+                return {"status": "cancelled"}
+            if status.get("status") in ("completed", "failed"):
                 return self._get(f"/v1/requests/{upstream_id}/result")
+            if (status.get("status"), status.get("queue_position")) != seen:
+                seen = (status.get("status"), status.get("queue_position"))
+                job.on_upstream({"backend": self.name, "request_id": upstream_id, "status": seen[0],
+                                 "queue_position": seen[1], "cancel_url": cancel_url})
             if isinstance(status.get("progress"), (int, float)):
                 job.progress(min(0.99, float(status["progress"])))
             if job.should_stop():
@@ -192,3 +207,26 @@ class RunComfyBackend:
                          "upstream": {"model": job.request.model_id, "request_id": upstream_id}})
         metadata.setdefault("timings", {})
         return Done(keys, metadata, ledger={"upstream_units": len(keys)})
+
+
+def forward_cancel(record: dict[str, Any], config: RunComfyConfig) -> bool:
+    """Forward a client's cancel of a request the upstream still queues (``record``: the
+    request's ``upstream``, see :meth:`RunComfyBackend._wait`) to the upstream's ``cancel_url``
+    — only one under ``config.base_url``, so the operator's key goes nowhere else. True when the
+    upstream cancelled it; False when it is running there already, or did not answer (10 s)."""
+    base = config.base_url.rstrip("/") + "/"
+    url = str(record.get("cancel_url") or "")
+    if not url.startswith(base):
+        log.warning("cancel of upstream %s not forwarded: its cancel_url is not under %s", record.get("request_id"), base)
+        return False
+    try:
+        with httpx.Client(headers={"Authorization": f"Bearer {config.api_key}"}, follow_redirects=False,
+                          timeout=httpx.Timeout(10.0)) as client, client.stream("POST", url) as response:
+            if response.status_code != 200:
+                log.warning("cancel of upstream %s answered %d", record.get("request_id"), response.status_code)
+                return False
+            answer = json.loads(_read_capped(response, MAX_ERROR_BYTES))
+    except (httpx.HTTPError, ValueError, Unavailable) as exc:
+        log.warning("cancel of upstream %s not forwarded: %s", record.get("request_id"), exc)
+        return False
+    return isinstance(answer, dict) and answer.get("outcome") == "cancelled"

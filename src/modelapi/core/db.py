@@ -103,6 +103,7 @@ requests = sa.Table(
     sa.Column("partial_outputs", sa.JSON),
     sa.Column("reserved_usd", sa.Float),
     sa.Column("budget_period", sa.String(20)),
+    sa.Column("upstream", sa.JSON),
     sa.UniqueConstraint("owner_key_id", "idempotency_key"),
     sa.Index("ix_requests_status_priority_seq", "status", "priority", "seq"),
     sa.Index("ix_requests_owner_seq", "owner_key_id", "seq"),
@@ -114,7 +115,9 @@ requests = sa.Table(
 (and ``intermediate_status``, ``events``, ``events_ended``: see :mod:`modelapi.core.webhook_events`).
 ``partial_outputs``: storage keys of the images stored so far while in_progress.
 ``reserved_usd``, ``budget_period``: what the submit reserved against its key's budget (null when
-the key had none), given back or turned into spending when the request ends."""
+the key had none), given back or turned into spending when the request ends.
+``upstream``: while an upstream backend that has a queue of its own (``runcomfy``) runs it, that
+upstream's side: ``{backend, request_id, status, queue_position, cancel_url}`` (0009)."""
 
 request_counts = sa.Table(
     "request_counts",

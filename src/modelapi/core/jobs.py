@@ -96,6 +96,7 @@ class Request:
     partial_outputs: list[str] | None = None
     reserved_usd: float | None = None
     budget_period: str | None = None
+    upstream: dict[str, Any] | None = None
     queue_position: int | None = None
 
 
@@ -563,7 +564,7 @@ class JobStore:
                 return None
             ok = conn.execute(R.update().where(C.request_id == request_id, C.workflow_id == workflow_id, frm).values(
                 status=Status.IN_PROGRESS.value, started_at=db.utcnow(), progress=0.0,
-                attempts=req.attempts + 1, run_by=runner, partial_outputs=None, **_SEEN,
+                attempts=req.attempts + 1, run_by=runner, partial_outputs=None, upstream=None, **_SEEN,
             )).rowcount == 1
             if ok:
                 self._webhook_event(conn, req, None)
@@ -608,6 +609,30 @@ class JobStore:
                     self._webhook_event(conn, run.request, list(outputs))
         except db.UNAVAILABLE as exc:
             log.warning("partial outputs not recorded (database unavailable): %s", str(exc).splitlines()[0])
+
+    def set_upstream(self, run: Run, record: dict[str, Any]) -> None:
+        """Record the upstream's side of the run (``requests.upstream``: ``{backend, request_id,
+        status, queue_position, cancel_url}``), read by a client's cancel. Best effort, like
+        progress."""
+        try:
+            with self.db.begin() as conn:
+                conn.execute(R.update().where(self._this_run(run)).values(upstream=record))
+        except db.UNAVAILABLE as exc:
+            log.warning("upstream state not recorded (database unavailable): %s", str(exc).splitlines()[0])
+
+    def cancel_running(self, req: Request) -> bool:
+        """in_progress -> cancelled, for a run whose upstream has cancelled its side (a client's
+        cancel forwarded while the upstream queued it): the worker's run is then outdated and
+        its outcome changes nothing. False when the request left that run meanwhile."""
+        with self.db.begin() as conn:
+            ok = conn.execute(R.update().where(
+                C.request_id == req.request_id, C.status == Status.IN_PROGRESS.value, C.attempts == req.attempts,
+            ).values(status=Status.CANCELLED.value, finished_at=db.utcnow(), **_SEEN)).rowcount == 1
+            if ok:
+                self._ended(conn, req)
+        if ok:
+            _log("request.cancelled", req.request_id, upstream=True)
+        return ok
 
     def finish(self, run: Run, outcome: Outcome) -> bool:
         """Apply a run's outcome, once: ``Done`` -> completed and billed (one usage row, same

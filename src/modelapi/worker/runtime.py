@@ -352,7 +352,8 @@ class WorkerRuntime:
                                           on_stored=lambda keys: self.jobs.set_partial(run, keys), pool=self._post,
                                           inference=slot, output_format=self.settings.output_format,
                                           max_pixels=self.settings.max_input_pixels, kind=kind,
-                                          tried=list((run.request.metadata or {}).get("backends_tried") or [])))
+                                          tried=list((run.request.metadata or {}).get("backends_tried") or []),
+                                          on_upstream=lambda record: self.jobs.set_upstream(run, record)))
         except Exception as exc:  # the job's own error, reported to the client without a traceback
             log.exception("request.error", extra={"request_id": run.request.request_id})
             return Failed("generation_error", f"{type(exc).__name__}: {exc}"[:500])
