@@ -389,13 +389,17 @@ def recording_hooks_async(paths: list[str]) -> dict:
 def test_async_run_uses_the_status_stream_of_our_server(server):
     paths: list[str] = []
 
-    async def main() -> dict:
+    async def main() -> tuple[dict, dict]:
         async with AsyncClient(server.base_url, server.key, event_hooks=recording_hooks_async(paths)) as client:
-            return await client.run(SEQ, {"text": "one image of a dock", "image_size": SQUARE})
+            # with on_update (progress wanted) run() follows the stream; without, the submit waits (Prefer: wait)
+            followed = await client.run(SEQ, {"text": "one image of a dock", "image_size": SQUARE}, on_update=lambda u: None)
+            return followed, await client.run(SEQ, {"text": "one image of a quay", "image_size": SQUARE})
 
-    result = asyncio.run(main())
+    result, waited = asyncio.run(main())
     rid = result["request_id"]
-    assert paths == [f"POST /v1/models/{SEQ}", f"GET /v1/requests/{rid}/status/stream", f"GET /v1/requests/{rid}/result"]
+    assert paths == [f"POST /v1/models/{SEQ}", f"GET /v1/requests/{rid}/status/stream", f"GET /v1/requests/{rid}/result",
+                     f"POST /v1/models/{SEQ}"]
+    assert waited["status"] == "completed" and waited["request_id"] != rid
 
 
 def test_stream_of_a_finished_request_is_its_result(server):

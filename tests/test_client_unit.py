@@ -246,6 +246,13 @@ def test_cancel(make_client):
     assert rec.paths() == [f"POST /v1/requests/{RID}/cancel"]
 
 
+def test_delete_is_retried_like_a_read(make_client):
+    body = {"request_id": RID, "status": "completed", "deleted_at": "2026-01-01T00:00:00.000000Z"}
+    client, rec = make_client(sequence(error_response(503), httpx.Response(200, json=body)))
+    assert client.delete(RID) == body
+    assert rec.paths() == [f"DELETE /v1/requests/{RID}"] * 2
+
+
 def test_models_and_schema(make_client):
     def answer(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/v1/models":
@@ -268,6 +275,8 @@ def test_models_and_schema(make_client):
         (401, errors.AuthenticationError),
         (403, errors.PermissionDeniedError),
         (404, errors.NotFoundError),
+        (409, errors.ConflictError),
+        (410, errors.GoneError),
         (422, errors.ValidationError),
         (429, errors.RateLimitError),
         (500, errors.APIStatusError),

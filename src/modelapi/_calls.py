@@ -33,6 +33,13 @@ FEATURE_STREAM = "status-stream"
 FEATURE_LONG_POLL = "long-poll"
 FEATURE_WEBHOOKS = "webhooks"
 FEATURE_IDEMPOTENCY = "idempotency-key"
+FEATURE_PREFER_WAIT = "prefer-wait"
+FEATURE_CANCEL_AFTER = "cancel-after"
+FEATURE_CANCEL_RUNNING = "cancel-running"
+PREFER_WAIT_MAX_S = 60
+"""The longest wait a submit's ``Prefer: wait=N`` may ask, seconds."""
+CANCEL_WAIT_S = 10.0
+"""How long the server may hold ``POST /cancel?running=true`` while the stop lands, seconds."""
 
 STREAM_MIN_READ_TIMEOUT_S = 45.0
 """Read timeout of a status stream at least (the server sends a comment every 15 s)."""
@@ -45,6 +52,8 @@ _ERROR_CLASSES: dict[int, type[errors.APIStatusError]] = {
     402: errors.InsufficientFundsError,
     403: errors.PermissionDeniedError,
     404: errors.NotFoundError,
+    409: errors.ConflictError,
+    410: errors.GoneError,
     422: errors.ValidationError,
     429: errors.RateLimitError,
 }
@@ -214,13 +223,41 @@ def _path_id(value: str) -> str:
     return quote(value, safe="")
 
 
+def cancel_after_header(value: float | str) -> str:
+    """A ``Cancel-After`` value: a number of seconds as written (``30``, ``2.5``), or a duration
+    string passed as given (``"30s"``, ``"5m"``, ``"1h30m"``); the server checks the range
+    (1 s to 24 h) and answers 422 outside it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise TypeError(f"cancel_after must be seconds or a duration string like '5m', not {value!r}")
+    return value if isinstance(value, str) else f"{value:g}"
+
+
 def submit_call(model_id: str, input: dict[str, Any], idempotency_key: str | None,
-                 webhook: str | None = None) -> Call:
+                 webhook: str | None = None, *, cancel_after: float | str | None = None,
+                 wait_s: int | None = None, timeout_s: float | None = None) -> Call:
+    """``wait_s``: ask the server to answer with the result when the request ends within that
+    many seconds (``Prefer: wait=N``); the call's read timeout then covers the wait."""
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    if cancel_after is not None:
+        headers["Cancel-After"] = cancel_after_header(cancel_after)
+    call_timeout = None
+    if wait_s:
+        headers["Prefer"] = f"wait={wait_s}"
+        call_timeout = max(timeout_s or 0.0, wait_s + 15.0)
     params = {"webhook": webhook} if webhook else None
     # Never pay twice: a submit is retried only when it has a key and the server deduplicates by it.
     return Call("POST", f"/v1/models/{quote(model_id, safe='/')}", json=input, headers=headers, params=params,
-                 retry="if_server_dedupes" if idempotency_key else "never")
+                 retry="if_server_dedupes" if idempotency_key else "never", timeout_s=call_timeout)
+
+
+def prefer_wait_s(timeout_s: float | None, features: frozenset[str] | None) -> int | None:
+    """The ``Prefer: wait`` seconds of a run's submit: up to 60, within the run's ``timeout_s``,
+    where the server offers ``prefer-wait`` or has not said yet (a server that does not know the
+    preference ignores it, RFC 7240); None where it does not, or under 1 s of timeout."""
+    if features is not None and FEATURE_PREFER_WAIT not in features:
+        return None
+    wait = PREFER_WAIT_MAX_S if timeout_s is None else min(PREFER_WAIT_MAX_S, int(timeout_s))
+    return wait if wait >= 1 else None
 
 
 def auto_idempotency_key(given: str | None, features: frozenset[str] | None) -> str | None:
@@ -246,9 +283,18 @@ def result_call(request_id: str, include_cost: bool, wait_s: float | None = None
                  request_id=request_id, timeout_s=call_timeout)
 
 
-def cancel_call(request_id: str) -> Call:
-    # Cancel is idempotent on the server, so it is retried like a read.
-    return Call("POST", f"/v1/requests/{_path_id(request_id)}/cancel", request_id=request_id)
+def cancel_call(request_id: str, running: bool = False, timeout_s: float | None = None) -> Call:
+    # Cancel is idempotent on the server, so it is retried like a read. With ``running`` the
+    # server holds the answer while the stop lands (up to CANCEL_WAIT_S).
+    if not running:
+        return Call("POST", f"/v1/requests/{_path_id(request_id)}/cancel", request_id=request_id)
+    return Call("POST", f"/v1/requests/{_path_id(request_id)}/cancel", params={"running": "true"},
+                 request_id=request_id, timeout_s=max(timeout_s or 0.0, CANCEL_WAIT_S + 15.0))
+
+
+def delete_call(request_id: str) -> Call:
+    # Deleting is idempotent on the server (the same deleted_at), so it is retried like a read.
+    return Call("DELETE", f"/v1/requests/{_path_id(request_id)}", request_id=request_id)
 
 
 def models_call() -> Call:

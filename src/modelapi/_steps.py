@@ -36,12 +36,14 @@ from modelapi._calls import (
     StreamState,
     auto_idempotency_key,
     cancel_call,
+    delete_call,
     connection_error,
     download_call,
     error_from_response,
     features_of,
     models_call,
     needs_features,
+    prefer_wait_s,
     needs_result,
     resolve_api_key,
     resolve_base_url,
@@ -224,9 +226,10 @@ class ClientCore:
         return self._features or frozenset()
 
     def _submit_steps(self, model_id: str, input: dict[str, Any], idempotency_key: str | None,
-                      webhook: str | None) -> Steps[RequestHandle]:
+                      webhook: str | None, cancel_after: float | str | None = None) -> Steps[RequestHandle]:
         key = auto_idempotency_key(idempotency_key, self._features)
-        return parse_handle((yield from self._json(submit_call(model_id, input, key, webhook))), self.base_url)
+        return parse_handle((yield from self._json(submit_call(model_id, input, key, webhook, cancel_after=cancel_after))),
+                            self.base_url)
 
     def _status_steps(self, request_id: str) -> Steps[StatusUpdate]:
         return parse_status((yield from self._json(status_call(request_id))))
@@ -237,8 +240,11 @@ class ClientCore:
     def _result_steps(self, request_id: str, include_cost: bool, wait_s: float | None) -> Steps[Result]:
         return parse_result((yield from self._result_body(request_id, include_cost, wait_s)))
 
-    def _cancel_steps(self, request_id: str) -> Steps[dict[str, Any]]:
-        return (yield from self._json(cancel_call(request_id)))
+    def _cancel_steps(self, request_id: str, running: bool = False) -> Steps[dict[str, Any]]:
+        return (yield from self._json(cancel_call(request_id, running, self.timeout_s)))
+
+    def _delete_steps(self, request_id: str) -> Steps[dict[str, Any]]:
+        return (yield from self._json(delete_call(request_id)))
 
     def _models_steps(self) -> Steps[list[dict[str, Any]]]:
         return (yield from self._json(models_call()))["models"]
@@ -333,9 +339,20 @@ class ClientCore:
         return None, state.dropped(None)
 
     def _run_steps(self, model_id: str, input: dict[str, Any], timeout_s: float | None, idempotency_key: str | None,
-                   webhook: str | None, on_update: Callable[[StatusUpdate], Any] | None) -> Steps[Result]:
-        handle = yield from self._submit_steps(model_id, input, idempotency_key, webhook)
-        last = yield from self._watch_steps(handle.request_id, timeout_s, 0.5, 5.0,
+                   webhook: str | None, on_update: Callable[[StatusUpdate], Any] | None,
+                   cancel_after: float | str | None = None) -> Steps[Result]:
+        """Submit (with ``Prefer: wait`` where the server offers it and no ``on_update`` asks for
+        progress: a request that ends within the wait costs one call), then watch what is left."""
+        started = now()
+        wait_s = None if on_update is not None else prefer_wait_s(timeout_s, self._features)
+        key = auto_idempotency_key(idempotency_key, self._features)
+        body = yield from self._json(submit_call(model_id, input, key, webhook, cancel_after=cancel_after,
+                                                 wait_s=wait_s, timeout_s=self.timeout_s))
+        if wait_s and isinstance(body, dict) and (update := parse_status(body)).is_terminal:
+            return run_outcome(update)  # the result body itself
+        handle = parse_handle(body, self.base_url)
+        left = None if timeout_s is None else max(timeout_s - (now() - started), 0.0)
+        last = yield from self._watch_steps(handle.request_id, left, 0.5, 5.0,
                                             lambda update: Notify(on_update, update))
         return run_outcome(last)
 

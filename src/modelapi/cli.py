@@ -1,6 +1,7 @@
 """The ``modelapi`` command: server side (serve, worker, workers, keys, usage, model, demo;
 these need ``pip install "modelapi[server]"``, and ``[engine]`` to run a worker) and client side
-(run, submit, watch, status, result, cancel, ls, models; the plain ``pip install modelapi``).
+(run, submit, watch, status, result, cancel, delete, ls, models; the plain ``pip install modelapi``);
+``sweep`` runs the retention sweeper once (server side).
 
 Client commands take ``--base-url`` / ``--api-key`` (else ``MODELAPI_BASE_URL`` /
 ``MODELAPI_API_KEY``, else the local server's initial key) and print JSON, except ``run``
@@ -41,6 +42,8 @@ app.add_typer(models_app, name="models")
 console = Console(stderr=True)
 out = Console()
 
+CANCEL_AFTER_HELP = ("A deadline (our server): 30s, 5m, 1h30m or seconds, 1 s to 24 h. Not started by then: cancelled; "
+                     "still running: stopped and failed.")
 BaseUrl = typer.Option(None, "--base-url", envvar="MODELAPI_BASE_URL", help="Server root; default the local server or the hosted service.")
 ApiKeyOpt = typer.Option(None, "--api-key", envvar="MODELAPI_API_KEY", help="API key (Bearer).")
 
@@ -470,6 +473,37 @@ def workers(
     out.print(table)
 
 
+@app.command()
+def sweep(
+    database_url: Optional[str] = DatabaseUrl,
+    storage_url: Optional[str] = typer.Option(None, "--storage-url", envvar="MODELAPI_STORAGE_URL",
+                                              help="The deployment's store (default: the folder in the data dir)."),
+    retention_s: Optional[int] = typer.Option(None, "--retention-s", envvar="MODELAPI_RETENTION_S",
+                                              help="Keep a finished request's files this long, seconds (default 7 days)."),
+    upload_retention_s: Optional[int] = typer.Option(None, "--upload-retention-s", envvar="MODELAPI_UPLOAD_RETENTION_S",
+                                                     help="Keep an upload no request used this long, seconds (default 1 day)."),
+    keep_requests_s: Optional[int] = typer.Option(None, "--keep-requests-s", envvar="MODELAPI_KEEP_REQUESTS_S",
+                                                  help="Keep a finished request's row this long, seconds (default 90 days)."),
+    sweep_batch: Optional[int] = typer.Option(None, "--sweep-batch", envvar="MODELAPI_SWEEP_BATCH",
+                                              help="Requests (or uploads) deleted per transaction (default 100)."),
+) -> None:
+    """Run the sweeper once: delete what retention makes due (files of requests past
+    --retention-s, unused uploads past --upload-retention-s, request rows past
+    --keep-requests-s, finished queue entries), then print what was deleted as JSON. Safe while
+    workers (which sweep every --sweep-interval-s) and other sweeps run."""
+    from .core.context import open_core
+    from .core.sweep import Sweeper
+
+    settings = _settings(database_url=database_url, storage_url=storage_url, retention_s=retention_s,
+                         upload_retention_s=upload_retention_s, keep_requests_s=keep_requests_s, sweep_batch=sweep_batch)
+    core = open_core(settings, create_initial_key=False)
+    try:
+        done = Sweeper(settings, core.jobs, core.storage).sweep_once()
+    finally:
+        core.close()
+    _print_json(done.as_dict())
+
+
 @model_app.command("make-tiny")
 def model_make_tiny(path: Path = typer.Argument(..., help="Folder to write the pipeline to.")) -> None:
     """Build a tiny RANDOM-WEIGHT FLUX.2 [klein] pipeline (noise images; for tests and offline demos)."""
@@ -573,6 +607,7 @@ def run(
     out_dir: Path = typer.Option(Path("."), "--out", "-o", help="Where to save the images."),
     timeout_s: float = typer.Option(1800, "--timeout", help="Give up waiting after this many seconds."),
     webhook: Optional[str] = typer.Option(None, "--webhook", help="Also POST the result to this URL when it ends (our server)."),
+    cancel_after: Optional[str] = typer.Option(None, "--cancel-after", help=CANCEL_AFTER_HELP),
     base_url: Optional[str] = BaseUrl,
     api_key: Optional[str] = ApiKeyOpt,
 ) -> None:
@@ -588,7 +623,7 @@ def run(
             body = client.resolve_files(body, schema=schema)
             with _progress() as bar:
                 task = bar.add_task("submitting", total=1.0)
-                result = client.run(model_id, body, timeout_s=timeout_s, webhook=webhook,
+                result = client.run(model_id, body, timeout_s=timeout_s, webhook=webhook, cancel_after=cancel_after,
                                     on_update=lambda update: _show(bar, task, update))
             paths = client.download(result, out_dir)
             if result.metadata.get("random_weights"):
@@ -674,6 +709,7 @@ def submit(
     set_: list[str] = typer.Option([], "--set", "-s"),
     idempotency_key: Optional[str] = typer.Option(None, "--idempotency-key"),
     webhook: Optional[str] = typer.Option(None, "--webhook", help="POST the result to this URL when it ends (our server)."),
+    cancel_after: Optional[str] = typer.Option(None, "--cancel-after", help=CANCEL_AFTER_HELP),
     base_url: Optional[str] = BaseUrl,
     api_key: Optional[str] = ApiKeyOpt,
 ) -> None:
@@ -685,7 +721,7 @@ def submit(
                 _print_json({"detail": problems})
                 raise typer.Exit(2)
             handle = client.submit(model_id, client.resolve_files(body, schema=schema), idempotency_key=idempotency_key,
-                                   webhook=webhook)
+                                   webhook=webhook, cancel_after=cancel_after)
             _print_json(handle.__dict__)
     except ModelAPIError as exc:
         _fail(exc)
@@ -712,11 +748,17 @@ def result(request_id: str, include_cost: bool = typer.Option(False, "--include-
 
 
 @app.command()
-def cancel(request_id: str, base_url: Optional[str] = BaseUrl, api_key: Optional[str] = ApiKeyOpt) -> None:
-    """Cancel a queued request; print {request_id, status, outcome}."""
+def cancel(
+    request_id: str,
+    running: bool = typer.Option(False, "--running", help="Also stop it if it is running (our server): it ends "
+                                 "cancelled at its next step, keeping the images already made."),
+    base_url: Optional[str] = BaseUrl,
+    api_key: Optional[str] = ApiKeyOpt,
+) -> None:
+    """Cancel a queued request (with --running, also a running one); print {request_id, status, outcome}."""
     try:
         with _client(base_url, api_key) as client:
-            _print_json(client.cancel(request_id))
+            _print_json(client.cancel(request_id, running=running))
     except ModelAPIError as exc:
         _fail(exc)
 
@@ -737,6 +779,17 @@ def mcp_stdio(
         raise typer.Exit(2) from None
     try:
         run_stdio(base_url or f"http://127.0.0.1:{os.environ.get('MODELAPI_PORT', '8000')}", api_key, wait_s=wait_s)
+    except ModelAPIError as exc:
+        _fail(exc)
+
+
+@app.command()
+def delete(request_id: str, base_url: Optional[str] = BaseUrl, api_key: Optional[str] = ApiKeyOpt) -> None:
+    """Delete a request's outputs and inputs now (a queued one is cancelled first); print its
+    status with deleted_at (JSON). A running request is refused (409)."""
+    try:
+        with _client(base_url, api_key) as client:
+            _print_json(client.delete(request_id))
     except ModelAPIError as exc:
         _fail(exc)
 

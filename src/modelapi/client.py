@@ -19,7 +19,7 @@ Step by step (what :meth:`Client.run` does for you)::
 
 Push or poll: our server says what it offers beyond the hosted contract in a
 ``Modelapi-Features`` response header (``status-stream, long-poll, webhooks,
-idempotency-key``); the hosted service sends none. :meth:`Client.watch` and :meth:`Client.run`
+idempotency-key, prefer-wait, cancel-after, cancel-running``); the hosted service sends none. :meth:`Client.watch` and :meth:`Client.run`
 read the status stream (server-sent events, resumed with ``Last-Event-ID`` after a dropped
 connection) where the server has one, and poll ``/status`` otherwise.
 
@@ -32,7 +32,7 @@ Configuration:
   (see :func:`modelapi.types.default_data_dir`); else :class:`~modelapi.errors.AuthenticationError`.
 
 Retries (jittered exponential backoff, 0.5 s base, 8 s cap, ``max_retries`` retries, a
-``Retry-After`` header always wins): reads (GET) and cancel on HTTP 429/502/503/504 and on
+``Retry-After`` header always wins): reads (GET), cancel and delete on HTTP 429/502/503/504 and on
 connection errors. A submit is retried only against a server that advertises
 ``idempotency-key`` and only with an ``Idempotency-Key`` (the caller's, else one the SDK
 generates), so that it is never run twice. Uploads are not retried. Once retries are spent, HTTP
@@ -217,11 +217,12 @@ class Client(ClientCore):
         """What the server offers beyond the hosted contract, from its ``Modelapi-Features``
         response header: a subset of ``{"status-stream", "long-poll", "webhooks",
         "idempotency-key"}``; empty for the hosted service. Read from any answer already
-        received, else learnt with one ``GET /v1/models``."""
+        received, else learnt with one ``GET /v1/models``. Ours also lists ``prefer-wait``,
+        ``cancel-after`` and ``cancel-running``."""
         return self._call(self._features_steps())
 
     def submit(self, model_id: str, input: dict[str, Any], *, idempotency_key: str | None = None,
-               webhook: str | None = None) -> RequestHandle:
+               webhook: str | None = None, cancel_after: float | str | None = None) -> RequestHandle:
         """Queue a request; returns at once. ``POST /v1/models/{model_id}``.
 
         ``idempotency_key``: same key + same body -> the same request. Without one, the SDK sends
@@ -230,10 +231,14 @@ class Client(ClientCore):
         against a server advertising ``idempotency-key``. ``webhook`` (our server): a URL the
         server POSTs the result body to when the request ends, signed per Standard Webhooks
         (check it with :func:`modelapi.webhooks.verify` and :meth:`webhook_secret`).
-        Raises ValidationError (422, ``detail`` lists the problems), NotFoundError (unknown
-        model), APIConnectionError.
+        ``cancel_after`` (our server; ``Cancel-After``): seconds (``30``) or a duration string
+        (``"5m"``, ``"1h30m"``), 1 s to 24 h from the submit: not started by then, the request
+        is cancelled (``error.code: "deadline"``, not billed); still running, it is stopped and
+        failed (``deadline_exceeded``).
+        Raises ValidationError (422, ``detail`` lists the problems; also a ``cancel_after`` out
+        of range), NotFoundError (unknown model), APIConnectionError.
         """
-        return self._call(self._submit_steps(model_id, input, idempotency_key, webhook))
+        return self._call(self._submit_steps(model_id, input, idempotency_key, webhook, cancel_after))
 
     def status(self, request_id: str) -> StatusUpdate:
         """The request's current status, typed. ``GET /v1/requests/{id}/status``."""
@@ -247,10 +252,24 @@ class Client(ClientCore):
         (long-poll; outside 0-60 is a ValidationError). ``GET /v1/requests/{id}/result``."""
         return self._call(self._result_steps(request_id, include_cost, wait_s))
 
-    def cancel(self, request_id: str) -> dict[str, Any]:
+    def cancel(self, request_id: str, *, running: bool = False) -> dict[str, Any]:
         """Cancel a queued request: ``{"request_id", "status", "outcome": "cancelled" |
-        "not_cancellable"}``. Idempotent."""
-        return self._call(self._cancel_steps(request_id))
+        "not_cancellable"}``. Idempotent. ``running=True`` (our server, ``cancel-running``): also
+        stop a running one at its next step; it ends ``cancelled`` keeping the images already
+        stored (its result's ``output.images``, billed per image); the server answers once it
+        has stopped, or after 10 s with ``"outcome": "stopping"``."""
+        return self._call(self._cancel_steps(request_id, running))
+
+    def delete(self, request_id: str) -> dict[str, Any]:
+        """Delete a request's outputs and inputs on the server now (a queued request is
+        cancelled first); its status stays. Returns the status body plus ``deleted_at`` (ISO
+        8601 UTC). Idempotent: deleting again returns the same ``deleted_at``.
+
+        Raises:
+            ConflictError: the request is running (delete it once it has finished).
+            NotFoundError: unknown request, or another key's.
+        """
+        return self._call(self._delete_steps(request_id))
 
     def models(self) -> list[dict[str, Any]]:
         """The catalogue (``GET /v1/models`` -> ``models``)."""
@@ -315,23 +334,26 @@ class Client(ClientCore):
 
     def run(self, model_id: str, input: dict[str, Any], *, timeout_s: float | None = 600,
             idempotency_key: str | None = None, webhook: str | None = None,
-            on_update: Callable[[StatusUpdate], Any] | None = None) -> Result:
+            on_update: Callable[[StatusUpdate], Any] | None = None, cancel_after: float | str | None = None) -> Result:
         """Submit, wait (the status stream where the server has one, else polling: see
         :meth:`watch`), and return the completed :class:`Result` (``images``, ``seed``,
         ``metadata``...; it also reads as the result body, ``{"request_id", "status":
         "completed", "output": {"images": [...]}, ...}``).
 
         ``timeout_s`` (seconds; None = wait forever): client-side deadline -> RequestTimeout.
-        ``on_update`` is called with every new StatusUpdate. ``idempotency_key`` and
-        ``webhook``: see :meth:`submit`. Raises RequestFailed (``.error``), RequestCancelled, or
-        the APIStatusError of a refused submit.
+        ``on_update`` is called with every new StatusUpdate. ``idempotency_key``, ``webhook``
+        and ``cancel_after``: see :meth:`submit`. Without ``on_update``, the submit asks the
+        server to wait for the result (``Prefer: wait``, up to 60 s and ``timeout_s``) where it
+        offers that (``prefer-wait``) or has not said yet: a request that ends within the wait
+        costs one call; one that does not is then watched. Raises RequestFailed (``.error``),
+        RequestCancelled, or the APIStatusError of a refused submit.
 
         Example::
 
             result = client.run("bytedance/seedream-4-0/sequential", {"text": "Generate 2 images of a cat"},
                                 on_update=print)
         """
-        return self._call(self._run_steps(model_id, input, timeout_s, idempotency_key, webhook, on_update))
+        return self._call(self._run_steps(model_id, input, timeout_s, idempotency_key, webhook, on_update, cancel_after))
 
     # -- files
 
@@ -469,9 +491,9 @@ class AsyncClient(ClientCore):
         return await self._call(self._features_steps())
 
     async def submit(self, model_id: str, input: dict[str, Any], *, idempotency_key: str | None = None,
-                     webhook: str | None = None) -> RequestHandle:
+                     webhook: str | None = None, cancel_after: float | str | None = None) -> RequestHandle:
         """See :meth:`Client.submit`."""
-        return await self._call(self._submit_steps(model_id, input, idempotency_key, webhook))
+        return await self._call(self._submit_steps(model_id, input, idempotency_key, webhook, cancel_after))
 
     async def status(self, request_id: str) -> StatusUpdate:
         """See :meth:`Client.status`."""
@@ -481,9 +503,13 @@ class AsyncClient(ClientCore):
         """See :meth:`Client.result`."""
         return await self._call(self._result_steps(request_id, include_cost, wait_s))
 
-    async def cancel(self, request_id: str) -> dict[str, Any]:
+    async def cancel(self, request_id: str, *, running: bool = False) -> dict[str, Any]:
         """See :meth:`Client.cancel`."""
-        return await self._call(self._cancel_steps(request_id))
+        return await self._call(self._cancel_steps(request_id, running))
+
+    async def delete(self, request_id: str) -> dict[str, Any]:
+        """See :meth:`Client.delete`."""
+        return await self._call(self._delete_steps(request_id))
 
     async def models(self) -> list[dict[str, Any]]:
         """See :meth:`Client.models`."""
@@ -515,9 +541,10 @@ class AsyncClient(ClientCore):
 
     async def run(self, model_id: str, input: dict[str, Any], *, timeout_s: float | None = 600,
                   idempotency_key: str | None = None, webhook: str | None = None,
-                  on_update: Callable[[StatusUpdate], Any] | None = None) -> Result:
+                  on_update: Callable[[StatusUpdate], Any] | None = None, cancel_after: float | str | None = None) -> Result:
         """See :meth:`Client.run`. ``on_update`` may be a plain function or a coroutine function."""
-        return await self._call(self._run_steps(model_id, input, timeout_s, idempotency_key, webhook, on_update))
+        return await self._call(self._run_steps(model_id, input, timeout_s, idempotency_key, webhook, on_update,
+                                                cancel_after))
 
     async def download(self, result: Mapping[str, Any], dir: str | os.PathLike[str]) -> list[Path]:
         """See :meth:`Client.download`."""

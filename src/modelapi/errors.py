@@ -12,6 +12,8 @@ Tree::
     │   ├── PermissionDeniedError     403 / 403001
     │   │   └── ForbiddenError        403 / 403003, a model the key may not use, or an admin route
     │   ├── NotFoundError             404 / 404001
+    │   ├── ConflictError             409 / 409001 (e.g. deleting a request while it runs)
+    │   ├── GoneError                 410 / 410001 (a request's outputs were deleted: retention or DELETE)
     │   ├── ValidationError           422 / 422001 (``detail``: list of {"loc", "msg", "type"})
     │   └── RateLimitError            429 / 429001 (``retry_after_s``): the per-key queue cap
     │       └── RateLimitedError      429 / 429002, the key's submits per minute (``rpm``)
@@ -135,6 +137,21 @@ class NotFoundError(APIStatusError):
 
     status_code = 404
     error_code = 404001
+
+
+class ConflictError(APIStatusError):
+    """409: the request is in a state that refuses the call (``DELETE`` of a running request)."""
+
+    status_code = 409
+    error_code = 409001
+
+
+class GoneError(APIStatusError):
+    """410: the request's outputs and inputs were deleted (after its retention, or by
+    ``DELETE``); its status still answers. ``detail``: ``{"request_id", "status", "deleted_at"}``."""
+
+    status_code = 410
+    error_code = 410001
 
 
 class ValidationError(APIStatusError):

@@ -11,6 +11,7 @@ in /openapi.json; adding an endpoint adds no route code.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import logging
@@ -37,10 +38,11 @@ from ..core import db
 from ..core import accounts
 from ..core.auth import ApiKey, operations_authorized
 from ..core.storage import FileStorage, content_type_of
+from ..core.sweep import SweepCollector
 from ..errors import APIStatusError, AuthenticationError, NotFoundError, RateLimitedError, RateLimitError, ValidationError
 from ..types import Status
 from ..validation import json_schema
-from . import admin, openai_images, schemas
+from . import admin, headers, openai_images, schemas
 from .schemas import StatusName
 from .errors import BadRequest, ServiceUnavailable
 from .service import Service
@@ -99,7 +101,7 @@ class _TooLarge(Exception):
     pass
 
 
-FEATURES = "status-stream, long-poll, webhooks, idempotency-key"
+FEATURES = "status-stream, long-poll, webhooks, idempotency-key, prefer-wait, cancel-after, cancel-running, delete"
 _FEATURES_HEADER = (b"modelapi-features", FEATURES.encode())
 NO_STORE = {"Cache-Control": "no-store"}
 TOO_MANY_STREAMS: dict[int | str, dict[str, Any]] = {429: {"model": schemas.ErrorBody, "description": (
@@ -259,21 +261,41 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
             authorization: str | None = Auth,
             idempotency_key: str | None = Header(None, alias="Idempotency-Key", max_length=200,
                                                  description="Same key + same body -> the same request (at most 200 characters)"),
+            cancel_after: str | None = Header(None, alias="Cancel-After", max_length=40, description=(
+                "A deadline after the submit: 30s, 5m, 1h30m or seconds (1 s to 24 h). Not started by then: cancelled "
+                "(error.code deadline, not billed); still running: stopped and failed (deadline_exceeded)")),
+            prefer: str | None = Header(None, alias="Prefer", max_length=200, description=(
+                "`wait` or `wait=N` (1-60 s, default 60): answer with the result body as soon as the request ends "
+                "within N s, else with the usual answer after N s (it keeps running); Preference-Applied says so")),
             webhook: str | None = Query(None, max_length=2000, description="A URL to POST the result to when the "
                                         "request ends, signed per Standard Webhooks (see GET /v1/webhooks/default/secret)"),
+            retention_s: int | None = Query(None, ge=1, le=service.settings.retention_s, description="Seconds the "
+                                            "request's outputs and inputs are kept once it finished (at most the server's --retention-s)"),
             webhook_intermediate_status: bool = Query(False, description="With `webhook`: also POST the status body "
                                                       "on each change before the end (in_progress, each new partial_output)"),
             base: str = BaseURL,
-        ) -> schemas.Submitted:
+        ) -> Any:
             key = await run_in_threadpool(require_key, authorization)
+            deadline_s, wait_s = headers.cancel_after_s(cancel_after), headers.prefer_wait_s(prefer)
             body = await read_json(request)
-            # on the loop: the service sends its database, store and decoding work to the thread
-            # pool and fetches URL inputs on the loop, so a slow image host holds no thread
-            req, ignored = await service.submit(key, model, body, idempotency_key, webhook, base_url=base,
-                                                intermediate=webhook_intermediate_status,
-                                                headers=response.headers)  # RateLimit-*
-            return schemas.Submitted(request_id=req.request_id, **service.urls(req.request_id, base),
-                                     ignored_fields=ignored.fields or None, ignored_fields_count=ignored.count or None)
+            # A wait is one of the key's --max-streams-per-key, taken before anything is stored (a 429 then stores nothing).
+            with watcher.hold(key.id) if wait_s else contextlib.nullcontext():
+                # on the loop: the service sends its database, store and decoding work to the thread
+                # pool and fetches URL inputs on the loop, so a slow image host holds no thread
+                req, ignored = await service.submit(key, model, body, idempotency_key, webhook, base_url=base,
+                                                    cancel_after_s=deadline_s, intermediate=webhook_intermediate_status,
+                                                    retention_s=retention_s,
+                                                    headers=response.headers)  # RateLimit-*
+                if wait_s:
+                    req = await watcher.until_terminal(req, wait_s)
+            submitted = schemas.Submitted(request_id=req.request_id, **service.urls(req.request_id, base),
+                                          ignored_fields=ignored.fields or None, ignored_fields_count=ignored.count or None)
+            if not wait_s:
+                return submitted
+            applied = {"Preference-Applied": f"wait={wait_s}"}
+            if req.status.is_terminal:
+                return JSONResponse(await run_in_threadpool(service.result_body, req, False, base), headers=applied)
+            return JSONResponse(submitted.model_dump(exclude_none=True), headers=applied)
 
         return submit
 
@@ -282,7 +304,9 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
             f"/v1/models/{model.model_id}", make_submit(model), methods=["POST"],
             summary=f"Submit a {model.model_id} request", tags=["requests"],
             response_model=schemas.Submitted, response_model_exclude_none=True,
-            responses=schemas.errors(400, 401, 402, 403, 413, 422, 429),
+            responses=schemas.errors(400, 401, 402, 403, 413, 422, 429) | {200: {"description": (
+                "The request's ids and URLs; with `Prefer: wait` and the request ended within the wait, its result "
+                "body instead (as GET /result)"), "model": schemas.Submitted}},
             openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": json_schema(model.input_schema), "example": model.example_request}}}},
         )
 
@@ -324,7 +348,7 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
         return HeldStream(events(), hold=watcher.hold(key.id), ping=service.settings.stream_ping_s, headers=NO_STORE)
 
     @app.get("/v1/requests/{request_id}/result", response_model=schemas.ResultBody, response_model_exclude_none=True,
-             tags=["requests"], responses=schemas.errors(401, 404, 422) | TOO_MANY_STREAMS)
+             tags=["requests"], responses=schemas.errors(401, 404, 410, 422) | TOO_MANY_STREAMS)
     async def result(request_id: str, include_cost: bool = Query(False),
                      wait: float | None = Query(None, ge=0, le=60, description="Seconds to wait for a terminal state (long-poll)"),
                      authorization: str | None = Auth, base: str = BaseURL) -> JSONResponse:
@@ -344,8 +368,28 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
 
     @app.post("/v1/requests/{request_id}/cancel", response_model=schemas.CancelBody, tags=["requests"],
               responses=schemas.errors(401, 404, 413))
-    def cancel(request_id: str, authorization: str | None = Auth) -> dict:
-        return service.cancel(service.get(request_id, require_key(authorization)))
+    async def cancel(request_id: str, authorization: str | None = Auth, running: bool = Query(False, description=(
+            "Also stop an in_progress request, at its next denoising step or image boundary: it ends cancelled, "
+            "keeping (and billing) the images already stored. The answer waits up to 10 s for the stop"))) -> dict:
+        key = await run_in_threadpool(require_key, authorization)
+        req = await run_in_threadpool(service.get, request_id, key)
+        answer = await run_in_threadpool(service.cancel, req, running)
+        if answer["outcome"] == "stopping":
+            try:
+                hold = watcher.hold(key.id)
+            except RateLimitError:  # the key's waits are all taken: the stop was asked; answer at once
+                return answer
+            with hold:
+                req = await watcher.until_terminal(req, service.STOP_WAIT_S)
+            answer = service.cancel_answer(req, stopping=True)
+        return answer
+
+    @app.delete("/v1/requests/{request_id}", response_model=schemas.DeletedBody, response_model_exclude_none=True,
+                tags=["requests"], responses=schemas.errors(401, 404, 409))
+    def delete(request_id: str, authorization: str | None = Auth, base: str = BaseURL) -> dict:
+        """Delete a finished request's outputs and inputs now (a queued one is cancelled first);
+        its status stays. 409 while it runs."""
+        return service.delete(service.get(request_id, require_key(authorization)), base)
 
     @app.get("/v1/webhooks/default/secret", response_model=schemas.WebhookSecret, tags=["webhooks"],
              responses=schemas.errors(401))
@@ -443,6 +487,7 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
 
     registry = CollectorRegistry()
     registry.register(_RequestsCollector(service))
+    registry.register(SweepCollector(service.db))
     registry.register(accounts.REFUSED)  # per process
     for collector in collectors:
         registry.register(collector)

@@ -44,17 +44,22 @@ def build(settings: Settings, *, announce_key: bool = True) -> tuple[FastAPI, Se
     service = Service(core)
     worker: Any = None
     collectors: tuple = ()
+    stopping = threading.Event()
     if settings.worker:
         from ..worker.main import start_worker  # the engine and torch load only here
 
         worker, collectors = start_worker(settings, core)
         service.backends_health = worker.router.health
+    else:  # API only: it sweeps queued requests past their Cancel-After too (a worker does in its own process)
+        threading.Thread(target=core.jobs.expire_queued_every, args=(settings.deadline_check_s, stopping),
+                         name="modelapi-deadlines", daemon=True).start()
     app = create_app(service, collectors)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):  # noqa: ANN202
         yield
         service.draining.set()
+        stopping.set()
         if worker is not None:
             log.info("shutting down: no new jobs; a running job has %.0f s to finish", settings.shutdown_grace_s)
             await run_in_threadpool(worker.shutdown, settings.shutdown_grace_s)

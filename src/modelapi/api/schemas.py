@@ -33,6 +33,10 @@ class StatusBody(BaseModel):
     result_url: str
 
 
+class DeletedBody(StatusBody):
+    deleted_at: str = Field(description="When the request's outputs and inputs were deleted (ISO 8601 UTC)")
+
+
 class WebhookEventState(BaseModel):
     attempts: int = Field(description="Delivery attempts made so far")
     last_status_code: int | None = Field(None, description="The receiver's last HTTP status; null when none answered")
@@ -50,7 +54,8 @@ class ResultBody(BaseModel):
     request_id: str
     status: StatusName
     output: Output | None = None
-    error: dict[str, Any] | None = Field(None, description='{"code", "message"} when failed')
+    error: dict[str, Any] | None = Field(None, description='{"code", "message"} when failed (`deadline_exceeded`: still '
+                                         'running at its Cancel-After), or cancelled at its Cancel-After before it started (`deadline`)')
     created_at: str | None = None
     finished_at: str | None = None
     seed: int | None = None
@@ -82,7 +87,10 @@ class WebhookSecret(BaseModel):
 class CancelBody(BaseModel):
     request_id: str
     status: StatusName
-    outcome: Literal["cancelled", "not_cancellable"]
+    outcome: Literal["cancelled", "not_cancellable", "stopping"] = Field(description=(
+        "`cancelled`: it was queued, or (with ?running=true) stopped while running; `not_cancellable`: running "
+        "(without ?running=true) or finished; `stopping` (?running=true): asked to stop, not stopped yet within the "
+        "answer's wait (it ends cancelled at its next step)"))
 
 
 class Uploaded(BaseModel):
@@ -107,6 +115,8 @@ _ERROR_MEANING = {
     402: "The key's budget cannot cover the request (10001); `detail`: {budget_remaining_usd, resets_at}",
     403: "A model outside the key's allow-list, or an admin route with a user key (403003)",
     404: "Unknown model, request or file; another key's request (404001)",
+    409: "The request is running: it can be deleted once it has finished (409001)",
+    410: "The request's outputs and inputs were deleted (retention or DELETE); `detail.deleted_at` says when (410001)",
     413: "Body over the size cap (413001)",
     422: "Input fails the schema or the image rules; `detail` names each field (422001)",
     429: "The key's submits per minute (429002, with RateLimit-* headers) or its queue cap (429001); see Retry-After",

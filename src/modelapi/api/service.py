@@ -38,7 +38,9 @@ from ..core.fetch import FetchPolicy, check_url_async, decode_image, fetch, load
 from ..core.files import FileStore
 from ..core.jobs import Polled, Request, new_request_id
 from ..core.storage import content_type_of
-from ..errors import APIStatusError, AuthenticationError, InputError, NotFoundError, RateLimitError, ValidationError
+from ..core.sweep import Sweeper
+from ..errors import (APIStatusError, AuthenticationError, ConflictError, GoneError, InputError, NotFoundError,
+                      RateLimitError, ValidationError)
 from ..types import Status
 from ..validation import check_image, check_input, image_fields, sniff_format
 from .errors import ServiceUnavailable
@@ -87,6 +89,7 @@ class Service:
         self.files = FileStore(core.db)
         self.draining = threading.Event()
         self.policy = FetchPolicy.from_settings(settings)
+        self.sweeper = Sweeper(settings, core.jobs, core.storage)
         self._fetching: dict[str, int] = {}  # submits fetching inputs, by key id (event loop only)
         self.accounts = Accounts(core.db, max_queued_per_key=settings.max_queued_per_key, prices_usd=settings.prices_usd)
         self.placement = Placement(core.jobs, settings.routes, settings.overflow_wait_s, settings.worker_concurrency)
@@ -95,8 +98,9 @@ class Service:
 
     # -- submit ------------------------------------------------------------------------------
     async def submit(self, key: ApiKey, model: catalog.Model, body: Any, idempotency_key: str | None,
-                     webhook: str | None = None, *, base_url: str, intermediate: bool = False,
-                     headers: MutableHeaders | None = None) -> tuple[Request, Ignored]:
+                     webhook: str | None = None, *, base_url: str, cancel_after_s: float | None = None,
+                     intermediate: bool = False, headers: MutableHeaders | None = None,
+                     retention_s: int | None = None) -> tuple[Request, Ignored]:
         """Validate, fetch and check the reference images, store them, store the request and
         put it on the durable queue — in that order, so that a 2xx means durably accepted.
         Called on the event loop: the database, the store and the image decoding run on the
@@ -114,9 +118,13 @@ class Service:
         Returns the request and the body's fields that the schema does not know, which were
         ignored (the hosted documentation does not forbid them; ``--strict-inputs`` refuses
         them with a 422 instead). The webhook record keeps ``base_url``: the delivery, later and
-        in another process, builds the body's URLs on it. ``intermediate``
+        in another process, builds the body's URLs on it. ``cancel_after_s``: the request's
+        deadline, seconds after it is stored (``Cancel-After``; None: none).
+                ``intermediate``
         (``?webhook_intermediate_status=true``): the webhook also gets the status changes before
         the end (:mod:`modelapi.core.webhook_events`); it needs ``webhook``.
+        ``retention_s``: how long the request's files are kept once it finished (None:
+        ``--retention-s``; the route keeps it at most that).
 
         Raises:
             ValidationError: 422, one detail entry per problem (schema and image rules).
@@ -147,7 +155,7 @@ class Service:
                 return self._same_request(plan.earlier, plan.body_hash), plan.ignored
             fetched = await self._fetch_all(remote)
             req = await run_in_threadpool(self._accept, key, model, plan, fetched, idempotency_key, webhook, base_url,
-                                          intermediate)
+                                          cancel_after_s, intermediate, retention_s)
         if headers is not None and plan.admission is not None and plan.admission.rate is not None:
             headers.update(plan.admission.rate.headers())
         if plan.ignored.count:
@@ -218,7 +226,9 @@ class Service:
         return fetched
 
     def _accept(self, key: ApiKey, model: catalog.Model, plan: _Plan, fetched: dict[tuple[str, int], bytes | InputError],
-                idempotency_key: str | None, webhook: str | None, base_url: str, intermediate: bool = False) -> Request:
+                idempotency_key: str | None, webhook: str | None, base_url: str,
+                cancel_after_s: float | None = None, intermediate: bool = False,
+                retention_s: int | None = None) -> Request:
         """The thread-pool half after the fetches: check, decode and store the images, then
         store the request and enqueue it."""
         request_id = new_request_id()
@@ -231,7 +241,8 @@ class Service:
                 input_files=input_files, seed=seed if seed is not None else secrets.randbelow(2**31),
                 idempotency_key=idempotency_key, body_hash=plan.body_hash,
                 webhook={"url": webhook, "base_url": base_url, **({"intermediate_status": True} if intermediate else {})}
-                if webhook else None, admission=plan.admission, upstream=upstream, tried=tried,
+                if webhook else None, admission=plan.admission, cancel_after_s=cancel_after_s,
+                retention_s=retention_s, upstream=upstream, tried=tried,
             )
         except sa.exc.IntegrityError:  # the same idempotency key, submitted at the same moment
             earlier = self.jobs.find_idempotent(key.id, idempotency_key or "")
@@ -358,7 +369,10 @@ class Service:
         record = self.upload_record(file_id, key)
         if record is None:
             raise InputError("Unknown file: upload it with POST /v1/files using the same API key", loc, "file_unknown")
-        return self.storage.get(record["storage_key"])
+        try:
+            return self.storage.get(record["storage_key"])
+        except KeyError:  # deleted by the sweeper (--upload-retention-s) since the row was read
+            raise InputError("Unknown file: upload it with POST /v1/files using the same API key", loc, "file_unknown") from None
 
     def engine_info(self, live: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """The engine of the oldest of ``live`` workers (default: read now); ``{}`` when none."""
@@ -414,6 +428,14 @@ class Service:
         return bodies.request_status_body(req, base_url=base_url, storage=self.storage, url_ttl_s=self.settings.url_ttl_s)
 
     def result_body(self, req: Request, include_cost: bool, base_url: str) -> dict[str, Any]:
+        """The result body (see :func:`modelapi.core.bodies.result_body`).
+
+        Raises:
+            GoneError: 410, the request's outputs were deleted (retention or ``DELETE``).
+        """
+        if req.deleted_at is not None:
+            message, detail = bodies.expired(req)
+            raise GoneError(message, detail, request_id=req.request_id)
         return bodies.result_body(req, base_url=base_url, storage=self.storage, url_ttl_s=self.settings.url_ttl_s,
                                   include_cost=include_cost)
 
@@ -456,15 +478,51 @@ class Service:
                              | ({"key_id": r.owner_key_id} if with_key else {}) for r in page],
                 "next_cursor": next_cursor}
 
-    def cancel(self, req: Request) -> dict[str, Any]:
+    STOP_WAIT_S = 10.0
+    """How long ``POST /cancel?running=true`` waits for the stop it asked before answering
+    ``stopping``, seconds."""
+
+    def cancel(self, req: Request, running: bool = False) -> dict[str, Any]:
         """in_queue -> cancelled (and off the queue); in_progress on ``runcomfy`` while the
         upstream still queues it -> the cancel forwarded upstream, and cancelled when the
-        upstream cancelled it; anything else -> not_cancellable. Idempotent."""
+        upstream cancelled it; in_progress with ``running`` -> asked to stop at its next step (``{"status": "in_progress", "outcome": "stopping"}``: the route
+        waits for it to end, see :meth:`cancel_answer`); anything else -> not_cancellable.
+        Idempotent: ``{"request_id", "status", "outcome"}``."""
         if req.status is Status.IN_QUEUE and self.jobs.cancel(req):
+            return {"request_id": req.request_id, "status": Status.CANCELLED.value, "outcome": "cancelled"}
+        if req.status is Status.IN_PROGRESS and self._cancel_upstream(req):
+            return {"request_id": req.request_id, "status": Status.CANCELLED.value, "outcome": "cancelled"}
+        if running and self.jobs.request_stop(req):  # conditional on in_progress as stored now
+            return {"request_id": req.request_id, "status": Status.IN_PROGRESS.value, "outcome": "stopping"}
+        return self.cancel_answer(self.jobs.get(req.request_id) or req)
+
+    @staticmethod
+    def cancel_answer(req: Request, stopping: bool = False) -> dict[str, Any]:
+        """The cancel answer of ``req`` as it is now: cancelled; ``stopping`` while still
+        in_progress when a stop was asked (``stopping``); else not_cancellable."""
+        if req.status is Status.CANCELLED:
             outcome = "cancelled"
-        elif req.status is Status.IN_PROGRESS and self._cancel_upstream(req):
-            outcome = "cancelled"
+        elif stopping and req.status is Status.IN_PROGRESS:
+            outcome = "stopping"
         else:
+            outcome = "not_cancellable"
+        return {"request_id": req.request_id, "status": req.status.value, "outcome": outcome}
+
+    def delete(self, req: Request, base_url: str) -> dict[str, Any]:
+        """``DELETE``: delete a finished request's outputs, inputs and the uploads it was the
+        last to use, now; a queued one is cancelled first. Returns the status body plus
+        ``deleted_at`` (ISO 8601 UTC); idempotent: deleting again answers the same ``deleted_at``.
+
+        Raises:
+            ConflictError: 409, the request is running (it can be deleted once it ends).
+        """
+        if req.status is Status.IN_QUEUE:
+            self.jobs.cancel(req)
             req = self.jobs.get(req.request_id) or req
-            outcome = "cancelled" if req.status is Status.CANCELLED else "not_cancellable"
-        return {"request_id": req.request_id, "status": Status.CANCELLED.value if outcome == "cancelled" else req.status.value, "outcome": outcome}
+        if not req.status.is_terminal:
+            raise ConflictError(f"request {req.request_id} is {req.status.value}: it can be deleted once it has finished",
+                                {"request_id": req.request_id, "status": req.status.value}, request_id=req.request_id)
+        marked, uploads = self.jobs.mark_deleted(req)
+        if uploads is not None:
+            self.sweeper.purge([marked], uploads, queue=False)
+        return self.status_body(marked, base_url) | {"deleted_at": bodies.iso(marked.deleted_at)}

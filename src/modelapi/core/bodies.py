@@ -53,18 +53,27 @@ def result_body(req: Request, *, base_url: str, storage: Storage, url_ttl_s: flo
     after it finished, seed, metadata or error, times, cost in USD when ``include_cost``, and
     the webhook's delivery state when one was given: ``{"url", "attempts", "last_status_code",
     "delivered_at"}``, and ``"events"`` (the same but url, per intermediate event) with
-    ``?webhook_intermediate_status=true``); the status body otherwise."""
+    ``?webhook_intermediate_status=true``); the status body otherwise. A request
+    stopped while running (cancelled) has the ``output`` and ``seed`` of the images it kept; one
+    cancelled at its deadline has ``error`` (``code: "deadline"``). Once its files were
+    deleted (``req.deleted_at``: retention or ``DELETE``), no output, seed or metadata but
+    ``"deleted_at"`` (the result route answers 410 instead: :func:`expired`)."""
     if not req.status.is_terminal:
         return request_status_body(req, base_url=base_url, storage=storage, url_ttl_s=url_ttl_s)
     body: dict[str, Any] = {"request_id": req.request_id, "status": req.status.value}
-    if req.status is Status.COMPLETED:
+    if req.deleted_at is not None:
+        body["deleted_at"] = iso(req.deleted_at)
+        if req.status in (Status.FAILED, Status.CANCELLED) and req.error:
+            body["error"] = req.error
+    elif req.status is Status.COMPLETED or (req.status is Status.CANCELLED and req.outputs):
         assert req.finished_at is not None
         expires = req.finished_at + timedelta(seconds=url_ttl_s)
         images = [storage.url(k, expires.timestamp(), base_url) for k in req.outputs or []]
         body["output"] = {"images": images, **({"image": images[0]} if len(images) == 1 else {})}
         body["seed"] = req.seed
-        body["metadata"] = req.metadata
-    elif req.status is Status.FAILED:
+        if req.status is Status.COMPLETED:
+            body["metadata"] = req.metadata
+    if req.status is not Status.COMPLETED and req.error:
         body["error"] = req.error
     body["created_at"], body["finished_at"] = iso(req.created_at), iso(req.finished_at)
     if include_cost:
@@ -75,3 +84,12 @@ def result_body(req: Request, *, base_url: str, storage: Storage, url_ttl_s: flo
         if req.webhook.get("intermediate_status"):
             body["webhook"]["events"] = [{k: e.get(k) for k in state} for e in req.webhook.get("events") or []]
     return body
+
+
+def expired(req: Request) -> tuple[str, dict[str, Any]]:
+    """The message and detail of the 410 that ``GET /result`` answers for a request whose files
+    were deleted: ``{"request_id", "status", "deleted_at"}``."""
+    assert req.deleted_at is not None
+    when = iso(req.deleted_at)
+    return (f"the outputs and inputs of request {req.request_id} expired (were deleted) at {when}; "
+            "its status still answers"), {"request_id": req.request_id, "status": req.status.value, "deleted_at": when}

@@ -96,7 +96,13 @@ class Settings(BaseSettings):
     backends: str | None = Field(None, description="worker only: run upstream jobs only, on these backends, comma-separated (e.g. modelark,jimeng,runcomfy): no engine, no torch; it must name every upstream the routes name. Default: a GPU worker (local jobs only).")
     concurrency: int = Field(32, ge=1, description="Upstream jobs one process (an upstream worker, or serve's worker) holds at once, each waiting on its provider; one value for the fleet (the last worker started sets it).")
     overflow_wait_s: float | None = Field(None, description="serve: a request whose route starts with local goes to the route's next backend at once when its estimated wait for local is above this, seconds (default off).")
+    deadline_check_s: float = Field(1.0, gt=0, description="How often every worker (and API-only process) cancels the queued requests past their Cancel-After deadline, seconds: such a request leaves the queue at most this long after its deadline.")
     queue_poll_interval_s: float = Field(0.05, description="How often the worker looks for queued jobs, seconds.")
+    retention_s: int = Field(7 * 86_400, gt=0, description="How long a finished request's outputs and inputs (and the uploads it used) are kept, seconds; then they are deleted and its result answers 410 (its status stays). A submit may ask for less (?retention_s=N).")
+    upload_retention_s: int = Field(86_400, gt=0, description="How long an upload that no request used is kept, seconds.")
+    keep_requests_s: int = Field(90 * 86_400, gt=0, description="How long the row of a finished request is kept (status, listing), seconds; the usage ledger keeps its billing.")
+    sweep_interval_s: float = Field(60.0, ge=0, description="How often each worker runs the sweeper (deletes what retention makes due, in batches), seconds; 0: never (run `modelapi sweep` instead).")
+    sweep_batch: int = Field(100, ge=1, description="Requests (or uploads) the sweeper deletes per transaction.")
     log_level: str = Field("INFO", description="Log level.")
 
     @property

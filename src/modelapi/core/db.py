@@ -1,7 +1,7 @@
 """The database: the tenant-facing tables (SQLAlchemy 2 Core), connections, and migrations.
 
 Tables: ``api_keys``, ``key_budgets``, ``requests``, ``files``, ``usage`` (the billing ledger), ``workers``
-(heartbeats) and ``request_counts`` (kept by triggers). The durable queue (DBOS Transact) keeps its own tables in the same database, so a
+(heartbeats) and ``request_counts`` (kept by triggers), ``sweep_counts``. The durable queue (DBOS Transact) keeps its own tables in the same database, so a
 request row and its queue entry are written in one transaction.
 
 Two kinds of database, picked by URL (``--database-url``):
@@ -101,6 +101,11 @@ requests = sa.Table(
     sa.Column("version", sa.Integer, nullable=False, default=0, server_default="0"),
     sa.Column("webhook", sa.JSON),
     sa.Column("partial_outputs", sa.JSON),
+    sa.Column("retention_s", sa.Integer),
+    sa.Column("expires_at", sa.DateTime(timezone=True)),
+    sa.Column("deleted_at", sa.DateTime(timezone=True)),
+    sa.Column("deadline_at", sa.DateTime(timezone=True)),
+    sa.Column("stop_requested_at", sa.DateTime(timezone=True)),
     sa.Column("reserved_usd", sa.Float),
     sa.Column("budget_period", sa.String(20)),
     sa.Column("upstream", sa.JSON),
@@ -109,6 +114,8 @@ requests = sa.Table(
     sa.Index("ix_requests_owner_seq", "owner_key_id", "seq"),
     sa.Index("ix_requests_owner_status_seq", "owner_key_id", "status", "seq"),
     sa.Index("ix_requests_owner_model_seq", "owner_key_id", "model_id", "seq"),
+    sa.Index("ix_requests_queued_deadline", "deadline_at", sqlite_where=sa.text("status = 'in_queue' AND deadline_at IS NOT NULL"),
+             postgresql_where=sa.text("status = 'in_queue' AND deadline_at IS NOT NULL")),
 )
 """``version`` counts the changes a client can see (status, progress): status stream event ids.
 ``webhook``: ``{url, base_url, attempts, last_status_code, delivered_at}`` when the submit named one
@@ -116,6 +123,12 @@ requests = sa.Table(
 ``partial_outputs``: storage keys of the images stored so far while in_progress.
 ``reserved_usd``, ``budget_period``: what the submit reserved against its key's budget (null when
 the key had none), given back or turned into spending when the request ends.
+``deadline_at``: the submit's ``Cancel-After`` as a time (None: no deadline); ``stop_requested_at``:
+when ``POST /cancel?running=true`` asked the running worker to stop (read between steps).
+``retention_s``: how long the request's files are kept once it finished, as the submit asked
+(NULL: the server's ``--retention-s``); ``expires_at``: finished_at + retention_s (NULL when not
+asked); ``deleted_at``: when its outputs and inputs were deleted (retention or ``DELETE``).
+Partial indexes for the sweeper: migration 0005.
 ``upstream``: while an upstream backend that has a queue of its own (``runcomfy``) runs it, that
 upstream's side: ``{backend, request_id, status, queue_position, cancel_url}`` (0009)."""
 
@@ -140,7 +153,17 @@ files = sa.Table(
     sa.Column("bytes", sa.Integer, nullable=False),
     sa.Column("content_type", sa.String(40), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("used_by", sa.String(40)),
 )
+"""``used_by``: the newest request whose inputs used the upload (NULL: never used)."""
+
+sweep_counts = sa.Table(
+    "sweep_counts",
+    metadata,
+    sa.Column("name", sa.String(40), primary_key=True),
+    sa.Column("n", sa.BigInteger, nullable=False),
+)
+"""What every sweeper has deleted, fleet-wide (:mod:`modelapi.core.sweep`): one row per counter."""
 
 usage = sa.Table(
     "usage",
@@ -202,6 +225,16 @@ def now_s(dialect: str) -> sa.ColumnElement:
     if dialect == "sqlite":
         return sa.literal_column("((julianday('now') - 2440587.5) * 86400.0)")
     return sa.literal_column("extract(epoch from clock_timestamp())")
+
+
+def picked(rows: sa.Select) -> sa.Select:
+    """The rows a claim (``UPDATE``/``DELETE ... WHERE key IN picked(...)``) works on: ``rows``
+    (one column, a ``LIMIT``) read once, as a materialised CTE — a plain ``IN (subquery)`` may be
+    re-run by Postgres for each row and claim more than the limit — and, on Postgres, skipping
+    rows that another claim holds (``FOR UPDATE SKIP LOCKED``), so concurrent claims take
+    different rows instead of waiting. SQLite has one writer at a time anyway."""
+    cte = rows.with_for_update(skip_locked=True).cte("picked").prefix_with("MATERIALIZED")
+    return sa.select(*cte.c)
 
 
 def sqlalchemy_url(url: str) -> str:

@@ -6,9 +6,17 @@ two actors — an API process cancelling, workers starting, a reaper recovering 
 ::
 
     in_queue ──begin──► in_progress ──finish(Done)──► completed   (+ one usage row)
-       │  ▲                 │  │
-       │  └─finish(Stopped)─┘  └──finish(Failed)──► failed
-       └──cancel──► cancelled
+       │  ▲                 │  │  │
+       │  └─finish(Stopped)─┘  │  └──finish(Failed)──► failed      (deadline_exceeded among others)
+       │                       └──finish(Cancelled)──► cancelled   (+ a usage row per image kept)
+       └──cancel / expire_queued──► cancelled                      (deadline: error.code "deadline")
+
+Deadlines (a submit's ``Cancel-After``, kept as ``deadline_at``): a queued request past its
+deadline is cancelled with ``error.code: "deadline"`` and not billed, by :meth:`JobStore.expire_queued`
+(a periodic sweep) or by :meth:`JobStore.begin` (at dequeue), whichever comes first; a running one
+is stopped by its worker between steps and failed with ``deadline_exceeded``. A running request
+is stopped on request (:meth:`JobStore.request_stop`, read by its worker with
+:meth:`JobStore.stop_requested`) and ends cancelled, keeping the images already stored.
 
 The queue itself (ordering, claiming, recovery of a restarted worker's claims) is DBOS's; see
 :mod:`modelapi.core.queue`. Policies that live here:
@@ -36,7 +44,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from collections.abc import Generator
 from typing import Any, Callable, TypeGuard, TypeVar
 
@@ -45,7 +53,7 @@ import sqlalchemy as sa
 from .. import catalog
 from ..types import Status
 from .auth import live_key
-from . import accounts, db, usage, webhook_events
+from . import accounts, db, files, usage, webhook_events
 from .queue import EntryId, TaskQueue
 from .workers import WorkerRegistry
 
@@ -94,10 +102,22 @@ class Request:
     seq: int = 0
     webhook: dict[str, Any] | None = None
     partial_outputs: list[str] | None = None
+    retention_s: int | None = None
+    expires_at: datetime | None = None
+    deleted_at: datetime | None = None
+    deadline_at: datetime | None = None
     reserved_usd: float | None = None
     budget_period: str | None = None
     upstream: dict[str, Any] | None = None
     queue_position: int | None = None
+
+    def past_deadline(self) -> bool:
+        """True once the request's ``Cancel-After`` deadline has passed (never without one)."""
+        return self.deadline_at is not None and db.utcnow() >= self.deadline_at
+
+    def cancel_after_s(self) -> float | None:
+        """The submit's ``Cancel-After``, seconds (None: no deadline)."""
+        return None if self.deadline_at is None else round((self.deadline_at - self.created_at).total_seconds(), 3)
 
 
 @dataclass(frozen=True)
@@ -145,7 +165,11 @@ class Failed:
 
 @dataclass(frozen=True)
 class Stopped:
-    """Outcome: stopped between steps (graceful shutdown): back to the front of the queue."""
+    """Outcome: stopped between steps (graceful shutdown): back to the front of the queue.
+    ``outputs``: the storage keys of the images stored before the stop (dropped here; a
+    :class:`Cancelled` keeps them)."""
+
+    outputs: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -159,7 +183,32 @@ class Moved:
     tried: list[dict[str, str]]
 
 
-Outcome = Done | Failed | Stopped | Moved
+@dataclass(frozen=True)
+class Cancelled:
+    """Outcome: stopped between steps at the caller's request (``POST /cancel?running=true``):
+    cancelled, keeping ``outputs`` (storage keys of the images stored before the stop, in
+    order), billed per image kept (:func:`modelapi.core.usage.bill_images`)."""
+
+    outputs: list[str]
+
+
+Outcome = Done | Failed | Stopped | Cancelled | Moved
+
+DEADLINE = "deadline"
+"""``error.code`` of a request cancelled because it had not started by its ``Cancel-After``."""
+DEADLINE_EXCEEDED = "deadline_exceeded"
+"""``error.code`` of a request failed because it was still running at its ``Cancel-After``."""
+
+
+def deadline_error(req: Request) -> dict[str, str]:
+    """The ``error`` of a request cancelled at its deadline before it started."""
+    return {"code": DEADLINE, "message": f"not started within its Cancel-After of {req.cancel_after_s():g} s; cancelled"}
+
+
+def deadline_exceeded(req: Request) -> Failed:
+    """The outcome of a run stopped at its request's deadline."""
+    return Failed(DEADLINE_EXCEEDED, f"still running at its Cancel-After deadline ({req.cancel_after_s():g} s after "
+                                     "the submit); stopped")
 
 
 def new_request_id() -> str:
@@ -173,9 +222,16 @@ def _log(event: str, request_id: str, **fields: Any) -> None:
 def _row(row: Any, position: int | None = None) -> Request:
     data = {k: row[k] for k in Request.__dataclass_fields__ if k != "queue_position"}
     data["status"] = Status(data["status"])
-    for k in ("created_at", "started_at", "finished_at"):
+    for k in ("created_at", "started_at", "finished_at", "expires_at", "deleted_at", "deadline_at"):
         data[k] = db.as_utc(data[k])
     return Request(**data, queue_position=position)
+
+
+def _ends(req: Request) -> dict[str, Any]:
+    """The values of an UPDATE that makes ``req`` terminal: ``finished_at`` now, and
+    ``expires_at`` when the request asked for its own retention."""
+    now = db.utcnow()
+    return {"finished_at": now, "expires_at": now + timedelta(seconds=req.retention_s) if req.retention_s is not None else None}
 
 
 def retry_db(fn: Callable[[], T], what: str, patience_s: float = 600.0) -> T:
@@ -191,6 +247,22 @@ def retry_db(fn: Callable[[], T], what: str, patience_s: float = 600.0) -> T:
             log.warning("database unavailable while %s; retrying in %.1f s: %s", what, delay, str(exc).splitlines()[0])
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+
+def _expired_ids(sqlite: bool) -> sa.Select[Any]:
+    """The ids of queued requests past their deadline, oldest deadline first, read from the
+    partial index of queued requests with a deadline (migration 0006; the WHERE repeats its
+    terms, as a partial index needs). SQLite, which has no statistics, would rather walk every
+    queued request by ``(status, priority, seq)``: there the index is named (``INDEXED BY``)."""
+    if sqlite:
+        rid, status = sa.column("request_id", sa.String), sa.column("status", sa.String)
+        deadline = sa.column("deadline_at", sa.DateTime(timezone=True))
+        source: Any = sa.text("requests INDEXED BY ix_requests_queued_deadline")
+    else:
+        rid, status, deadline, source = C.request_id, C.status, C.deadline_at, R
+    return (sa.select(rid).select_from(source)
+            .where(status == sa.literal_column("'in_queue'"), deadline.is_not(None), deadline <= sa.bindparam("now"))
+            .order_by(deadline).limit(sa.bindparam("n")))
 
 
 def _newest_priority(status: Status) -> sa.ScalarSelect[int]:
@@ -261,6 +333,7 @@ class JobStore:
         self.async_reads = db.AsyncReads.for_engine(database)
         """Non-blocking reads for :meth:`poll_async` (Postgres), else None."""
         self._poll_read, self._ahead_read = db.DriverRead(database, self._POLL), db.DriverRead(database, self._AHEAD)
+        self._expired = _expired_ids(database.dialect.name == "sqlite")
 
     # -- reads -------------------------------------------------------------------------------
     _AHEAD = sa.select(sa.func.count()).select_from(
@@ -479,6 +552,7 @@ class JobStore:
         input_files: list[str], seed: int, idempotency_key: str | None, body_hash: str | None,
         webhook: dict[str, Any] | None = None, admission: accounts.Admission | None = None,
         upstream: bool = False, tried: list[dict[str, str]] | None = None,
+        cancel_after_s: float | None = None, retention_s: int | None = None,
     ) -> Request:
         """Store a new in_queue request and its queue entry in one transaction (both committed
         before this returns, or neither exists). ``webhook``: ``{"url", "base_url"}`` to deliver
@@ -489,6 +563,11 @@ class JobStore:
         ``upstream``: the entry goes on the upstream queue (its route's first backend to run is
         an upstream), with ``tried`` (backends passed over at submit: overflow) kept as
         ``metadata.backends_tried``.
+        ``cancel_after_s``: the request's deadline, seconds after now (``Cancel-After``; None: none).
+        ``retention_s``: seconds its files are kept once it finished, when the key asked for
+        less than the server's (``--retention-s``; None: the server's). The uploads its inputs
+        name are marked used by it in the same transaction (deleted with it; see
+        :func:`modelapi.core.files.mark_used`).
 
         Raises:
             sqlalchemy.exc.IntegrityError: the key's ``idempotency_key`` is taken.
@@ -496,12 +575,13 @@ class JobStore:
                 nothing was stored or counted.
         """
         entry = EntryId(request_id, 0, "upstream" if upstream else "run")
+        now = db.utcnow()
         req = Request(
             request_id=request_id, owner_key_id=owner_key_id, model_id=model_id, status=Status.IN_QUEUE,
             inputs=inputs, input_files=input_files, seed=seed, workflow_id=str(entry), priority=NEW,
             attempts=0, progress=None, outputs=None, metadata={"backends_tried": tried} if tried else None, error=None, billed_units=None, cost_usd=None,
-            created_at=db.utcnow(), started_at=None, finished_at=None, idempotency_key=idempotency_key,
-            body_hash=body_hash,
+            created_at=now, started_at=None, finished_at=None, idempotency_key=idempotency_key,
+            body_hash=body_hash, retention_s=retention_s, deadline_at=None if cancel_after_s is None else now + timedelta(seconds=cancel_after_s),
             webhook=webhook and {**webhook, "attempts": 0, "last_status_code": None, "delivered_at": None},
         )
         with self.db.begin() as conn:
@@ -510,26 +590,69 @@ class JobStore:
                 req = replace(req, reserved_usd=admission.reserved_usd, budget_period=admission.period)
             req = replace(req, priority=self._fair_priority(conn, owner_key_id))
             conn.execute(R.insert().values(
-                {k: v for k, v in req.__dict__.items() if k not in ("queue_position", "run_by", "version", "seq", "partial_outputs")} | {"status": req.status.value}
+                {k: v for k, v in req.__dict__.items() if k not in ("queue_position", "run_by", "version", "seq", "partial_outputs",
+                                                                     "expires_at", "deleted_at")} | {"status": req.status.value}
             ))
+            files.mark_used(conn, owner_key_id, files.upload_ids(inputs), request_id)
             self.queue.enqueue(conn, entry=entry, priority=req.priority, owner_key_id=owner_key_id)
         _log("request.in_queue", request_id, model_id=model_id, owner=owner_key_id, priority=req.priority)
         return req
 
-    def cancel(self, req: Request) -> bool:
-        """in_queue -> cancelled, and its queue entry removed. False when it is no longer queued."""
+    def cancel(self, req: Request, error: dict[str, str] | None = None) -> bool:
+        """in_queue -> cancelled (with ``error``: a deadline's, :func:`deadline_error`), and its
+        queue entry removed. False when it is no longer queued."""
         with self.db.begin() as conn:
             ok = conn.execute(R.update().where(C.request_id == req.request_id, C.status == Status.IN_QUEUE.value)
-                              .values(status=Status.CANCELLED.value, finished_at=db.utcnow(), **_SEEN)).rowcount == 1
+                              .values(status=Status.CANCELLED.value, **_ends(req), error=error, **_SEEN)).rowcount == 1
             if ok:
                 self._ended(conn, req)
         if ok:
-            _log("request.cancelled", req.request_id)
+            _log("request.cancelled", req.request_id, **({"error_code": error["code"]} if error else {}))
             try:  # tidy only: a worker that still takes the entry finds the request cancelled
                 self.queue.cancel(req.workflow_id)
             except Exception as exc:  # noqa: BLE001
                 log.warning("could not remove %s from the queue: %s", req.workflow_id, exc)
         return ok
+
+    def expire_queued(self, limit: int = 100) -> list[str]:
+        """Cancel the queued requests past their ``Cancel-After`` deadline (oldest deadline first,
+        at most ``limit``): ``error.code: "deadline"``, not billed, off the queue. One read of
+        the partial index of queued requests with a deadline, then one conditional cancel each,
+        so sweeps in several processes at once cancel each request once. Returns the request
+        ids this call cancelled."""
+        with self._reads.connect() as conn:
+            ids = conn.execute(self._expired, {"now": db.utcnow(), "n": limit}).scalars().all()
+            expired = [_row(r) for r in conn.execute(R.select().where(C.request_id.in_(ids))).mappings()] if ids else []
+        return [req.request_id for req in expired if self.cancel(req, deadline_error(req))]
+
+    def expire_queued_every(self, interval_s: float, stop: threading.Event) -> None:
+        """:meth:`expire_queued` every ``interval_s`` seconds (``--deadline-check-s``) until
+        ``stop`` is set: a queued request leaves the queue at most that long after its deadline
+        (every worker and API-only process runs this in a thread). A database outage skips a
+        round."""
+        while not stop.wait(interval_s):
+            try:
+                while len(self.expire_queued()) == 100:  # a backlog: go on at once
+                    pass
+            except Exception as exc:  # noqa: BLE001 - the database may be down; the next round tries again
+                log.warning("deadline sweep failed: %s", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+
+    def request_stop(self, req: Request) -> bool:
+        """Ask the worker running ``req`` to stop at its next step or image boundary (``POST
+        /cancel?running=true``): its run then ends cancelled, keeping the images already stored.
+        False when the request is not in_progress. Asking again changes nothing that matters."""
+        with self.db.begin() as conn:
+            ok = conn.execute(R.update().where(C.request_id == req.request_id, C.status == Status.IN_PROGRESS.value)
+                              .values(stop_requested_at=db.utcnow())).rowcount == 1
+        if ok:
+            _log("request.stop_requested", req.request_id)
+        return ok
+
+    def stop_requested(self, request_id: str) -> bool:
+        """Whether a stop was asked for the request (:meth:`request_stop`): the one read (by
+        unique index) a running worker makes between steps."""
+        with self._reads.connect() as conn:
+            return conn.execute(sa.select(C.stop_requested_at.is_not(None)).where(C.request_id == request_id)).scalar() is True
 
     # -- runs (worker side) -------------------------------------------------------------------
     def begin(self, req: Request, runner: str, workflow_id: str) -> Run | None:
@@ -538,7 +661,9 @@ class JobStore:
         None when there is nothing to run: terminal or cancelled, an outdated entry, already
         running in another live process, or interrupted ``max_attempts`` times (then it is
         failed with ``error.code = "interrupted"``). The write is conditional on the state
-        ``req`` shows, so a read that has gone stale meanwhile starts nothing."""
+        ``req`` shows, so a read that has gone stale meanwhile starts nothing. A request past
+        its ``Cancel-After`` deadline is not started: cancelled (``deadline``) when queued,
+        failed (``deadline_exceeded``) when an interrupted run would be run again."""
         request_id = req.request_id
         if req.status.is_terminal:
             return None
@@ -546,10 +671,17 @@ class JobStore:
             _log("request.outdated_entry", request_id, entry=workflow_id)
             return None
         if req.status is Status.IN_QUEUE:
+            if req.past_deadline():
+                self.cancel(req, deadline_error(req))
+                return None
             frm = C.status == Status.IN_QUEUE.value
         else:  # an earlier run was interrupted: its worker died (or restarted: a new instance)
             if req.run_by is not None and self.workers.is_live(req.run_by):
                 _log("request.running_elsewhere", request_id, worker=req.run_by)
+                return None
+            if req.past_deadline():
+                failed = deadline_exceeded(req)
+                self._fail(req, failed.code, failed.message, C.attempts == req.attempts, C.workflow_id == workflow_id)
                 return None
             if req.attempts >= self.max_attempts:
                 self._fail(req, "interrupted", f"the worker stopped {req.attempts} times while running this request",
@@ -636,8 +768,9 @@ class JobStore:
 
     def finish(self, run: Run, outcome: Outcome) -> bool:
         """Apply a run's outcome, once: ``Done`` -> completed and billed (one usage row, same
-        transaction); ``Failed`` -> failed; ``Stopped`` -> back to the front of the queue under a
-        new queue entry (same transaction). False when the run was outdated (another run took
+        transaction); ``Failed`` -> failed; ``Cancelled`` -> cancelled with the images kept,
+        billed per image (a usage row when any, same transaction); ``Stopped`` -> back to the
+        front of the queue under a new queue entry (same transaction). False when the run was outdated (another run took
         over) or the request left in_progress meanwhile. Retries while the database is down."""
         return retry_db(lambda: self._finish(run, outcome), f"finishing {run.request.request_id}")
 
@@ -649,7 +782,7 @@ class JobStore:
                 units, cost = usage.bill(catalog.models()[req.model_id], req.inputs, len(outcome.outputs), self.prices_usd)
                 ok = conn.execute(update.values(
                     status=Status.COMPLETED.value, progress=1.0, outputs=outcome.outputs, metadata=outcome.metadata,
-                    billed_units=units, cost_usd=cost, finished_at=db.utcnow(), **_SEEN,
+                    billed_units=units, cost_usd=cost, **_ends(req), **_SEEN,
                 )).rowcount == 1
                 if ok:
                     usage.record(conn, req.request_id, req.owner_key_id, req.model_id, units, cost,
@@ -659,7 +792,7 @@ class JobStore:
             elif isinstance(outcome, Failed):
                 ok = conn.execute(update.values(
                     status=Status.FAILED.value, error={"code": outcome.code, "message": outcome.message},
-                    finished_at=db.utcnow(), **_SEEN,
+                    **_ends(req), **_SEEN,
                 )).rowcount == 1
                 if ok:
                     self._ended(conn, req)
@@ -675,6 +808,17 @@ class JobStore:
                 if ok:
                     self.queue.enqueue(conn, entry=entry, priority=req.priority, owner_key_id=req.owner_key_id)
                 event, fields = "request.moved", {"worker": run.worker_id, "queue": entry.queue}
+            elif isinstance(outcome, Cancelled):
+                units, cost = usage.bill_images(req.model_id, len(outcome.outputs), self.prices_usd)
+                ok = conn.execute(update.values(
+                    status=Status.CANCELLED.value, outputs=outcome.outputs, billed_units=units, cost_usd=cost,
+                    **_ends(req), **_SEEN,
+                )).rowcount == 1
+                if ok:
+                    if units:
+                        usage.record(conn, req.request_id, req.owner_key_id, req.model_id, units, cost, len(outcome.outputs))
+                    self._ended(conn, req, cost)
+                event, fields = "request.cancelled", {"images": len(outcome.outputs), "worker": run.worker_id}
             else:
                 current = conn.execute(sa.select(C.workflow_id).where(C.request_id == req.request_id)).scalar_one()
                 entry = EntryId.parse(current).next()
@@ -778,7 +922,7 @@ class JobStore:
     def _fail(self, req: Request, code: str, message: str, *where: sa.ColumnElement[bool]) -> bool:
         with self.db.begin() as conn:
             ok = conn.execute(R.update().where(C.request_id == req.request_id, self._ACTIVE, *where).values(
-                status=Status.FAILED.value, error={"code": code, "message": message}, finished_at=db.utcnow(), **_SEEN,
+                status=Status.FAILED.value, error={"code": code, "message": message}, **_ends(req), **_SEEN,
             )).rowcount == 1
             if ok:
                 self._ended(conn, req)
@@ -844,3 +988,66 @@ class JobStore:
             log.warning("worker %s is dead (no heartbeat); its %d claimed request(s) went back on the queue",
                         worker_id, len(entries), extra={"worker": worker_id, "by": me})
         return resumed
+
+    # -- retention (the sweeper, DELETE) --------------------------------------------------------
+    def claim_expired(self, now: datetime, retention_s: float, limit: int) -> tuple[list[Request], list[str]]:
+        """Mark up to ``limit`` finished requests whose files are due for deletion as deleted
+        (``deleted_at = now``), oldest first: finished more than ``retention_s`` (the server's
+        ``--retention-s``) before ``now``, or past the ``expires_at`` they asked for. In the same
+        transaction the rows of the uploads they were the last to use are deleted. Returns the
+        requests (as marked) and those uploads' storage keys: the caller deletes their
+        files. Each request is returned to one caller only, however many call at once (the
+        claim is conditional on ``deleted_at IS NULL``; Postgres skips rows another claim
+        holds)."""
+        due = [
+            sa.and_(C.finished_at.is_not(None), C.finished_at < now - timedelta(seconds=retention_s)),
+            sa.and_(C.expires_at.is_not(None), C.expires_at < now),
+        ]
+        order = [C.finished_at, C.expires_at]
+        claimed: list[Request] = []
+        with self.db.begin() as conn:
+            for where, by in zip(due, order):
+                if len(claimed) >= limit:
+                    break
+                ids = db.picked(sa.select(C.request_id).where(C.deleted_at.is_(None), where).order_by(by)
+                                .limit(limit - len(claimed)))
+                rows = conn.execute(R.update().where(C.request_id.in_(ids), C.deleted_at.is_(None))
+                                    .values(deleted_at=now).returning(*R.c)).mappings().all()
+                claimed += [_row(r) for r in rows]
+            uploads = files.FileStore.claim_used_by(conn, [r.request_id for r in claimed])
+        for req in claimed:
+            _log("request.files_expired", req.request_id)
+        return claimed, uploads
+
+    def mark_deleted(self, req: Request) -> tuple[Request, list[str] | None]:
+        """``DELETE`` of a finished request: mark it deleted now and delete the rows of the
+        uploads it was the last to use (one transaction). Returns the request as stored after
+        the call and, when this call marked it, those uploads' storage keys (the caller deletes
+        the request's files); None when it was marked before (by the sweeper or an earlier
+        ``DELETE``: idempotent).
+
+        Raises:
+            ValueError: the request is not finished.
+        """
+        with self.db.begin() as conn:
+            row = conn.execute(R.update().where(C.request_id == req.request_id, C.deleted_at.is_(None),
+                                                C.finished_at.is_not(None))
+                               .values(deleted_at=db.utcnow()).returning(*R.c)).mappings().first()
+            uploads = files.FileStore.claim_used_by(conn, [req.request_id]) if row is not None else None
+        if row is not None:
+            _log("request.deleted", req.request_id)
+            return _row(row), uploads
+        current = self.get(req.request_id)
+        if current is None or current.deleted_at is None:
+            raise ValueError(f"request {req.request_id} is not finished")
+        return current, None
+
+    def prune(self, before: datetime, limit: int) -> list[Request]:
+        """Delete up to ``limit`` request rows whose files were deleted and that finished before
+        ``before`` (``--keep-requests-s``), oldest first; the rows deleted (each returned to one
+        caller only). The usage ledger keeps their billing."""
+        ids = db.picked(sa.select(C.request_id).where(C.deleted_at.is_not(None), C.finished_at < before)
+                        .order_by(C.finished_at).limit(limit))
+        with self.db.begin() as conn:
+            rows = conn.execute(R.delete().where(C.request_id.in_(ids)).returning(*R.c)).mappings().all()
+        return [_row(r) for r in rows]

@@ -44,6 +44,13 @@ class Storage(Protocol):
     def check(self) -> None:
         """Raise ``OSError`` when the store cannot be written (checked at start)."""
 
+    def delete(self, key: str) -> None:
+        """Delete ``key``; nothing happens when it is absent. Raises ``OSError`` (or the
+        store's client error) when the store refuses."""
+
+    def keys(self, prefix: str) -> list[str]:
+        """Every key under ``prefix`` (a folder: ``outputs/<request id>/``), in no set order."""
+
 
 def content_type_of(key: str) -> str:
     return {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "webp": "image/webp"}.get(
@@ -141,6 +148,28 @@ class FileStorage:
     def _sign(self, key: str, expires: int) -> str:
         return hmac.new(self._secret, f"{key}\n{expires}".encode("utf-8", "replace"), hashlib.sha256).hexdigest()
 
+    def delete(self, key: str) -> None:
+        """Remove the file of ``key``, then its folders left empty below the key's top folder
+        (``outputs/<request id>/<attempt>/``, ``outputs/<request id>/``; never ``outputs/`` or
+        ``uploads/`` themselves, where other files are being written)."""
+        path = self.path(key)
+        path.unlink(missing_ok=True)
+        top = (self.root / key.split("/", 1)[0]).resolve()
+        parent = path.parent
+        while parent != top and parent.is_relative_to(top):
+            try:
+                parent.rmdir()
+            except OSError:  # not empty (or already gone)
+                break
+            parent = parent.parent
+
+    def keys(self, prefix: str) -> list[str]:
+        folder = self.path(prefix)
+        if not folder.is_dir():
+            return []
+        root = self.root.resolve()
+        return [(Path(d) / f).relative_to(root).as_posix() for d, _, files in os.walk(folder) for f in files]
+
 
 class S3Storage:
     """Objects under ``s3://bucket/prefix`` of an S3-compatible store (boto3 client).
@@ -178,6 +207,14 @@ class S3Storage:
             return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
         except self.client.exceptions.NoSuchKey:
             raise KeyError(key) from None
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def keys(self, prefix: str) -> list[str]:
+        cut = len(self.prefix) + 1 if self.prefix else 0
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self._key(prefix))
+        return [obj["Key"][cut:] for page in pages for obj in page.get("Contents", [])]
 
     def url(self, key: str, expires_at: float, base_url: str) -> str:
         """A presigned GET URL (the store's own, whatever ``base_url``); SigV4 allows 1 s to 7 days."""

@@ -2,7 +2,8 @@
 cost), and the totals per key, model or day.
 
 A completed request is billed once, in the same transaction that completes it (see
-:meth:`modelapi.core.jobs.JobStore.finish`), as one row of the ``usage`` ledger.
+:meth:`modelapi.core.jobs.JobStore.finish`), as one row of the ``usage`` ledger; so is a request
+stopped while running that kept images (per image kept).
 """
 
 from __future__ import annotations
@@ -32,6 +33,13 @@ def bill(model: catalog.Model, inputs: dict[str, Any], images: int, prices_usd: 
     else:
         units = images
     return units, round(units * prices_usd.get(model.model_id, 0.0), 6)
+
+
+def bill_images(model_id: str, images: int, prices_usd: dict[str, float]) -> tuple[int, float]:
+    """(billed units, cost in USD) of a request stopped while running (``POST
+    /cancel?running=true``): one unit per image finished and kept, whatever the model bills
+    when it completes; (0, 0.0) when none was."""
+    return images, round(images * prices_usd.get(model_id, 0.0), 6)
 
 
 def estimate(model: catalog.Model, inputs: dict[str, Any], prices_usd: dict[str, float]) -> tuple[int, float]:

@@ -101,6 +101,17 @@ class Outputs:
         """Every key in index order, once all are stored. Raises the first storage error."""
         return [self._futures[i].result() for i in sorted(self._futures)]
 
+    def kept(self) -> list[str]:
+        """After a stop: the keys of the images handed over so far, once stored, in index order,
+        up to the first that is missing or could not be stored (a series keeps its prefix)."""
+        keys = []
+        for i in range(len(self._futures)):
+            future = self._futures.get(i)
+            if future is None or future.exception() is not None:
+                break
+            keys.append(future.result())
+        return keys
+
 
 def generate(req: Request, attempt: int, engine: Engine, storage: Storage, progress: Callable[[float], None],
              should_stop: Callable[[], bool], *, pool: Executor, inference: AbstractContextManager[Any],
@@ -114,7 +125,8 @@ def generate(req: Request, attempt: int, engine: Engine, storage: Storage, progr
         ``inference_s``, ``postprocess_s`` (after inference, until every output is stored) and
         ``total_s``, seconds), ``Failed("invalid_input", ...)`` for inputs the engine refuses,
         ``Failed("storage_error", ...)`` when an output cannot be written, or ``Stopped`` when
-        ``should_stop()`` turned True between steps.
+        ``should_stop()`` turned True between steps (its ``outputs``: the images finished before
+        the stop, stored).
     """
     model = catalog.get(req.model_id)
     if model is None:
@@ -131,8 +143,8 @@ def generate(req: Request, attempt: int, engine: Engine, storage: Storage, progr
             t_started = time.monotonic()
             images = engine.generate(spec, progress, should_stop, on_image=outputs.add)
             t_inferred = time.monotonic()
-    except GenerationStopped:
-        return Stopped()
+    except GenerationStopped:  # raised by engine.generate only: outputs exists
+        return Stopped(outputs.kept())
     except InputError as exc:
         return Failed("invalid_input", exc.msg)
     for i, image in enumerate(images):  # any the engine did not hand over early

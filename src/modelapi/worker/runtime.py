@@ -19,6 +19,12 @@ Roles (:data:`Role`): a GPU worker (``modelapi worker``) takes the local queue o
 worker (``modelapi worker --backends ...``: no engine, no torch) the upstream queue only, up to
 ``--concurrency`` jobs at once, each waiting on its provider on a thread of its own; ``serve``'s
 in-process worker takes both.
+
+- A running job is also stopped between steps when a caller asks (``POST /cancel?running=true``
+  in any API process: a flag in its row, read at most every :data:`STOP_READ_S`) — it ends
+  cancelled with the images already stored — or at its ``Cancel-After`` deadline (failed,
+  ``deadline_exceeded``). Every worker sweeps queued requests past their deadline every
+  ``--deadline-check-s``.
 """
 
 from __future__ import annotations
@@ -36,12 +42,14 @@ from typing import Any, Literal
 from dbos import DBOS
 from prometheus_client import Gauge, Histogram
 
+from ..core import db
 from ..core.config import Settings
-from ..core.jobs import Done, Failed, JobStore, Outcome, Run, retry_db
+from ..core.jobs import Cancelled, Done, Failed, JobStore, Outcome, Request, Run, Stopped, deadline_exceeded, retry_db
 from ..core.delivery import Delivery
 from ..core.queue import (APP_NAME, APP_VERSION, QUEUE_NAME, UPSTREAM_QUEUE, WEBHOOK_QUEUE, WEBHOOK_WORKFLOW,
                           WORKFLOW_NAME, EntryId)
 from ..core.storage import Storage
+from ..core.sweep import Sweeper
 from ..core.workers import WorkerIdLock, WorkerRegistry, runner_id
 from ..backends import Job, build_router
 from ..engine.base import Engine
@@ -56,6 +64,11 @@ STAGE_SECONDS = Histogram(
     "modelapi_stage_seconds", "Time of each stage of a completed request (queue, fetch, inference, postprocess, total), seconds",
     ["stage"], buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600),
 )
+
+STOP_READ_S = 0.05
+"""A running request's stop flag is read from the database at most this often (one read by its
+unique index, between steps): a stop asked from another process lands within one step, or this
+long when steps are shorter."""
 
 _runtime: "WorkerRuntime | None" = None
 Role = Literal["gpu", "upstream", "both"]
@@ -169,6 +182,48 @@ class _LazySlot:
             self._slot = None
 
 
+class _StopCheck:
+    """A run's ``should_stop``: True once its ``Cancel-After`` deadline has passed, a caller
+    asked to stop it (the flag in its row, read at most every ``read_every_s``), or the worker
+    is shutting down (``shutdown``); :attr:`reason` keeps the first, and :meth:`outcome` turns
+    the run's ``Stopped`` into what that reason means."""
+
+    def __init__(self, jobs: JobStore, req: Request, shutdown: threading.Event, read_every_s: float = STOP_READ_S) -> None:
+        self.jobs, self.req, self.shutdown, self.read_every_s = jobs, req, shutdown, read_every_s
+        self.reason: Literal["asked", "deadline", "shutdown"] | None = None
+        self._read_at = -1e9
+
+    def __call__(self) -> bool:
+        if self.reason is None:
+            if self.req.past_deadline():
+                self.reason = "deadline"
+            elif self._asked():
+                self.reason = "asked"
+            elif self.shutdown.is_set():
+                self.reason = "shutdown"
+        return self.reason is not None
+
+    def _asked(self) -> bool:
+        now = time.monotonic()
+        if now - self._read_at < self.read_every_s:
+            return False
+        self._read_at = now
+        try:
+            return self.jobs.stop_requested(self.req.request_id)
+        except db.UNAVAILABLE as exc:  # the run goes on; the next step reads again
+            log.warning("stop flag not read (database unavailable): %s", str(exc).splitlines()[0])
+            return False
+
+    def outcome(self, stopped: Stopped) -> Outcome:
+        """Asked: cancelled, keeping the images stored; the deadline: failed
+        (``deadline_exceeded``); a shutdown: handed back (``stopped`` itself)."""
+        if self.reason == "asked":
+            return Cancelled(stopped.outputs)
+        if self.reason == "deadline":
+            return deadline_exceeded(self.req)
+        return stopped
+
+
 class WorkerRuntime:
     """One worker: ``engine`` (loaded once, kept warm; None for an upstream worker) fed from the
     queues of its ``role``; ``backends``: the upstreams an upstream worker runs
@@ -204,6 +259,7 @@ class WorkerRuntime:
         self._post = ThreadPoolExecutor(max_workers=2, thread_name_prefix="modelapi-post")
         self._stopped = threading.Event()
         self._beat: threading.Thread | None = None
+        self._deadlines: threading.Thread | None = None
 
     @property
     def registry(self) -> WorkerRegistry:
@@ -237,6 +293,11 @@ class WorkerRuntime:
         self.jobs.reconcile()
         self._beat = threading.Thread(target=self._heartbeats, name="modelapi-heartbeat", daemon=True)
         self._beat.start()
+        if self.settings.sweep_interval_s > 0:  # retention: every worker sweeps (claims keep them apart)
+            Sweeper(self.settings, self.jobs, self.storage).start(self._stopped)
+        self._deadlines = threading.Thread(target=self.jobs.expire_queued_every, name="modelapi-deadlines", daemon=True,
+                                           args=(self.settings.deadline_check_s, self._stopped))
+        self._deadlines.start()
         log.info("worker started", extra={"worker": self.worker_id, "queue_version": APP_VERSION, "queues": queues})
 
     @property
@@ -347,8 +408,9 @@ class WorkerRuntime:
                 last[0] = now
                 self.jobs.set_progress(run, p)
 
+        stop = _StopCheck(self.jobs, run.request, self.stop_now)
         try:
-            outcome = self.router.run(Job(run.request, run.attempt, self.storage, progress, self.stop_now.is_set,
+            outcome = self.router.run(Job(run.request, run.attempt, self.storage, progress, stop,
                                           on_stored=lambda keys: self.jobs.set_partial(run, keys), pool=self._post,
                                           inference=slot, output_format=self.settings.output_format,
                                           max_pixels=self.settings.max_input_pixels, kind=kind,
@@ -357,6 +419,8 @@ class WorkerRuntime:
         except Exception as exc:  # the job's own error, reported to the client without a traceback
             log.exception("request.error", extra={"request_id": run.request.request_id})
             return Failed("generation_error", f"{type(exc).__name__}: {exc}"[:500])
+        if isinstance(outcome, Stopped):
+            return stop.outcome(outcome)
         if isinstance(outcome, Done):
             for stage, seconds in outcome.metadata["timings"].items():
                 STAGE_SECONDS.labels(stage.removesuffix("_s")).observe(seconds)

@@ -14,14 +14,14 @@ each request remembers what it reserved.
 - ``usage``: ``images`` (how many images the completed request produced).
 
 Revision ID: 0007
-Revises: 0004
+Revises: 0006
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0007"
-down_revision = "0004"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
