@@ -112,6 +112,15 @@ def test_queue_entry_ids_are_built_and_parsed_in_one_place():
     hook = EntryId.parse("req_1.webhook.3")
     assert (hook.request_id, hook.generation, hook.kind, str(hook.next())) == ("req_1", 3, "webhook", "req_1.webhook.4")
     assert EntryId("req_1", 0).queue != hook.queue
+    up = EntryId.parse("req_1.upstream.2")
+    assert (up.request_id, up.generation, up.kind, str(up.next())) == ("req_1", 2, "upstream", "req_1.upstream.3")
+    assert len({EntryId("req_1", 0).queue, up.queue, hook.queue}) == 3
+    event = EntryId.parse("req_1.webhook.e2.5")
+    assert (event.request_id, event.generation, event.kind, event.event) == ("req_1", 5, "webhook", 2)
+    assert str(event.next()) == "req_1.webhook.e2.6" and event.queue == hook.queue
+    assert EntryId.parse("req_1.webhook.3").event == 0
+    for text in ("req_1.7", "req_1.upstream.0", "req_1.webhook.1", "req_1.webhook.e1.1"):
+        assert str(EntryId.parse(text)) == text
     with pytest.raises(ValueError):
         EntryId.parse("req_1")
 

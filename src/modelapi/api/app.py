@@ -475,13 +475,18 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
     def healthz(authorization: str | None = Auth) -> dict:
         """``{"status": "ok"}`` (or ``draining``) when the database answers, else 503. With
         ``Authorization: Bearer <a live API key or --metrics-token>``, also the live workers'
-        count (``workers``) and the engine of the oldest (``engine``: name, device, weights);
-        without one (or with a wrong one), only the status."""
+        count (``workers``) and the engine of the oldest (``engine``: name, device, weights),
+        and with an in-process worker its backends (``backends``: ``{name: {circuit,
+        failures_in_a_row, ...}}``, the circuit breakers); without one (or with a wrong one),
+        only the status."""
         live = service.jobs.workers.live()  # reads the database: down → 503
         state = "draining" if service.draining.is_set() else "ok"
         if not may_see_operations(authorization):
             return {"status": state}
-        return {"status": state, "workers": len(live), "engine": service.engine_info(live)}
+        body = {"status": state, "workers": len(live), "engine": service.engine_info(live)}
+        if service.backends_health is not None:
+            body["backends"] = service.backends_health()
+        return body
 
     registry = CollectorRegistry()
     registry.register(_RequestsCollector(service))
