@@ -6,13 +6,18 @@ own SQLite database (with --allow-private-urls, so it can fetch our storage's re
 from __future__ import annotations
 
 import io
+import json
+import threading
 import time
+from collections.abc import Callable
 
 import httpx
 import pytest
+from httpx_sse import connect_sse
 from PIL import Image
 
 from conftest import ServerProcess, wait_terminal
+from modelapi._models import Queued, parse_status
 from test_backends_e2e import png_data_uri
 
 SEQ = "bytedance/seedream-4-0/sequential"
@@ -73,7 +78,7 @@ def test_an_upstream_refusal_is_not_retried_and_names_the_upstream_message(make_
 
 def test_a_clients_cancel_is_forwarded_while_the_upstream_queues_it(make_server, tmp_path):
     """The upstream has no worker: its requests stay queued. Ours runs on the runcomfy backend,
-    in_progress, with the upstream's side (queue position included) recorded; our cancel goes to
+    in_progress, with the upstream's side (queue position included) recorded and shown; our cancel goes to
     the upstream's cancel_url, and both ends are cancelled."""
     import sqlalchemy as sa
 
@@ -100,7 +105,7 @@ def test_a_clients_cancel_is_forwarded_while_the_upstream_queues_it(make_server,
             assert (record["backend"], record["status"], record["queue_position"]) == ("runcomfy", "in_queue", 1), record
             assert record["cancel_url"] == f"{queued.base_url}/v1/requests/{record['request_id']}/cancel"
             status = c.get(f"/v1/requests/{rid}/status").json()
-            assert status["status"] == "in_progress" and status["progress"] == 0.0, status
+            assert (status["status"], status["queue_position"]) == ("in_queue", 1), status  # the upstream's position
 
             answer = c.post(f"/v1/requests/{rid}/cancel").json()
             assert (answer["status"], answer["outcome"]) == ("cancelled", "cancelled"), answer
@@ -117,3 +122,76 @@ def test_a_clients_cancel_is_forwarded_while_the_upstream_queues_it(make_server,
         engine.dispose()
     finally:
         queued.stop()
+
+
+def wait_status(client: httpx.Client, request_id: str, until: Callable[[dict], bool], timeout_s: float = 30) -> dict:
+    """The request's status body once ``until`` holds of it."""
+    deadline = time.monotonic() + timeout_s
+    while not until(status := client.get(f"/v1/requests/{request_id}/status").json()):
+        assert time.monotonic() < deadline, status
+        time.sleep(0.05)
+    return status
+
+
+def test_our_status_shows_the_upstreams_queue_position_then_its_progress(make_server, tmp_path):
+    """The upstream has no worker at first and a request ahead of ours. While it queues ours, our
+    status is in_queue at the upstream's position (GET /status, the listing, a long-poll, the
+    status stream): 1, then 0 once the one ahead is cancelled there; then in_progress once a
+    worker of the upstream runs it; then completed. The stream's event ids grow throughout."""
+    queued = ServerProcess(tmp_path / "queued", args=["--no-worker"]).start()
+    upstream_worker = ServerProcess(tmp_path / "queued", command="worker",  # the same SQLite database
+                                    env={"MODELAPI_TEST_STEP_S": "0.3", "MODELAPI_TEST_STEPS": "10"})  # 3 s a request
+    events: list[tuple[int, dict]] = []
+    try:
+        front = make_server(env={
+            "MODELAPI_ROUTES": f'{{"{SEQ}": ["runcomfy"]}}',
+            "MODELAPI_RUNCOMFY_API_KEY": queued.key, "MODELAPI_RUNCOMFY_BASE_URL": queued.base_url,
+        }).start()
+        body = {"text": "a lighthouse", "seed": 7, "sequential_image_generation_options": 1}
+        with front.client() as c, queued.client() as u:
+            ahead = u.post(f"/v1/models/{SEQ}", json=body).json()["request_id"]
+            rid = c.post(f"/v1/models/{SEQ}", json=body).json()["request_id"]
+            # alone in our queue, ours is at 0 there: 1 is the upstream's position
+            status = wait_status(c, rid, lambda s: s.get("queue_position") == 1)
+            assert status == {"request_id": rid, "status": "in_queue", "queue_position": 1,
+                              "status_url": f"{front.base_url}/v1/requests/{rid}/status",
+                              "result_url": f"{front.base_url}/v1/requests/{rid}/result"}
+            typed = parse_status(status)
+            assert isinstance(typed, Queued) and typed.position == 1
+            listed = {r["request_id"]: r for r in c.get("/v1/requests").json()["requests"]}[rid]
+            assert (listed["status"], listed["queue_position"]) == ("in_queue", 1), listed
+            polled = c.get(f"/v1/requests/{rid}/result", params={"wait": 0.2}).json()
+            assert (polled["status"], polled["queue_position"]) == ("in_queue", 1), polled
+
+            def follow() -> None:
+                with httpx.Client(base_url=front.base_url, headers=front.headers(), timeout=120) as s, \
+                        connect_sse(s, "GET", f"/v1/requests/{rid}/status/stream") as source:
+                    events.extend((int(e.id), json.loads(e.data)) for e in source.iter_sse() if e.event == "status")
+
+            reader = threading.Thread(target=follow, daemon=True)
+            reader.start()
+            deadline = time.monotonic() + 30
+            while not events:
+                assert time.monotonic() < deadline, "no stream event"
+                time.sleep(0.05)
+
+            assert u.post(f"/v1/requests/{ahead}/cancel").json()["outcome"] == "cancelled"
+            status = wait_status(c, rid, lambda s: s.get("queue_position") == 0)
+            assert status["status"] == "in_queue", status
+            upstream_worker.start()
+            status = wait_status(c, rid, lambda s: s["status"] != "in_queue", timeout_s=60)
+            assert status["status"] == "in_progress" and "queue_position" not in status, status
+            result = wait_terminal(c, rid)
+            assert result["status"] == "completed", result
+            reader.join(30)
+            assert not reader.is_alive(), "the stream did not end at the terminal state"
+    finally:
+        upstream_worker.stop()
+        queued.stop()
+    ids, bodies = [i for i, _ in events], [b for _, b in events]
+    assert ids == sorted(set(ids)), events  # strictly growing
+    order = {"in_queue": 0, "in_progress": 1, "completed": 2}
+    assert [order[b["status"]] for b in bodies] == sorted(order[b["status"]] for b in bodies), bodies
+    assert bodies[-1]["status"] == "completed" and "in_progress" in [b["status"] for b in bodies], bodies
+    positions = [b["queue_position"] for b in bodies if b["status"] == "in_queue"]
+    assert positions[0] == 1 and positions[-1] == 0 and positions == sorted(positions, reverse=True), bodies

@@ -69,7 +69,8 @@ class Job:
             the run goes on after them.
         on_upstream: called with the upstream's side of the run when it changes (``{backend,
             request_id, status, queue_position, cancel_url}``; upstreams with a queue of their
-            own), so that a client's cancel can be forwarded while the upstream queues it.
+            own; None: none any more), so that clients see the upstream's queue position and a
+            client's cancel can be forwarded while the upstream queues it.
     """
 
     request: Request
@@ -84,7 +85,7 @@ class Job:
     max_pixels: int = 40_000_000
     kind: str = "run"
     tried: list[dict[str, str]] = field(default_factory=list)
-    on_upstream: Callable[[dict[str, Any]], None] = lambda record: None
+    on_upstream: Callable[[dict[str, Any] | None], None] = lambda record: None
 
 
 class Backend(Protocol):

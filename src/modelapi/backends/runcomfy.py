@@ -1,13 +1,14 @@
 """The ``runcomfy`` backend: the hosted Model API itself (the same contract this server serves),
 with the operator's key: the request's body is submitted as given (its reference images as
 URLs of our storage, which the upstream must reach; ``seed`` set to the request's seed), its
-status polled (progress mapped onto ours), its outputs copied into our storage.
+status polled (queue position and progress mapped onto ours), its outputs copied into our storage.
 
 A submit carries ``Idempotency-Key: <request id>.<attempt>``, so trying the same run again after
 a lost answer never starts a second upstream job. When the worker stops, a cancel is forwarded
 (it takes effect while the upstream job is still queued). While the upstream queues it, our
-request is in_progress and its ``requests.upstream`` record says so (with the upstream's
-``cancel_url``): a client's cancel then goes upstream (:func:`forward_cancel`).
+request (in_progress: a worker holds it) has a ``requests.upstream`` record that says so, with the
+upstream's queue position and ``cancel_url``: clients see it in_queue at that position, and a
+client's cancel goes upstream (:func:`forward_cancel`).
 """
 
 from __future__ import annotations
@@ -111,18 +112,24 @@ class RunComfyBackend:
             body[field] = [job.storage.url(key, expires, self.public_url) for key in req.input_files]
         if "seed" in catalog.models()[req.model_id].input_schema.get("properties", {}):
             body["seed"] = req.seed
+        submitted = False
         try:
             upstream_id, cancel_url = self._submit(req.model_id, body, f"{req.request_id}.{job.attempt}")
+            submitted = True
             result = self._wait(job, upstream_id, cancel_url, deadline)
             if result is None:
                 return Stopped()
             if result.get("status") == "cancelled":  # a client's cancel forwarded (ours is cancelled already), or the operator's
                 return Failed("upstream_cancelled", f"RunComfy: the upstream request {upstream_id} was cancelled")
             return self._copy(job, upstream_id, result, deadline)
-        except httpx.TimeoutException:
-            raise Unavailable("timeout") from None
-        except httpx.TransportError as exc:
-            raise Unavailable(f"connection error: {type(exc).__name__}") from None
+        except Exception as exc:
+            if submitted:  # another try or backend goes on: no upstream queue shown (nor cancel forwarded)
+                job.on_upstream(None)
+            if isinstance(exc, httpx.TimeoutException):
+                raise Unavailable("timeout") from None
+            if isinstance(exc, httpx.TransportError):
+                raise Unavailable(f"connection error: {type(exc).__name__}") from None
+            raise
 
     def _submit(self, model_id: str, body: dict[str, Any], idempotency_key: str) -> tuple[str, str]:
         """(the upstream's request id, its cancel URL)."""
@@ -149,14 +156,14 @@ class RunComfyBackend:
         seen: tuple[Any, Any] | None = None
         while True:
             status = self._get(f"/v1/requests/{upstream_id}/status")
+            if (status.get("status"), status.get("queue_position")) != seen:  # recorded first: ours leaves in_queue with it
+                seen = (status.get("status"), status.get("queue_position"))
+                job.on_upstream({"backend": self.name, "request_id": upstream_id, "status": seen[0],
+                                 "queue_position": seen[1], "cancel_url": cancel_url})
             if status.get("status") == "cancelled":
                 return {"status": "cancelled"}
             if status.get("status") in ("completed", "failed"):
                 return self._get(f"/v1/requests/{upstream_id}/result")
-            if (status.get("status"), status.get("queue_position")) != seen:
-                seen = (status.get("status"), status.get("queue_position"))
-                job.on_upstream({"backend": self.name, "request_id": upstream_id, "status": seen[0],
-                                 "queue_position": seen[1], "cancel_url": cancel_url})
             if isinstance(status.get("progress"), (int, float)):
                 job.progress(min(0.99, float(status["progress"])))
             if job.should_stop():

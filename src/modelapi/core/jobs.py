@@ -66,7 +66,8 @@ FIRST = 1
 NEW = 2
 """The smallest priority of a new request (fair-share ranks count up from here)."""
 _SEEN = {"version": C.version + 1}
-"""Part of every UPDATE that changes what a client sees (status, progress): the stream's event ids."""
+"""Part of every UPDATE that changes what a client sees (status, progress, an upstream's queue
+position): the stream's event ids."""
 EXACT_POSITIONS = 1000
 """Queue positions below this are counted exactly on every read; beyond it they come from a
 snapshot of the queue's order (see :class:`QueueOrder`), so a poll costs the same at any depth."""
@@ -111,6 +112,10 @@ class Request:
     upstream: dict[str, Any] | None = None
     queue_position: int | None = None
 
+    def shown(self) -> tuple[Status, float | None, int | None]:
+        """What a client sees of it: ``(status, progress, queue_position)`` (:func:`shown`)."""
+        return shown(self.status, self.progress, self.queue_position, self.upstream)
+
     def past_deadline(self) -> bool:
         """True once the request's ``Cancel-After`` deadline has passed (never without one)."""
         return self.deadline_at is not None and db.utcnow() >= self.deadline_at
@@ -120,14 +125,27 @@ class Request:
         return None if self.deadline_at is None else round((self.deadline_at - self.created_at).total_seconds(), 3)
 
 
+def shown(status: Status, progress: float | None, position: int | None,
+          upstream: dict[str, Any] | None) -> tuple[Status, float | None, int | None]:
+    """``(status, progress, queue_position)`` as a client sees them: those stored, except while an
+    upstream with a queue of its own (``runcomfy``) queues our in_progress request
+    (``upstream.status`` ``in_queue``): then in_queue at the upstream's queue position."""
+    if status is Status.IN_PROGRESS and upstream and upstream.get("status") == "in_queue":
+        at = upstream.get("queue_position")
+        return Status.IN_QUEUE, None, at if isinstance(at, int) and not isinstance(at, bool) and at >= 0 else None
+    return status, progress, position
+
+
 @dataclass(frozen=True)
 class Polled:
-    """What a status poll needs of a request."""
+    """What a status poll needs of a request, as the client sees it (:func:`shown`;
+    ``upstream``: the queue position is an upstream's)."""
 
     status: Status
     progress: float | None
     queue_position: int | None
     partial_outputs: list[str] | None
+    upstream: bool = False
 
 
 @dataclass(frozen=True)
@@ -362,7 +380,8 @@ class JobStore:
         return _row(row, position)
 
     _POLL = (
-        sa.select(db.api_keys.c.id, C.status, C.progress, C.priority, C.seq, C.partial_outputs)
+        sa.select(db.api_keys.c.id, C.status, C.progress, C.priority, C.seq, C.partial_outputs,
+                  sa.case((C.status == Status.IN_PROGRESS.value, C.upstream)))  # NULL unless in_progress: nothing to decode
         .select_from(db.api_keys.outerjoin(R, sa.and_(C.owner_key_id == db.api_keys.c.id, C.request_id == sa.bindparam("rid"))))
         .where(live_key(sa.bindparam("h")))
     )
@@ -387,7 +406,8 @@ class JobStore:
     def _beyond_exact(self, polled: Polled | None) -> TypeGuard[Polled]:
         """A queued request at least ``order.exact`` entries back: its position comes from the
         snapshot (:class:`QueueOrder`)."""
-        return polled is not None and polled.queue_position is not None and polled.queue_position >= self.order.exact
+        return polled is not None and not polled.upstream and polled.queue_position is not None \
+            and polled.queue_position >= self.order.exact
 
     def _poll_steps(self, request_id: str, key_hash: str) -> Generator[tuple[db.DriverRead, dict[str, Any]], Any, tuple[bool, Polled | None]]:
         """The poll's reads, written once for :meth:`poll` and :meth:`poll_async`: yields each
@@ -396,12 +416,16 @@ class JobStore:
         row = yield self._poll_read, {"rid": request_id, "h": key_hash}
         if row is None:  # no live key of that hash
             return False, None
-        _, status_name, progress, priority, seq, partial = row
+        _, status_name, progress, priority, seq, partial, upstream = row
         if status_name is None:
             return True, None
         if isinstance(partial, str):  # a raw JSON column (SQLite)
             partial = json.loads(partial)
         status = Status(status_name)
+        if upstream is not None:  # in_progress on an upstream
+            seen, _, at = shown(status, progress, None, json.loads(upstream) if isinstance(upstream, str) else upstream)
+            if seen is Status.IN_QUEUE:
+                return True, Polled(seen, None, at, None, upstream=True)
         position = None
         if status is Status.IN_QUEUE:
             position = (yield self._ahead_read, {"priority": priority, "seq": seq, "cap": self.order.exact})[0]
@@ -742,13 +766,14 @@ class JobStore:
         except db.UNAVAILABLE as exc:
             log.warning("partial outputs not recorded (database unavailable): %s", str(exc).splitlines()[0])
 
-    def set_upstream(self, run: Run, record: dict[str, Any]) -> None:
+    def set_upstream(self, run: Run, record: dict[str, Any] | None) -> None:
         """Record the upstream's side of the run (``requests.upstream``: ``{backend, request_id,
-        status, queue_position, cancel_url}``), read by a client's cancel. Best effort, like
-        progress."""
+        status, queue_position, cancel_url}``; None: none now), read by a client's cancel and
+        shown on its status (in_queue at the upstream's position while the upstream queues it:
+        :func:`shown`). Best effort, like progress."""
         try:
             with self.db.begin() as conn:
-                conn.execute(R.update().where(self._this_run(run)).values(upstream=record))
+                conn.execute(R.update().where(self._this_run(run)).values(upstream=record, **_SEEN))
         except db.UNAVAILABLE as exc:
             log.warning("upstream state not recorded (database unavailable): %s", str(exc).splitlines()[0])
 
