@@ -112,6 +112,15 @@ def test_queue_entry_ids_are_built_and_parsed_in_one_place():
     hook = EntryId.parse("req_1.webhook.3")
     assert (hook.request_id, hook.generation, hook.kind, str(hook.next())) == ("req_1", 3, "webhook", "req_1.webhook.4")
     assert EntryId("req_1", 0).queue != hook.queue
+    up = EntryId.parse("req_1.upstream.2")
+    assert (up.request_id, up.generation, up.kind, str(up.next())) == ("req_1", 2, "upstream", "req_1.upstream.3")
+    assert len({EntryId("req_1", 0).queue, up.queue, hook.queue}) == 3
+    event = EntryId.parse("req_1.webhook.e2.5")
+    assert (event.request_id, event.generation, event.kind, event.event) == ("req_1", 5, "webhook", 2)
+    assert str(event.next()) == "req_1.webhook.e2.6" and event.queue == hook.queue
+    assert EntryId.parse("req_1.webhook.3").event == 0
+    for text in ("req_1.7", "req_1.upstream.0", "req_1.webhook.1", "req_1.webhook.e1.1"):
+        assert str(EntryId.parse(text)) == text
     with pytest.raises(ValueError):
         EntryId.parse("req_1")
 
@@ -236,3 +245,30 @@ def test_a_watcher_reads_versions_then_positions_of_many_in_one_read_of_the_queu
     assert jobs.versions(ids)[ids[0]] == 2 and jobs.versions(ids)[ids[1]] == 0
     assert jobs.queue_positions(ids[1:3]) == {ids[1]: 0, ids[2]: 1}
     assert [r.progress for r in jobs.watch([ids[0]])] == [0.5]
+
+
+def test_an_upstreams_queue_is_shown_as_ours_while_it_queues_the_request(jobs):
+    from modelapi.core import auth
+    from modelapi.core.jobs import Polled
+
+    key, secret = auth.create_key(jobs.db, "a")
+    req = submit(jobs, owner=key.id)
+    run = jobs.begin(jobs.get(req.request_id), live_runner(jobs, "w0"), req.workflow_id)
+    jobs.set_progress(run, 0.0)
+    version = jobs.get(req.request_id).version
+    record = {"backend": "runcomfy", "request_id": "up_1", "status": "in_queue", "queue_position": 1500,
+              "cancel_url": "http://up/v1/requests/up_1/cancel"}
+    jobs.set_upstream(run, record)  # beyond order.exact: the upstream's position, not our snapshot's
+    shown = jobs.get(req.request_id)
+    assert shown.status is Status.IN_PROGRESS and shown.version == version + 1  # stored as is; a change clients see
+    assert shown.shown() == (Status.IN_QUEUE, None, 1500)
+    assert jobs.poll(req.request_id, auth.hash_key(secret)) == (True, Polled(Status.IN_QUEUE, None, 1500, None, upstream=True))
+    jobs.set_upstream(run, record | {"status": "in_progress", "queue_position": None})
+    jobs.set_progress(run, 0.5)
+    assert jobs.poll(req.request_id, auth.hash_key(secret)) == (True, Polled(Status.IN_PROGRESS, 0.5, None, None))
+    jobs.set_upstream(run, record)
+    jobs.set_upstream(run, None)  # the try ended: another backend goes on
+    assert jobs.get(req.request_id).shown() == (Status.IN_PROGRESS, 0.5, None)
+    assert jobs.finish(run, Done(["outputs/x/1/0.png"], {"image_count": 1}))
+    jobs.set_upstream(run, record)  # an outdated run writes nothing
+    assert jobs.poll(req.request_id, auth.hash_key(secret))[1].status is Status.COMPLETED

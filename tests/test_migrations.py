@@ -35,7 +35,7 @@ def test_concurrent_starts_migrate_once_and_create_one_first_key(database_url, t
     assert len([s for s in secrets if s]) == 1, "exactly one process creates the first key"
     engine = db.connect(database_url)
     with engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0007"
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0009"
         assert {"api_keys", "requests", "files", "usage", "workers"} <= set(sa.inspect(conn).get_table_names())
         assert conn.execute(sa.select(sa.func.count()).select_from(db.api_keys)).scalar() == 1
 
@@ -56,7 +56,7 @@ def test_a_database_from_before_migrations_is_upgraded_in_place(database_url):
         ))
     db.migrate(engine, database_url)
     with engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0007"
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0009"
         row = conn.execute(sa.select(db.usage)).mappings().one()
         assert (row["request_id"], row["billed_units"], row["cost_usd"]) == ("req_old", 2, 0.06)
         assert conn.execute(sa.select(db.requests.c.run_by)).scalar() is None

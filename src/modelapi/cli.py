@@ -67,13 +67,14 @@ def _print_table(table: Table) -> None:
 
 
 # -- server side ------------------------------------------------------------------------------
-_JSON_FIELDS = ("prices_usd", "allowed_input_hosts", "trusted_proxies", "allowed_hosts")
-_WORKER_ONLY = ("worker_id", "metrics_port")
+_JSON_FIELDS = ("prices_usd", "allowed_input_hosts", "trusted_proxies", "allowed_hosts", "routes")
+_WORKER_ONLY = ("worker_id", "metrics_port", "backends")
 _SERVE_ONLY: tuple[str, ...]
 _SERVE_ONLY = ("worker", "port", "public_url", "trusted_proxies", "strict_inputs", "max_body_bytes", "max_queued_per_key", "allow_private_urls",
                "allowed_input_hosts", "fetch_timeout_s", "max_input_bytes", "max_input_pixels",
                "allowed_hosts", "print_key", "max_fetching_per_key")
 _SERVE_ONLY += ("max_streams_per_key", "max_connections", "header_timeout_s", "max_upload_bytes_per_key", "sync_timeout_s")
+_SERVE_ONLY += ("overflow_wait_s",)
 
 
 def _settings(**given: Any) -> Settings:

@@ -232,12 +232,18 @@ def test_usage_sums_match_the_requests_that_ran(make_server):
             assert len(report["rows"]) == 1 and report["cost_usd"] == pytest.approx(total) and report["requests"] == 4
         tomorrow = (datetime.now(timezone.utc) + timedelta(days=1)).strftime("%Y-%m-%d")
         assert c.get("/v1/admin/usage", params={"from": tomorrow}).json()["rows"] == []
+        today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+        assert c.get("/v1/admin/usage", params={"to": today}).json()["rows"] == []  # `to` is exclusive
+        ranged = c.get("/v1/admin/usage", params={"from": today, "to": tomorrow}).json()
+        assert ranged["to"].startswith(tomorrow) and ranged["requests"] == 4
         assert_error(c.get("/v1/admin/usage", params={"group_by": "week"}), 422, 422001)
         assert_error(c.get("/v1/admin/usage", params={"from": "yesterday"}), 422, 422001)
     (first, first_secret) = keys[0]
     mine = httpx.get(srv.base_url + "/v1/usage", params={"group_by": "day"}, headers=srv.headers(first_secret)).json()
     assert mine["requests"] == 3 and mine["cost_usd"] == pytest.approx(sum(costs[first["id"]]))
     assert mine["rows"][0]["day"] == datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    before = httpx.get(srv.base_url + "/v1/usage", params={"to": mine["rows"][0]["day"]}, headers=srv.headers(first_secret)).json()
+    assert before["rows"] == [] and before["to"].startswith(mine["rows"][0]["day"])
     printed = srv.cli("usage", "--json", "--base-url", srv.base_url, "--api-key", srv.key)
     assert printed.returncode == 0, printed.stderr
     assert {r["key_id"]: r["cost_usd"] for r in json.loads(printed.stdout)} == {k: r["cost_usd"] for k, r in by_key.items()}

@@ -59,7 +59,13 @@ def test_documented_sequential_example_runs_to_completion(server):
         # cost on demand: 3 billed units (sequential_image_generation_options default 3)
         costed = c.get(f"/v1/requests/{rid}/result", params={"include_cost": "true"}).json()
         assert costed["cost"] == pytest.approx(3 * 0.03)
-        assert "cost" not in result
+        assert "cost" not in result and "inputs" not in result and "inputs" not in costed
+        # the input on demand: the body as accepted, the schema's defaults filled in
+        with_inputs = c.get(f"/v1/requests/{rid}/result", params={"include_inputs": "true"}).json()
+        assert with_inputs["model_id"] == SEQ
+        inputs = with_inputs["inputs"]
+        defaults = {k: p["default"] for k, p in catalog.get(SEQ).input_schema["properties"].items() if "default" in p}
+        assert inputs == {**defaults, **catalog.get(SEQ).example_request}
 
 
 def test_documented_dreamina_example_shape_with_local_urls(server, image_host):

@@ -151,7 +151,7 @@ Admin = Depends(admin_key)
 AnyKey = Depends(api_key)
 ADMIN_ERRORS = schemas.errors(401, 403)
 FROM = Query(None, alias="from", description="ISO 8601 date or time (UTC when no offset), inclusive")
-TO = Query(None, description="ISO 8601 date or time (UTC when no offset), exclusive")
+TO = Query(None, alias="to", description="ISO 8601 date or time (UTC when no offset), exclusive")
 
 
 def _report(engine: Any, group_by: usage.GroupBy, key_id: str | None, start: datetime | None,

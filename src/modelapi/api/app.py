@@ -350,6 +350,8 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
     @app.get("/v1/requests/{request_id}/result", response_model=schemas.ResultBody, response_model_exclude_none=True,
              tags=["requests"], responses=schemas.errors(401, 404, 410, 422) | TOO_MANY_STREAMS)
     async def result(request_id: str, include_cost: bool = Query(False),
+                     include_inputs: bool = Query(False, description="Add `model_id` and `inputs`: the request's input as "
+                                                  "accepted (the body, with the schema's defaults filled in)"),
                      wait: float | None = Query(None, ge=0, le=60, description="Seconds to wait for a terminal state (long-poll)"),
                      authorization: str | None = Auth, base: str = BaseURL) -> JSONResponse:
         key = await run_in_threadpool(require_key, authorization)
@@ -357,7 +359,8 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
         if wait and not req.status.is_terminal:
             with watcher.hold(key.id):  # one of the key's --max-streams-per-key (429 above); 401 once revoked
                 req = await watcher.until_terminal(req, wait)  # full rows: outputs, metadata, error
-        return JSONResponse(await run_in_threadpool(service.result_body, req, include_cost, base))
+        body = await run_in_threadpool(service.result_body, req, include_cost, base)
+        return JSONResponse(body | {"model_id": req.model_id, "inputs": req.inputs} if include_inputs else body)
 
     @app.get("/v1/requests", response_model=schemas.RequestPage, tags=["requests"], responses=schemas.errors(401, 422))
     def list_requests(status: StatusName | None = Query(None), model: str | None = Query(None, description="A model id"),
@@ -472,13 +475,18 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
     def healthz(authorization: str | None = Auth) -> dict:
         """``{"status": "ok"}`` (or ``draining``) when the database answers, else 503. With
         ``Authorization: Bearer <a live API key or --metrics-token>``, also the live workers'
-        count (``workers``) and the engine of the oldest (``engine``: name, device, weights);
-        without one (or with a wrong one), only the status."""
+        count (``workers``) and the engine of the oldest (``engine``: name, device, weights),
+        and with an in-process worker its backends (``backends``: ``{name: {circuit,
+        failures_in_a_row, ...}}``, the circuit breakers); without one (or with a wrong one),
+        only the status."""
         live = service.jobs.workers.live()  # reads the database: down → 503
         state = "draining" if service.draining.is_set() else "ok"
         if not may_see_operations(authorization):
             return {"status": state}
-        return {"status": state, "workers": len(live), "engine": service.engine_info(live)}
+        body = {"status": state, "workers": len(live), "engine": service.engine_info(live)}
+        if service.backends_health is not None:
+            body["backends"] = service.backends_health()
+        return body
 
     registry = CollectorRegistry()
     registry.register(_RequestsCollector(service))

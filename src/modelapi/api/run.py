@@ -33,6 +33,9 @@ def build(settings: Settings, *, announce_key: bool = True) -> tuple[FastAPI, Se
         EngineError: the weights could not be loaded (the message says what to do).
         WorkerIdInUse: another live worker has this worker id.
     """
+    from ..backends import check_routes
+
+    check_routes(settings.routes)  # before anything starts: a route without credentials stops here
     core = open_core(settings, create_initial_key=True)
     if core.initial_key and announce_key:
         announce_initial_key(settings, core.initial_key)
@@ -46,6 +49,7 @@ def build(settings: Settings, *, announce_key: bool = True) -> tuple[FastAPI, Se
         from ..worker.main import start_worker  # the engine and torch load only here
 
         worker, collectors = start_worker(settings, core)
+        service.backends_health = worker.router.health
     else:  # API only: it sweeps queued requests past their Cancel-After too (a worker does in its own process)
         threading.Thread(target=core.jobs.expire_queued_every, args=(settings.deadline_check_s, stopping),
                          name="modelapi-deadlines", daemon=True).start()

@@ -61,6 +61,9 @@ class ResultBody(BaseModel):
     seed: int | None = None
     metadata: dict[str, Any] | None = None
     cost: float | None = Field(None, description="USD, with ?include_cost=true")
+    model_id: str | None = Field(None, description="With ?include_inputs=true")
+    inputs: dict[str, Any] | None = Field(None, description="With ?include_inputs=true: the input as accepted (the "
+                                                         "body, with the schema's defaults filled in)")
     webhook: WebhookState | None = Field(None, description="When the submit named a webhook")
     queue_position: int | None = None
     progress: float | None = None

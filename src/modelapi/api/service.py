@@ -17,7 +17,7 @@ import json
 import logging
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 
 from .. import catalog
+from ..backends.placement import Placement
+from ..backends.runcomfy import RunComfyConfig, forward_cancel
 from ..core import bodies, delivery
 from ..core.accounts import Accounts, Admission
 from ..core.auth import ApiKey, hash_key
@@ -90,6 +92,9 @@ class Service:
         self.sweeper = Sweeper(settings, core.jobs, core.storage)
         self._fetching: dict[str, int] = {}  # submits fetching inputs, by key id (event loop only)
         self.accounts = Accounts(core.db, max_queued_per_key=settings.max_queued_per_key, prices_usd=settings.prices_usd)
+        self.placement = Placement(core.jobs, settings.routes, settings.overflow_wait_s, settings.worker_concurrency)
+        self.backends_health: Callable[[], dict[str, Any]] | None = None
+        """The in-process worker's backends and circuit breakers (``/healthz`` with a key), when it has one."""
 
     # -- submit ------------------------------------------------------------------------------
     async def submit(self, key: ApiKey, model: catalog.Model, body: Any, idempotency_key: str | None,
@@ -229,6 +234,7 @@ class Service:
         request_id = new_request_id()
         input_files = self._store_images(model, plan.inputs, key, request_id, base_url, fetched)
         seed = plan.inputs.get("seed")
+        upstream, tried = self.placement.place(model.model_id)
         try:
             return self.jobs.create(
                 request_id=request_id, owner_key_id=key.id, model_id=model.model_id, inputs=plan.inputs,
@@ -236,7 +242,7 @@ class Service:
                 idempotency_key=idempotency_key, body_hash=plan.body_hash,
                 webhook={"url": webhook, "base_url": base_url, **({"intermediate_status": True} if intermediate else {})}
                 if webhook else None, admission=plan.admission, cancel_after_s=cancel_after_s,
-                retention_s=retention_s,
+                retention_s=retention_s, upstream=upstream, tried=tried,
             )
         except sa.exc.IntegrityError:  # the same idempotency key, submitted at the same moment
             earlier = self.jobs.find_idempotent(key.id, idempotency_key or "")
@@ -408,6 +414,16 @@ class Service:
         return bodies.status_body(base_url, request_id, found.status, found.progress, found.queue_position,
                                   bodies.partial_urls(self.storage, found.partial_outputs, self.settings.url_ttl_s, base_url))
 
+    def _cancel_upstream(self, req: Request) -> bool:
+        record = req.upstream or {}
+        if record.get("backend") != "runcomfy" or record.get("status") != "in_queue":
+            return False
+        try:
+            config = RunComfyConfig.from_env()
+        except ValueError:
+            return False
+        return forward_cancel(record, config) and self.jobs.cancel_running(req)
+
     def status_body(self, req: Request, base_url: str) -> dict[str, Any]:
         return bodies.request_status_body(req, base_url=base_url, storage=self.storage, url_ttl_s=self.settings.url_ttl_s)
 
@@ -467,11 +483,14 @@ class Service:
     ``stopping``, seconds."""
 
     def cancel(self, req: Request, running: bool = False) -> dict[str, Any]:
-        """in_queue -> cancelled (and off the queue); in_progress with ``running`` -> asked to
-        stop at its next step (``{"status": "in_progress", "outcome": "stopping"}``: the route
+        """in_queue -> cancelled (and off the queue); in_progress on ``runcomfy`` while the
+        upstream still queues it -> the cancel forwarded upstream, and cancelled when the
+        upstream cancelled it; in_progress with ``running`` -> asked to stop at its next step (``{"status": "in_progress", "outcome": "stopping"}``: the route
         waits for it to end, see :meth:`cancel_answer`); anything else -> not_cancellable.
         Idempotent: ``{"request_id", "status", "outcome"}``."""
         if req.status is Status.IN_QUEUE and self.jobs.cancel(req):
+            return {"request_id": req.request_id, "status": Status.CANCELLED.value, "outcome": "cancelled"}
+        if req.status is Status.IN_PROGRESS and self._cancel_upstream(req):
             return {"request_id": req.request_id, "status": Status.CANCELLED.value, "outcome": "cancelled"}
         if running and self.jobs.request_stop(req):  # conditional on in_progress as stored now
             return {"request_id": req.request_id, "status": Status.IN_PROGRESS.value, "outcome": "stopping"}

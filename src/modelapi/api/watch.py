@@ -3,8 +3,8 @@ wait on.
 
 The job may run in any process of the fleet, so changes are read from the database, never
 signalled in memory: every ``interval_s`` (default 50 ms) while anyone waits, ONE query reads the
-change counters of every watched request (``version`` grows on each status, progress or
-partial-output change), then the full rows of those that changed; queue positions are recounted
+change counters of every watched request (``version`` grows on each status, progress,
+partial-output or upstream queue change), then the full rows of those that changed; queue positions are recounted
 (one read of the queue's head) only when some request changed status anywhere (the counts
 ledger's sequence moved), since only then can they move. The cost is a few reads per tick, not
 per waiter, so one process holds hundreds of open streams.
@@ -37,10 +37,12 @@ _POSITIONS = 1_000_000
 
 def event_id(req: Request) -> int:
     """The stream event id of a request's state: grows with every change a client can see
-    (``version``; a smaller queue position at the same version)."""
+    (``version``, which an upstream's new queue position moves too; a smaller queue position at
+    the same version), of the state as shown (:meth:`Request.shown`)."""
     rest = _POSITIONS - 1
-    if req.status is Status.IN_QUEUE and req.queue_position is not None:
-        rest -= min(req.queue_position, _POSITIONS - 1)
+    status, _, position = req.shown()
+    if status is Status.IN_QUEUE and position is not None:
+        rest -= min(position, _POSITIONS - 1)
     return req.version * _POSITIONS + rest
 
 

@@ -42,9 +42,12 @@ def partial_urls(storage: Storage, keys: list[str] | None, url_ttl_s: float, bas
 
 
 def request_status_body(req: Request, *, base_url: str, storage: Storage, url_ttl_s: float) -> dict[str, Any]:
-    """:func:`status_body` of ``req``, with the URLs of its stored images while in_progress."""
-    partial = partial_urls(storage, req.partial_outputs, url_ttl_s, base_url) if req.status is Status.IN_PROGRESS else None
-    return status_body(base_url, req.request_id, req.status, req.progress, req.queue_position, partial)
+    """:func:`status_body` of ``req`` as a client sees it (:meth:`Request.shown`: in_queue at an
+    upstream's queue position while the upstream queues it), with the URLs of its stored images
+    while in_progress."""
+    status, progress, position = req.shown()
+    partial = partial_urls(storage, req.partial_outputs, url_ttl_s, base_url) if status is Status.IN_PROGRESS else None
+    return status_body(base_url, req.request_id, status, progress, position, partial)
 
 
 def result_body(req: Request, *, base_url: str, storage: Storage, url_ttl_s: float, include_cost: bool,

@@ -108,6 +108,7 @@ requests = sa.Table(
     sa.Column("stop_requested_at", sa.DateTime(timezone=True)),
     sa.Column("reserved_usd", sa.Float),
     sa.Column("budget_period", sa.String(20)),
+    sa.Column("upstream", sa.JSON),
     sa.UniqueConstraint("owner_key_id", "idempotency_key"),
     sa.Index("ix_requests_status_priority_seq", "status", "priority", "seq"),
     sa.Index("ix_requests_owner_seq", "owner_key_id", "seq"),
@@ -127,7 +128,9 @@ when ``POST /cancel?running=true`` asked the running worker to stop (read betwee
 ``retention_s``: how long the request's files are kept once it finished, as the submit asked
 (NULL: the server's ``--retention-s``); ``expires_at``: finished_at + retention_s (NULL when not
 asked); ``deleted_at``: when its outputs and inputs were deleted (retention or ``DELETE``).
-Partial indexes for the sweeper: migration 0005."""
+Partial indexes for the sweeper: migration 0005.
+``upstream``: while an upstream backend that has a queue of its own (``runcomfy``) runs it, that
+upstream's side: ``{backend, request_id, status, queue_position, cancel_url}`` (0009)."""
 
 request_counts = sa.Table(
     "request_counts",
@@ -172,6 +175,9 @@ usage = sa.Table(
     sa.Column("cost_usd", sa.Float, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
     sa.Column("images", sa.Integer),
+    sa.Column("backend", sa.String(40), nullable=True),  # which backend ran it (0008)
+    sa.Column("upstream_request_id", sa.String(200), nullable=True),  # the provider's request id
+    sa.Column("upstream_units", sa.Integer, nullable=True),  # the units the provider billed
 )
 
 workers = sa.Table(

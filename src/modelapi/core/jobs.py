@@ -66,7 +66,8 @@ FIRST = 1
 NEW = 2
 """The smallest priority of a new request (fair-share ranks count up from here)."""
 _SEEN = {"version": C.version + 1}
-"""Part of every UPDATE that changes what a client sees (status, progress): the stream's event ids."""
+"""Part of every UPDATE that changes what a client sees (status, progress, an upstream's queue
+position): the stream's event ids."""
 EXACT_POSITIONS = 1000
 """Queue positions below this are counted exactly on every read; beyond it they come from a
 snapshot of the queue's order (see :class:`QueueOrder`), so a poll costs the same at any depth."""
@@ -108,7 +109,12 @@ class Request:
     deadline_at: datetime | None = None
     reserved_usd: float | None = None
     budget_period: str | None = None
+    upstream: dict[str, Any] | None = None
     queue_position: int | None = None
+
+    def shown(self) -> tuple[Status, float | None, int | None]:
+        """What a client sees of it: ``(status, progress, queue_position)`` (:func:`shown`)."""
+        return shown(self.status, self.progress, self.queue_position, self.upstream)
 
     def past_deadline(self) -> bool:
         """True once the request's ``Cancel-After`` deadline has passed (never without one)."""
@@ -119,14 +125,27 @@ class Request:
         return None if self.deadline_at is None else round((self.deadline_at - self.created_at).total_seconds(), 3)
 
 
+def shown(status: Status, progress: float | None, position: int | None,
+          upstream: dict[str, Any] | None) -> tuple[Status, float | None, int | None]:
+    """``(status, progress, queue_position)`` as a client sees them: those stored, except while an
+    upstream with a queue of its own (``runcomfy``) queues our in_progress request
+    (``upstream.status`` ``in_queue``): then in_queue at the upstream's queue position."""
+    if status is Status.IN_PROGRESS and upstream and upstream.get("status") == "in_queue":
+        at = upstream.get("queue_position")
+        return Status.IN_QUEUE, None, at if isinstance(at, int) and not isinstance(at, bool) and at >= 0 else None
+    return status, progress, position
+
+
 @dataclass(frozen=True)
 class Polled:
-    """What a status poll needs of a request."""
+    """What a status poll needs of a request, as the client sees it (:func:`shown`;
+    ``upstream``: the queue position is an upstream's)."""
 
     status: Status
     progress: float | None
     queue_position: int | None
     partial_outputs: list[str] | None
+    upstream: bool = False
 
 
 @dataclass(frozen=True)
@@ -145,10 +164,13 @@ class Run:
 
 @dataclass(frozen=True)
 class Done:
-    """Outcome: every image is stored under ``outputs`` (storage keys)."""
+    """Outcome: every image is stored under ``outputs`` (storage keys). ``metadata`` is the
+    client's ``result.metadata``; ``ledger`` what only the usage ledger records
+    (``upstream_units``: the provider's billed units)."""
 
     outputs: list[str]
     metadata: dict[str, Any]
+    ledger: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -169,6 +191,17 @@ class Stopped:
 
 
 @dataclass(frozen=True)
+class Moved:
+    """Outcome: the next backend of the request's route runs from the other queue (``kind``:
+    ``"run"``, the local engine's, or ``"upstream"``): back in_queue under a new entry of that
+    queue, at its own priority; ``tried`` (``[{"backend", "outcome"}]`` so far) is kept as
+    ``metadata.backends_tried`` for the run that follows."""
+
+    kind: str
+    tried: list[dict[str, str]]
+
+
+@dataclass(frozen=True)
 class Cancelled:
     """Outcome: stopped between steps at the caller's request (``POST /cancel?running=true``):
     cancelled, keeping ``outputs`` (storage keys of the images stored before the stop, in
@@ -177,7 +210,7 @@ class Cancelled:
     outputs: list[str]
 
 
-Outcome = Done | Failed | Stopped | Cancelled
+Outcome = Done | Failed | Stopped | Cancelled | Moved
 
 DEADLINE = "deadline"
 """``error.code`` of a request cancelled because it had not started by its ``Cancel-After``."""
@@ -347,7 +380,8 @@ class JobStore:
         return _row(row, position)
 
     _POLL = (
-        sa.select(db.api_keys.c.id, C.status, C.progress, C.priority, C.seq, C.partial_outputs)
+        sa.select(db.api_keys.c.id, C.status, C.progress, C.priority, C.seq, C.partial_outputs,
+                  sa.case((C.status == Status.IN_PROGRESS.value, C.upstream)))  # NULL unless in_progress: nothing to decode
         .select_from(db.api_keys.outerjoin(R, sa.and_(C.owner_key_id == db.api_keys.c.id, C.request_id == sa.bindparam("rid"))))
         .where(live_key(sa.bindparam("h")))
     )
@@ -372,7 +406,8 @@ class JobStore:
     def _beyond_exact(self, polled: Polled | None) -> TypeGuard[Polled]:
         """A queued request at least ``order.exact`` entries back: its position comes from the
         snapshot (:class:`QueueOrder`)."""
-        return polled is not None and polled.queue_position is not None and polled.queue_position >= self.order.exact
+        return polled is not None and not polled.upstream and polled.queue_position is not None \
+            and polled.queue_position >= self.order.exact
 
     def _poll_steps(self, request_id: str, key_hash: str) -> Generator[tuple[db.DriverRead, dict[str, Any]], Any, tuple[bool, Polled | None]]:
         """The poll's reads, written once for :meth:`poll` and :meth:`poll_async`: yields each
@@ -381,12 +416,16 @@ class JobStore:
         row = yield self._poll_read, {"rid": request_id, "h": key_hash}
         if row is None:  # no live key of that hash
             return False, None
-        _, status_name, progress, priority, seq, partial = row
+        _, status_name, progress, priority, seq, partial, upstream = row
         if status_name is None:
             return True, None
         if isinstance(partial, str):  # a raw JSON column (SQLite)
             partial = json.loads(partial)
         status = Status(status_name)
+        if upstream is not None:  # in_progress on an upstream
+            seen, _, at = shown(status, progress, None, json.loads(upstream) if isinstance(upstream, str) else upstream)
+            if seen is Status.IN_QUEUE:
+                return True, Polled(seen, None, at, None, upstream=True)
         position = None
         if status is Status.IN_QUEUE:
             position = (yield self._ahead_read, {"priority": priority, "seq": seq, "cap": self.order.exact})[0]
@@ -536,6 +575,7 @@ class JobStore:
         self, *, request_id: str, owner_key_id: str, model_id: str, inputs: dict[str, Any],
         input_files: list[str], seed: int, idempotency_key: str | None, body_hash: str | None,
         webhook: dict[str, Any] | None = None, admission: accounts.Admission | None = None,
+        upstream: bool = False, tried: list[dict[str, str]] | None = None,
         cancel_after_s: float | None = None, retention_s: int | None = None,
     ) -> Request:
         """Store a new in_queue request and its queue entry in one transaction (both committed
@@ -544,6 +584,9 @@ class JobStore:
         to deliver the status changes before it too (:mod:`modelapi.core.webhook_events`).
         ``admission``: the key's limits,
         checked first in the same transaction (the request keeps its budget reservation).
+        ``upstream``: the entry goes on the upstream queue (its route's first backend to run is
+        an upstream), with ``tried`` (backends passed over at submit: overflow) kept as
+        ``metadata.backends_tried``.
         ``cancel_after_s``: the request's deadline, seconds after now (``Cancel-After``; None: none).
         ``retention_s``: seconds its files are kept once it finished, when the key asked for
         less than the server's (``--retention-s``; None: the server's). The uploads its inputs
@@ -555,12 +598,12 @@ class JobStore:
             APIStatusError: ``admission`` refused it (see :meth:`modelapi.core.accounts.Admission.check`);
                 nothing was stored or counted.
         """
-        entry = EntryId(request_id, 0)
+        entry = EntryId(request_id, 0, "upstream" if upstream else "run")
         now = db.utcnow()
         req = Request(
             request_id=request_id, owner_key_id=owner_key_id, model_id=model_id, status=Status.IN_QUEUE,
             inputs=inputs, input_files=input_files, seed=seed, workflow_id=str(entry), priority=NEW,
-            attempts=0, progress=None, outputs=None, metadata=None, error=None, billed_units=None, cost_usd=None,
+            attempts=0, progress=None, outputs=None, metadata={"backends_tried": tried} if tried else None, error=None, billed_units=None, cost_usd=None,
             created_at=now, started_at=None, finished_at=None, idempotency_key=idempotency_key,
             body_hash=body_hash, retention_s=retention_s, deadline_at=None if cancel_after_s is None else now + timedelta(seconds=cancel_after_s),
             webhook=webhook and {**webhook, "attempts": 0, "last_status_code": None, "delivered_at": None},
@@ -677,7 +720,7 @@ class JobStore:
                 return None
             ok = conn.execute(R.update().where(C.request_id == request_id, C.workflow_id == workflow_id, frm).values(
                 status=Status.IN_PROGRESS.value, started_at=db.utcnow(), progress=0.0,
-                attempts=req.attempts + 1, run_by=runner, partial_outputs=None, **_SEEN,
+                attempts=req.attempts + 1, run_by=runner, partial_outputs=None, upstream=None, **_SEEN,
             )).rowcount == 1
             if ok:
                 self._webhook_event(conn, req, None)
@@ -723,6 +766,31 @@ class JobStore:
         except db.UNAVAILABLE as exc:
             log.warning("partial outputs not recorded (database unavailable): %s", str(exc).splitlines()[0])
 
+    def set_upstream(self, run: Run, record: dict[str, Any] | None) -> None:
+        """Record the upstream's side of the run (``requests.upstream``: ``{backend, request_id,
+        status, queue_position, cancel_url}``; None: none now), read by a client's cancel and
+        shown on its status (in_queue at the upstream's position while the upstream queues it:
+        :func:`shown`). Best effort, like progress."""
+        try:
+            with self.db.begin() as conn:
+                conn.execute(R.update().where(self._this_run(run)).values(upstream=record, **_SEEN))
+        except db.UNAVAILABLE as exc:
+            log.warning("upstream state not recorded (database unavailable): %s", str(exc).splitlines()[0])
+
+    def cancel_running(self, req: Request) -> bool:
+        """in_progress -> cancelled, for a run whose upstream has cancelled its side (a client's
+        cancel forwarded while the upstream queued it): the worker's run is then outdated and
+        its outcome changes nothing. False when the request left that run meanwhile."""
+        with self.db.begin() as conn:
+            ok = conn.execute(R.update().where(
+                C.request_id == req.request_id, C.status == Status.IN_PROGRESS.value, C.attempts == req.attempts,
+            ).values(status=Status.CANCELLED.value, finished_at=db.utcnow(), **_SEEN)).rowcount == 1
+            if ok:
+                self._ended(conn, req)
+        if ok:
+            _log("request.cancelled", req.request_id, upstream=True)
+        return ok
+
     def finish(self, run: Run, outcome: Outcome) -> bool:
         """Apply a run's outcome, once: ``Done`` -> completed and billed (one usage row, same
         transaction); ``Failed`` -> failed; ``Cancelled`` -> cancelled with the images kept,
@@ -742,7 +810,8 @@ class JobStore:
                     billed_units=units, cost_usd=cost, **_ends(req), **_SEEN,
                 )).rowcount == 1
                 if ok:
-                    usage.record(conn, req.request_id, req.owner_key_id, req.model_id, units, cost, len(outcome.outputs))
+                    usage.record(conn, req.request_id, req.owner_key_id, req.model_id, units, cost,
+                                 len(outcome.outputs), outcome.metadata, outcome.ledger)
                     self._ended(conn, req, cost)
                 event, fields = "request.completed", {"images": len(outcome.outputs), "worker": run.worker_id}
             elif isinstance(outcome, Failed):
@@ -753,6 +822,17 @@ class JobStore:
                 if ok:
                     self._ended(conn, req)
                 event, fields = "request.failed", {"error_code": outcome.code, "error_message": outcome.message}
+            elif isinstance(outcome, Moved):
+                current = conn.execute(sa.select(C.workflow_id).where(C.request_id == req.request_id)).scalar_one()
+                entry = EntryId(req.request_id, EntryId.parse(current).generation + 1, outcome.kind)  # type: ignore[arg-type]
+                ok = conn.execute(update.values(
+                    status=Status.IN_QUEUE.value, progress=None, started_at=None, attempts=run.attempt - 1,
+                    run_by=None, workflow_id=str(entry), metadata={"backends_tried": outcome.tried},
+                    partial_outputs=None, **_SEEN,
+                )).rowcount == 1
+                if ok:
+                    self.queue.enqueue(conn, entry=entry, priority=req.priority, owner_key_id=req.owner_key_id)
+                event, fields = "request.moved", {"worker": run.worker_id, "queue": entry.queue}
             elif isinstance(outcome, Cancelled):
                 units, cost = usage.bill_images(req.model_id, len(outcome.outputs), self.prices_usd)
                 ok = conn.execute(update.values(

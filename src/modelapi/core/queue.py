@@ -13,6 +13,10 @@ this module holds the names both sides must agree on:
   queue is always partitioned: one key's attempts hold at most ``WEBHOOK_PER_KEY`` of a worker's
   ``WEBHOOK_CONCURRENCY`` delivery slots.
 - An entry's id (its DBOS workflow id) is an :class:`EntryId`, built and parsed only here.
+- A request runs from one of two queues, chosen by its entry's kind: ``modelapi-requests``
+  (kind ``run``: the local engine, GPU workers) or ``modelapi-upstream`` (kind ``upstream``: the
+  providers, ``modelapi worker --backends ...``), so a GPU worker never holds an upstream job and
+  an upstream worker never a local one (:mod:`modelapi.backends` decides at submit).
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ log = logging.getLogger("modelapi.queue")
 APP_NAME = "modelapi"
 APP_VERSION = "modelapi-queue-1"
 QUEUE_NAME = "modelapi-requests"
+UPSTREAM_QUEUE = "modelapi-upstream"
+"""The queue of requests whose route starts (or goes on) on an upstream backend."""
 WORKFLOW_NAME = "modelapi.run_request"
 WEBHOOK_QUEUE = "modelapi-webhooks"
 WEBHOOK_WORKFLOW = "modelapi.deliver_webhook"
@@ -45,14 +51,16 @@ LIVE = ("ENQUEUED", "PENDING")
 @dataclass(frozen=True)
 class EntryId:
     """The id of a queue entry (its DBOS workflow id): ``<request id>.<generation>`` for a run of
-    the request (generation 0 at submit, one more for each new entry: handed back, requeued),
-    ``<request id>.webhook.<n>`` for attempt ``n`` (1-based) of the request's webhook (its
-    terminal state), or ``<request id>.webhook.e<k>.<n>`` for attempt ``n`` of its intermediate
-    webhook event ``k`` (1-based; ``?webhook_intermediate_status=true``)."""
+    the request on the local engine, ``<request id>.upstream.<generation>`` for a run on an
+    upstream backend (generation 0 at submit, one more for each new entry: handed back,
+    requeued, moved to the other queue), ``<request id>.webhook.<n>`` for attempt ``n``
+    (1-based) of the request's webhook (its terminal state), or
+    ``<request id>.webhook.e<k>.<n>`` for attempt ``n`` of its intermediate webhook event ``k``
+    (1-based; ``?webhook_intermediate_status=true``)."""
 
     request_id: str
     generation: int
-    kind: Literal["run", "webhook"] = "run"
+    kind: Literal["run", "upstream", "webhook"] = "run"
     event: int = 0
     """The intermediate webhook event (1-based) a webhook attempt delivers; 0: the terminal one."""
 
@@ -60,12 +68,12 @@ class EntryId:
     def parse(cls, text: str) -> EntryId:
         """The entry id written as ``text``. Raises ``ValueError`` on another form."""
         head, _, n = text.rpartition(".")
-        request_id, _, webhook = head.rpartition(".")
-        if webhook == "webhook" and request_id:
-            return cls(request_id, int(n), "webhook")
+        request_id, _, kind = head.rpartition(".")
+        if kind in ("webhook", "upstream") and request_id:
+            return cls(request_id, int(n), kind)  # type: ignore[arg-type]
         hook_of, _, hook = request_id.rpartition(".")
-        if hook == "webhook" and hook_of and webhook[:1] == "e" and webhook[1:].isdigit():
-            return cls(hook_of, int(n), "webhook", int(webhook[1:]))
+        if hook == "webhook" and hook_of and kind[:1] == "e" and kind[1:].isdigit():
+            return cls(hook_of, int(n), "webhook", int(kind[1:]))
         if not head:
             raise ValueError(f"not a queue entry id: {text!r}")
         return cls(head, int(n))
@@ -74,6 +82,8 @@ class EntryId:
         if self.kind == "webhook":
             event = f"e{self.event}." if self.event else ""
             return f"{self.request_id}.webhook.{event}{self.generation}"
+        if self.kind == "upstream":
+            return f"{self.request_id}.upstream.{self.generation}"
         return f"{self.request_id}.{self.generation}"
 
     def next(self) -> EntryId:
@@ -83,7 +93,7 @@ class EntryId:
     @property
     def queue(self) -> str:
         """The queue the entry belongs to."""
-        return WEBHOOK_QUEUE if self.kind == "webhook" else QUEUE_NAME
+        return {"webhook": WEBHOOK_QUEUE, "upstream": UPSTREAM_QUEUE}.get(self.kind, QUEUE_NAME)
 
 
 class TaskQueue:
@@ -96,10 +106,11 @@ class TaskQueue:
     def __init__(self, system_database_url: str) -> None:
         self.client = DBOSClient(system_database_url=system_database_url, application_name=APP_NAME, lazy=True)
 
-    def configure(self, *, worker_concurrency: int | None, max_running_per_key: int | None, polling_interval_s: float) -> None:
-        """Write the queue's settings (the last process to call this sets them for the fleet)."""
+    def configure(self, *, worker_concurrency: int | None, max_running_per_key: int | None, polling_interval_s: float,
+                  queue: str = QUEUE_NAME) -> None:
+        """Write ``queue``'s settings (the last process to call this sets them for the fleet)."""
         self.client.register_queue(
-            QUEUE_NAME,
+            queue,
             worker_concurrency=worker_concurrency,
             partition_concurrency=max_running_per_key,
             polling_interval_sec=polling_interval_s,
@@ -111,6 +122,8 @@ class TaskQueue:
         """Create the queues with default settings if no worker has registered them yet."""
         self.client.register_queue(QUEUE_NAME, worker_concurrency=1, polling_interval_sec=polling_interval_s,
                                    on_conflict="never_update")
+        self.client.register_queue(UPSTREAM_QUEUE, worker_concurrency=32, polling_interval_sec=polling_interval_s,
+                                   on_conflict="never_update")
         self._register_webhooks(polling_interval_s, "never_update")
 
     def _register_webhooks(self, polling_interval_s: float, on_conflict: Literal["always_update", "never_update"]) -> None:
@@ -120,11 +133,11 @@ class TaskQueue:
 
     def enqueue(self, conn: sa.Connection, *, entry: EntryId, priority: int, owner_key_id: str,
                 delay_s: float | None = None) -> None:
-        """Add ``entry``, which runs its request, inside the caller's transaction ``conn``: on
-        rollback neither the caller's rows nor the entry exist. Lower ``priority`` runs first;
-        ``delay_s``: not before that many seconds."""
+        """Add ``entry``, which runs its request, to its queue (:attr:`EntryId.queue`) inside the
+        caller's transaction ``conn``: on rollback neither the caller's rows nor the entry exist.
+        Lower ``priority`` runs first; ``delay_s``: not before that many seconds."""
         options: EnqueueOptions = {
-            "queue_name": QUEUE_NAME,
+            "queue_name": entry.queue,
             "workflow_name": WORKFLOW_NAME,
             "workflow_id": str(entry),
             "app_version": APP_VERSION,
@@ -176,8 +189,8 @@ class TaskQueue:
         )
         return {w.workflow_id for w in found if w.app_version in (None, APP_VERSION)}
 
-    def claimed_by(self, executor_id: str, queues: tuple[str, ...] = (QUEUE_NAME, WEBHOOK_QUEUE)) -> list[str]:
-        """The entries of ``queues`` (default: requests and webhook attempts) a worker has
+    def claimed_by(self, executor_id: str, queues: tuple[str, ...] = (QUEUE_NAME, UPSTREAM_QUEUE, WEBHOOK_QUEUE)) -> list[str]:
+        """The entries of ``queues`` (default: requests, local and upstream, and webhook attempts) a worker has
         claimed and not finished (``PENDING`` under its executor id)."""
         return [w.workflow_id for queue in queues for w in self.client.list_workflows(
             status="PENDING", executor_id=executor_id, queue_name=queue, load_input=False, load_output=False,

@@ -151,12 +151,14 @@ class Sweeper:
 
     def _forget(self, requests: list[Request]) -> int:
         """Delete the finished queue entries (DBOS workflows) of ``requests``: every run entry
-        up to the current one and every webhook attempt (of the terminal delivery and of each
+        up to the current one (on the local or the upstream queue) and every webhook attempt (of the
+        terminal delivery and of each
         intermediate event). Returns how many were deleted."""
         ids: list[str] = []
         for req in requests:
             current = EntryId.parse(req.workflow_id)
-            ids += [str(EntryId(req.request_id, g)) for g in range(current.generation + 1)]
+            ids += [str(EntryId(req.request_id, g, kind)) for g in range(current.generation + 1)  # either queue
+                    for kind in ("run", "upstream")]
             if req.webhook is not None:
                 attempts = int(req.webhook.get("attempts") or 0)
                 ids += [str(EntryId(req.request_id, n, "webhook")) for n in range(1, attempts + 2)]

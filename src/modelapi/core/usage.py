@@ -59,12 +59,20 @@ def estimate(model: catalog.Model, inputs: dict[str, Any], prices_usd: dict[str,
 
 
 def record(conn: sa.Connection, request_id: str, owner_key_id: str, model_id: str, units: int, cost_usd: float,
-           images: int | None = None) -> None:
+           images: int | None = None, metadata: dict[str, Any] | None = None,
+           ledger: dict[str, Any] | None = None) -> None:
     """Add the ledger row of a completed request (call inside the completing transaction);
-    ``images``: how many it produced."""
+    ``images``: how many it produced. From the result's ``metadata`` (when given): ``backend``,
+    and for an upstream the provider's request id (``upstream.request_id``); from ``ledger``
+    (what clients never see) the units the provider billed (``upstream_units``)."""
+    meta = metadata or {}
+    upstream = meta.get("upstream")
+    upstream = upstream if isinstance(upstream, dict) else {}
     conn.execute(db.usage.insert().values(
         request_id=request_id, owner_key_id=owner_key_id, model_id=model_id,
         billed_units=units, cost_usd=cost_usd, created_at=db.utcnow(), images=images,
+        backend=meta.get("backend"), upstream_request_id=upstream.get("request_id"),
+        upstream_units=(ledger or {}).get("upstream_units"),
     ))
 
 

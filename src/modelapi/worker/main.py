@@ -1,5 +1,6 @@
 """The ``worker`` role: load the engine, take jobs, serve ``/healthz`` and ``/metrics`` on
-``--metrics-port`` — and nothing of the API."""
+``--metrics-port`` — and nothing of the API. With ``--backends``: an upstream worker (no
+engine, torch never imported) that takes upstream jobs only."""
 
 from __future__ import annotations
 
@@ -19,14 +20,33 @@ from starlette.routing import Route
 from ..core.auth import operations_authorized
 from ..core.config import Settings
 from ..core.context import Core, open_core
+from ..backends.routing import CIRCUIT_OPEN, RUNS
 from ..engine import load_engine
-from .runtime import BUSY, JOB_SECONDS, STAGE_SECONDS, WorkerRuntime
+from .runtime import BUSY, JOB_SECONDS, STAGE_SECONDS, Role, WorkerRuntime
 
 log = logging.getLogger("modelapi.worker")
 
 
-def start_worker(settings: Settings, core: Core) -> tuple[WorkerRuntime, tuple[Any, ...]]:
-    """Load the engine and start a worker on ``core``. Returns the runtime and its metrics
+def start_upstream_worker(settings: Settings, core: Core) -> tuple[WorkerRuntime, tuple[Any, ...]]:
+    """Start an upstream worker on ``core`` (``--backends``): no engine; it takes upstream jobs
+    only, up to ``--concurrency`` at once. Returns the runtime and its metrics collectors.
+
+    Raises:
+        ValueError: ``--backends`` names a non-upstream backend, or misses one the routes name.
+        WorkerIdInUse: another live worker has this worker id.
+    """
+    from ..backends import check_upstream_worker
+
+    names = [n.strip() for n in (settings.backends or "").split(",") if n.strip()]
+    check_upstream_worker(settings.routes, names)
+    runtime = WorkerRuntime(settings, core.jobs, core.storage, None, role="upstream", backends=names)
+    runtime.launch()
+    return runtime, (JOB_SECONDS, STAGE_SECONDS, BUSY, CIRCUIT_OPEN, RUNS)
+
+
+def start_worker(settings: Settings, core: Core, role: Role = "both") -> tuple[WorkerRuntime, tuple[Any, ...]]:
+    """Load the engine and start a worker on ``core`` taking the queues of ``role`` (``serve``:
+    both; ``modelapi worker``: the local one). Returns the runtime and its metrics
     collectors (job durations, stage durations, busy, and GPU memory on cuda).
 
     Raises:
@@ -37,9 +57,9 @@ def start_worker(settings: Settings, core: Core) -> tuple[WorkerRuntime, tuple[A
     if engine.info.random_weights:
         log.warning("RANDOM WEIGHTS: engine %s at %s produces noise images, not real generations",
                     engine.info.engine, engine.info.weights)
-    runtime = WorkerRuntime(settings, core.jobs, core.storage, engine)
+    runtime = WorkerRuntime(settings, core.jobs, core.storage, engine, role=role)
     runtime.launch()
-    collectors: list[Any] = [JOB_SECONDS, STAGE_SECONDS, BUSY]
+    collectors: list[Any] = [JOB_SECONDS, STAGE_SECONDS, BUSY, CIRCUIT_OPEN, RUNS]
     device = engine.info.device
     if device.startswith("cuda"):
         import torch
@@ -73,7 +93,8 @@ def health_app(runtime: WorkerRuntime, collectors: tuple[Any, ...], on_shutdown:
             return JSONResponse({"status": state})
         return JSONResponse({
             "status": state,
-            "worker_id": runtime.worker_id, "running": sorted(runtime.running), "engine": runtime.engine.info.as_dict(),
+            "worker_id": runtime.worker_id, "running": sorted(runtime.running), "engine": runtime.info,
+            "backends": runtime.router.health(),
         })
 
     def metrics(request: Request) -> Response:
@@ -92,8 +113,18 @@ def health_app(runtime: WorkerRuntime, collectors: tuple[Any, ...], on_shutdown:
 
 def run_worker(settings: Settings) -> None:
     """Run a worker until SIGINT/SIGTERM; then drain (``--shutdown-grace-s``) and exit 0."""
+    from ..backends import check_routes
+
+    check_routes(settings.routes)  # before the engine loads: a route without credentials stops here
+    if settings.backends:
+        from ..backends import check_upstream_worker
+
+        check_upstream_worker(settings.routes, [n.strip() for n in settings.backends.split(",") if n.strip()])
     core = open_core(settings, create_initial_key=False)
-    runtime, collectors = start_worker(settings, core)
+    if settings.backends:
+        runtime, collectors = start_upstream_worker(settings, core)
+    else:
+        runtime, collectors = start_worker(settings, core, role="gpu")
 
     def stop() -> None:
         log.info("shutting down: no new jobs; a running job has %.0f s to finish", settings.shutdown_grace_s)

@@ -14,6 +14,12 @@ recover each other's claims; a process of another version never takes an entry).
   after ``--max-attempts`` runs, and fences outdated runs.
 - SIGTERM drains: no new jobs; the running job gets ``--shutdown-grace-s`` to finish, then it is
   stopped between steps and handed back to the front of the queue.
+
+Roles (:data:`Role`): a GPU worker (``modelapi worker``) takes the local queue only; an upstream
+worker (``modelapi worker --backends ...``: no engine, no torch) the upstream queue only, up to
+``--concurrency`` jobs at once, each waiting on its provider on a thread of its own; ``serve``'s
+in-process worker takes both.
+
 - A running job is also stopped between steps when a caller asks (``POST /cancel?running=true``
   in any API process: a flag in its row, read at most every :data:`STOP_READ_S`) — it ends
   cancelled with the images already stored — or at its ``Cancel-After`` deadline (failed,
@@ -31,7 +37,7 @@ import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Literal
+from typing import Any, Literal
 
 from dbos import DBOS
 from prometheus_client import Gauge, Histogram
@@ -40,12 +46,13 @@ from ..core import db
 from ..core.config import Settings
 from ..core.jobs import Cancelled, Done, Failed, JobStore, Outcome, Request, Run, Stopped, deadline_exceeded, retry_db
 from ..core.delivery import Delivery
-from ..core.queue import APP_NAME, APP_VERSION, QUEUE_NAME, WEBHOOK_QUEUE, WEBHOOK_WORKFLOW, WORKFLOW_NAME
+from ..core.queue import (APP_NAME, APP_VERSION, QUEUE_NAME, UPSTREAM_QUEUE, WEBHOOK_QUEUE, WEBHOOK_WORKFLOW,
+                          WORKFLOW_NAME, EntryId)
 from ..core.storage import Storage
 from ..core.sweep import Sweeper
 from ..core.workers import WorkerIdLock, WorkerRegistry, runner_id
+from ..backends import Job, build_router
 from ..engine.base import Engine
-from .generate import generate
 
 log = logging.getLogger("modelapi.worker")
 JOB_SECONDS = Histogram(
@@ -64,6 +71,8 @@ unique index, between steps): a stop asked from another process lands within one
 long when steps are shorter."""
 
 _runtime: "WorkerRuntime | None" = None
+Role = Literal["gpu", "upstream", "both"]
+"""Which queues a worker takes: the local one (``gpu``), the upstream one, or both (``serve``)."""
 
 
 @DBOS.workflow(name=WORKFLOW_NAME)
@@ -152,6 +161,27 @@ class _Slot:
             self._slots.give()
 
 
+class _LazySlot:
+    """The inference slot of a run from the upstream queue: taken only if the run falls back to
+    the local engine in this process (``serve``), when the local backend enters it."""
+
+    def __init__(self, slots: _Slots, rank: tuple[int, int]) -> None:
+        self._slots, self._rank = slots, rank
+        self._slot: _Slot | None = None
+
+    def __enter__(self) -> _LazySlot:
+        self._slot = self._slots.take(self._rank, set())
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        if self._slot is not None:
+            self._slot.release()
+            self._slot = None
+
+
 class _StopCheck:
     """A run's ``should_stop``: True once its ``Cancel-After`` deadline has passed, a caller
     asked to stop it (the flag in its row, read at most every ``read_every_s``), or the worker
@@ -195,19 +225,26 @@ class _StopCheck:
 
 
 class WorkerRuntime:
-    """One worker: ``engine`` (loaded once, kept warm) fed from the queue.
+    """One worker: ``engine`` (loaded once, kept warm; None for an upstream worker) fed from the
+    queues of its ``role``; ``backends``: the upstreams an upstream worker runs
+    (``--backends``; default every upstream its routes name).
 
     Raises:
         WorkerIdInUse: from :meth:`launch`, when another live worker has this id.
+        ValueError: the routes (or ``backends``) are not usable (:func:`modelapi.backends.check_routes`).
     """
 
-    def __init__(self, settings: Settings, jobs: JobStore, storage: Storage, engine: Engine) -> None:
+    def __init__(self, settings: Settings, jobs: JobStore, storage: Storage, engine: Engine | None, *,
+                 role: Role = "both", backends: list[str] | None = None) -> None:
         self.settings = settings
         self.jobs = jobs
         self.storage = storage
         self.engine = engine
+        self.role: Role = role
+        self.router = build_router(settings, engine if role != "upstream" else None,
+                                   set() if role == "gpu" else (set(backends) if backends is not None else None))
         self.delivery = Delivery(settings, jobs, storage)
-        self.worker_id = settings.default_worker_id(engine.info.device)
+        self.worker_id = settings.default_worker_id(engine.info.device if engine is not None else "upstream")
         self.instance = secrets.token_hex(8)
         self.runner = runner_id(self.worker_id, self.instance)
         self.draining = threading.Event()
@@ -235,7 +272,7 @@ class WorkerRuntime:
         global _runtime
         _runtime = self
         self._id_lock.acquire()
-        self.registry.register(self.worker_id, self.instance, self.engine.info.as_dict())
+        self.registry.register(self.worker_id, self.instance, self.info)
         DBOS(config={
             "name": APP_NAME,
             "system_database_url": self.settings.db_url,
@@ -243,13 +280,16 @@ class WorkerRuntime:
             "application_version": APP_VERSION,
             "log_level": "WARNING",
         })
-        DBOS.listen_queues([QUEUE_NAME, WEBHOOK_QUEUE])
+        queues = {"gpu": [QUEUE_NAME], "upstream": [UPSTREAM_QUEUE], "both": [QUEUE_NAME, UPSTREAM_QUEUE]}[self.role]
+        DBOS.listen_queues([*queues, WEBHOOK_QUEUE])
         DBOS.launch()
-        self.jobs.queue.configure(
-            worker_concurrency=self.settings.worker_concurrency + 1,  # one job ahead (see __init__)
-            max_running_per_key=self.settings.max_running_per_key,
-            polling_interval_s=self.settings.queue_poll_interval_s,
-        )
+        for queue in queues:
+            self.jobs.queue.configure(
+                worker_concurrency=(self.settings.worker_concurrency + 1  # one job ahead (see __init__)
+                                    if queue == QUEUE_NAME else self.settings.concurrency),
+                max_running_per_key=self.settings.max_running_per_key,
+                polling_interval_s=self.settings.queue_poll_interval_s, queue=queue,
+            )
         self.jobs.reconcile()
         self._beat = threading.Thread(target=self._heartbeats, name="modelapi-heartbeat", daemon=True)
         self._beat.start()
@@ -258,7 +298,14 @@ class WorkerRuntime:
         self._deadlines = threading.Thread(target=self.jobs.expire_queued_every, name="modelapi-deadlines", daemon=True,
                                            args=(self.settings.deadline_check_s, self._stopped))
         self._deadlines.start()
-        log.info("worker started", extra={"worker": self.worker_id, "queue_version": APP_VERSION})
+        log.info("worker started", extra={"worker": self.worker_id, "queue_version": APP_VERSION, "queues": queues})
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """What the worker registry (``modelapi workers``) and ``/healthz`` show of this worker."""
+        if self.engine is not None and self.role != "upstream":
+            return self.engine.info.as_dict()
+        return {"engine": "upstream", "device": "none", "backends": sorted(self.router.backends)}
 
     def _heartbeats(self) -> None:
         """Every ``worker_timeout_s / 4`` (at most 5 s): beat, and reap dead workers — but only
@@ -277,7 +324,7 @@ class WorkerRuntime:
                 current = next(iter(self.running), None)
                 if not self.registry.heartbeat(self.worker_id, self.instance, current, self.draining.is_set()):
                     log.error("this worker was declared dead (no heartbeat for %.0f s); registering again", timeout)
-                    self.registry.register(self.worker_id, self.instance, self.engine.info.as_dict())
+                    self.registry.register(self.worker_id, self.instance, self.info)
                 if not self.draining.is_set() and time.monotonic() - healthy_since >= timeout:
                     self.jobs.reap(self.worker_id)
             except Exception as exc:  # noqa: BLE001 - the database may be down; keep beating
@@ -315,9 +362,14 @@ class WorkerRuntime:
         if queued is None or queued.status.is_terminal:
             return
         rank = (queued.priority, queued.seq)
-        held = retry_db(lambda: self.jobs.ranks(self.jobs.queue.claimed_by(self.worker_id, (QUEUE_NAME,))),
-                        "reading held entries")
-        slot = self._inference.take(rank, {r for r in held.values() if r < rank})
+        kind = EntryId.parse(workflow_id).kind
+        slot: _Slot | _LazySlot
+        if kind == "upstream":  # waits on its provider: no inference slot unless it falls back to local here
+            slot = _LazySlot(self._inference, rank)
+        else:
+            held = retry_db(lambda: self.jobs.ranks(self.jobs.queue.claimed_by(self.worker_id, (QUEUE_NAME,))),
+                            "reading held entries")
+            slot = self._inference.take(rank, {r for r in held.values() if r < rank})
         try:
             if self.draining.is_set():
                 # Taken while stopping: a new entry for another worker (the requeue is conditional
@@ -336,7 +388,7 @@ class WorkerRuntime:
             BUSY.inc()
             t0 = time.monotonic()
             try:
-                outcome = self._outcome(run, slot)
+                outcome = self._outcome(run, slot, kind)
                 self.jobs.finish(run, outcome)
             finally:
                 JOB_SECONDS.labels(run.request.model_id).observe(time.monotonic() - t0)
@@ -347,7 +399,7 @@ class WorkerRuntime:
             slot.release()
             self._inference.done(rank)
 
-    def _outcome(self, run: Run, slot: _Slot) -> Outcome:
+    def _outcome(self, run: Run, slot: _Slot | _LazySlot, kind: str = "run") -> Outcome:
         last = [0.0]
 
         def progress(p: float) -> None:
@@ -358,9 +410,12 @@ class WorkerRuntime:
 
         stop = _StopCheck(self.jobs, run.request, self.stop_now)
         try:
-            outcome = generate(run.request, run.attempt, self.engine, self.storage, progress, stop,
-                               pool=self._post, inference=slot, output_format=self.settings.output_format,
-                               on_stored=lambda keys: self.jobs.set_partial(run, keys))
+            outcome = self.router.run(Job(run.request, run.attempt, self.storage, progress, stop,
+                                          on_stored=lambda keys: self.jobs.set_partial(run, keys), pool=self._post,
+                                          inference=slot, output_format=self.settings.output_format,
+                                          max_pixels=self.settings.max_input_pixels, kind=kind,
+                                          tried=list((run.request.metadata or {}).get("backends_tried") or []),
+                                          on_upstream=lambda record: self.jobs.set_upstream(run, record)))
         except Exception as exc:  # the job's own error, reported to the client without a traceback
             log.exception("request.error", extra={"request_id": run.request.request_id})
             return Failed("generation_error", f"{type(exc).__name__}: {exc}"[:500])

@@ -11,7 +11,10 @@
 // - History: GET /v1/requests when advertised, merged with a local history (localStorage, per
 //   key) that also keeps each request's form values.
 //
-// No build step and no dependencies: plain ES2020 in one module.
+// No build step and no dependencies: plain ES2020 modules. The other pages (Generations, Usage,
+// API keys, Workers) are in pages.js, which gets what it needs from here.
+
+import { initPages } from "./pages.js?v=2";
 
 const STORE = "modelapi.playground.";
 const TERMINAL = new Set(["completed", "failed", "cancelled"]);
@@ -104,8 +107,10 @@ async function api(path, { method = "GET", body, signal, headers = {} } = {}) {
 
 function describe(err) {
   if (err instanceof ApiError) {
-    if (err.status === 401) return "The API key was refused (missing, unknown or revoked).";
+    if (err.status === 401) return `The API key was refused (${err.message.replace(/\.$/, "")}).`;
     if (err.status === 429) return `Too many requests: ${err.message}`;
+    if (err.status === 403) return `Not allowed: ${err.message}`;
+    if (err.status === 402) return `Out of budget: ${err.message}`;
     return err.message;
   }
   return `Could not reach the server (${err.message}).`;
@@ -1047,16 +1052,37 @@ async function reopen(entry) {
   $("results").scrollIntoView({ block: "nearest" });
 }
 
+/** Re-run from Generations: the playground's form, filled with that request's inputs. */
+async function rerun(modelId, inputs) {
+  location.hash = "#/playground";
+  if (!state.models.some((m) => m.model_id === modelId)) {
+    $("form-error").textContent = `This server has no model ${modelId} any more.`;
+    return;
+  }
+  const schema = await schemaOf(modelId).catch(() => null);
+  if (!schema) return;
+  await selectModel(modelId, { ...defaults(schema), ...inputs });
+  $("form-error").textContent = "";
+  $("run").focus();
+}
+
 // -- start -----------------------------------------------------------------------------------
+let pages = null;
+
+async function keyChanged() {
+  await loadModels();
+  await pages?.keyChanged();
+}
+
 async function start() {
   setKey(keyToUse(keyFromFragment(), load("key", null)));
   $("key-form").addEventListener("submit", (e) => {
     e.preventDefault();
     setKey($("api-key").value.trim());
     state.schemas.clear();
-    loadModels();
+    keyChanged();
   });
-  $("forget-key").addEventListener("click", () => { setKey(null); state.serverList = []; renderHistory(); loadModels(); });
+  $("forget-key").addEventListener("click", () => { setKey(null); state.serverList = []; renderHistory(); keyChanged(); });
   $("model").addEventListener("change", (e) => selectModel(e.target.value));
   $("run-form").addEventListener("submit", submit);
   $("fields").addEventListener("input", refreshCode);
@@ -1079,12 +1105,13 @@ async function start() {
   });
   window.addEventListener("hashchange", () => {
     const key = keyToUse(keyFromFragment(), state.key);
-    if (key && key !== state.key) { setKey(key); state.schemas.clear(); loadModels(); }
+    if (key && key !== state.key) { setKey(key); state.schemas.clear(); keyChanged(); }
   });
+  pages = initPages({ api, h, describe, money, state, rerun, openViewer });
   await detectFeatures();
   document.documentElement.dataset.stream = String(state.features.stream);
   document.documentElement.dataset.list = String(state.features.list);
-  await loadModels();
+  await keyChanged();
   document.documentElement.dataset.ready = "true";
 }
 
