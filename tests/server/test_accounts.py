@@ -296,3 +296,33 @@ def test_the_cli_manages_keys_through_a_server_or_the_database(make_server):
     gone = srv.cli("keys", "revoke", record["id"], *server)
     assert gone.returncode == 0 and "revoked" in gone.stderr, gone.stderr
     assert_error(post(srv, record["key"], body()), 401, 401001)
+
+
+def test_a_refused_submit_leaves_no_input_image_in_the_store(make_server, monkeypatch):
+    """A submit refused after its reference images were checked and stored (here: its budget)
+    deletes them again: a key refused over and over fills no storage."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    from modelapi.core.config import Settings
+    from modelapi.core.storage import open_storage
+
+    srv = make_server().start()
+    key, secret = create_key(srv, budget_usd=0.01, budget_period="total")
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(buf, format="PNG")
+    image = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    edit = "bytedance/seedream-4-0/edit-sequential"
+    for _ in range(3):
+        assert_error(post(srv, secret, {"images": [image], "text": "the same fox"}, model=edit), 402, 10001, "budget")
+    for name, value in srv.env.items():
+        if name.startswith("AWS_"):
+            monkeypatch.setenv(name, value)
+    store = open_storage(Settings(data_dir=srv.data_dir, storage_url=srv.env.get("MODELAPI_STORAGE_URL")).files_url,
+                         srv.data_dir)
+    assert store.keys("inputs/") == [], "nothing stored for requests that were never made"
+    accepted = post(srv, srv.key, {"images": [image], "text": "the same fox"}, model=edit)  # the admin key: no budget
+    assert accepted.status_code == 200, accepted.text
+    assert len(store.keys(f"inputs/{accepted.json()['request_id']}/")) == 1, "an accepted submit keeps its input"

@@ -183,7 +183,7 @@ def my_usage(request: Request, group_by: Literal["model", "day"] = Query("model"
 
 # -- administration ---------------------------------------------------------------------------
 @router.post("/v1/admin/keys", status_code=201, response_model=KeyCreated, tags=["admin"],
-             responses=schemas.errors(401, 403, 422))
+             responses=schemas.errors(400, 401, 403, 422))
 def create_key(request: Request, fields: KeyCreate | None = Body(None), _: ApiKey = Admin) -> dict:
     """A new key with the given limits (every field optional; role ``user`` by default); its
     secret (``key``) is in this answer only."""
@@ -203,7 +203,7 @@ def get_key(request: Request, key_id: str, _: ApiKey = Admin) -> dict:
 
 
 @router.patch("/v1/admin/keys/{key_id}", response_model=KeyState, tags=["admin"],
-              responses=schemas.errors(401, 403, 404, 422))
+              responses=schemas.errors(400, 401, 403, 404, 422))
 def change_key(request: Request, key_id: str, changes: KeyChange, _: ApiKey = Admin) -> dict:
     """Change a key's limits (the fields given; ``null`` removes a limit). They apply from the
     key's next submit, on every API process."""

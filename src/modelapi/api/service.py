@@ -235,8 +235,9 @@ class Service:
         input_files = self._store_images(model, plan.inputs, key, request_id, base_url, fetched)
         seed = plan.inputs.get("seed")
         upstream, tried = self.placement.place(model.model_id)
+        created = False
         try:
-            return self.jobs.create(
+            req = self.jobs.create(
                 request_id=request_id, owner_key_id=key.id, model_id=model.model_id, inputs=plan.inputs,
                 input_files=input_files, seed=seed if seed is not None else secrets.randbelow(2**31),
                 idempotency_key=idempotency_key, body_hash=plan.body_hash,
@@ -244,11 +245,25 @@ class Service:
                 if webhook else None, admission=plan.admission, cancel_after_s=cancel_after_s,
                 retention_s=retention_s, upstream=upstream, tried=tried,
             )
+            created = True
+            return req
         except sa.exc.IntegrityError:  # the same idempotency key, submitted at the same moment
             earlier = self.jobs.find_idempotent(key.id, idempotency_key or "")
             if earlier is None:
                 raise
             return self._same_request(earlier, plan.body_hash)
+        finally:
+            if not created:  # refused (rate, queue, budget), a replay, or the database failed: no row names them
+                self._discard(input_files)
+
+    def _discard(self, keys: list[str]) -> None:
+        """Delete the input images a submit stored for a request that was never created, so a
+        key refused again and again leaves nothing behind; a failure is logged, not raised."""
+        for key in keys:
+            try:
+                self.storage.delete(key)
+            except Exception as exc:  # noqa: BLE001 - left behind, logged
+                log.warning("could not delete %s: %s: %s", key, type(exc).__name__, exc)
 
     @staticmethod
     def _same_request(earlier: Request, body_hash: str) -> Request:
