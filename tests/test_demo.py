@@ -10,7 +10,7 @@ import sys
 import pytest
 from PIL import Image
 
-from modelapi.worker.generate import embedded_text
+from modelapi.core.images import embedded_text
 
 pytestmark = pytest.mark.slow
 

@@ -24,7 +24,7 @@ from modelapi.core.config import Settings
 from modelapi.core.storage import FileStorage
 from modelapi.types import Status
 from modelapi.validation import check_input
-from modelapi.worker.generate import embedded_text
+from modelapi.core.images import embedded_text
 from modelapi.worker.runtime import WorkerRuntime
 
 DREAMINA = "bytedance/dreamina-4-0/edit"

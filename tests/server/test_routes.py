@@ -11,7 +11,7 @@ import pytest
 
 from conftest import SKIMAGE_DATA, assert_refused, tampered, wait_terminal
 from modelapi import catalog
-from modelapi.worker.generate import embedded_text
+from modelapi.core.images import embedded_text
 
 SEQ = "bytedance/seedream-4-0/sequential"
 EDIT_SEQ = "bytedance/seedream-4-0/edit-sequential"

@@ -48,8 +48,11 @@ def shots(tmp_path_factory) -> Path:
     return folder
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    # One per module, not per session: Playwright's sync API keeps an event loop running in this
+    # thread while it is open, which would refuse every later test's asyncio.run() in this process
+    # (and a second module's own sync_playwright()).
     with sync_playwright() as p:
         chromium = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox", "--disable-gpu"])
         yield chromium

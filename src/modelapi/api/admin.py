@@ -6,10 +6,10 @@ store's reads); the shapes below are the response models, so /openapi.json docum
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 from starlette.concurrency import run_in_threadpool
 
 from ..core import usage
@@ -150,8 +150,18 @@ def admin_key(key: ApiKey = Depends(api_key)) -> ApiKey:
 Admin = Depends(admin_key)
 AnyKey = Depends(api_key)
 ADMIN_ERRORS = schemas.errors(401, 403)
-FROM = Query(None, alias="from", description="ISO 8601 date or time (UTC when no offset), inclusive")
-TO = Query(None, alias="to", description="ISO 8601 date or time (UTC when no offset), exclusive")
+def _iso_8601(value: Any) -> Any:
+    """Only ISO 8601 text reaches the datetime parse (pydantic alone would also take a number as
+    a Unix time, which the documented ``format: date-time`` does not allow)."""
+    if isinstance(value, str) and not (value[:4].isdigit() and value[4:5] == "-"):
+        raise ValueError("must be an ISO 8601 date or time, e.g. 2026-12-01 or 2026-12-01T00:00:00Z")
+    return value
+
+
+From = Annotated[datetime | None, BeforeValidator(_iso_8601),
+                 Query(alias="from", description="ISO 8601 date or time (UTC when no offset), inclusive")]
+To = Annotated[datetime | None, BeforeValidator(_iso_8601),
+               Query(alias="to", description="ISO 8601 date or time (UTC when no offset), exclusive")]
 
 
 def _report(engine: Any, group_by: usage.GroupBy, key_id: str | None, start: datetime | None,
@@ -174,8 +184,8 @@ def key_me(request: Request, key: ApiKey = AnyKey) -> dict:
 
 
 @router.get("/v1/usage", response_model=UsageReport, tags=["account"], responses=schemas.errors(401, 422))
-def my_usage(request: Request, group_by: Literal["model", "day"] = Query("model"), start: datetime | None = FROM,
-             end: datetime | None = TO, key: ApiKey = AnyKey) -> dict:
+def my_usage(request: Request, group_by: Literal["model", "day"] = Query("model"), start: From = None,
+             end: To = None, key: ApiKey = AnyKey) -> dict:
     """The calling key's completed requests, images, billed units and cost, by model or by
     day (UTC) of completion."""
     return _report(_service(request).db, group_by, key.id, start, end)
@@ -219,7 +229,7 @@ def revoke_key(request: Request, key_id: str, _: ApiKey = Admin) -> dict:
 
 @router.get("/v1/admin/usage", response_model=UsageReport, tags=["admin"], responses=schemas.errors(401, 403, 422))
 def usage_report(request: Request, group_by: Literal["key", "model", "day"] = Query("key"),
-                 start: datetime | None = FROM, end: datetime | None = TO,
+                 start: From = None, end: To = None,
                  key_id: str | None = Query(None, description="Only this key's"), _: ApiKey = Admin) -> dict:
     """Completed requests, images, billed units and cost by key, model or day (UTC) of
     completion, from the billing ledger."""

@@ -32,6 +32,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.datastructures import UploadFile as StarletteUploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.routing import Match, Route
 
 from .. import catalog, mcp_server
 from ..core import db
@@ -225,9 +226,12 @@ def create_app(service: Service, collectors: tuple = ()) -> FastAPI:
         return error_response(exc.status_code, exc.error_message, exc.detail, headers, exc.error_code)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = getattr(exc, "headers", None)  # e.g. Allow on a 405
+        if exc.status_code == 405:  # Starlette names only the first matching route's methods
+            headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
         return error_response(exc.status_code, str(exc.detail) if exc.detail else ERROR_MESSAGES.get(exc.status_code, "error"),
-                              headers=getattr(exc, "headers", None))  # e.g. Allow on a 405
+                              headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -522,6 +526,17 @@ PLAYGROUND_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob: http: https:; connect-src 'self'; "
                                "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'",
 }
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at ``request``'s path (sorted), for the ``Allow`` header
+    of a 405: one path may be served by several routes (``GET`` and ``PATCH`` of an admin key)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if (isinstance(route, Route) and route.methods and route.include_in_schema
+                and route.matches(request.scope)[0] is not Match.NONE):
+            methods |= route.methods
+    return sorted(methods)
 
 
 def bearer_token(authorization: str | None) -> str | None:

@@ -28,8 +28,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from ..core.jobs import Done, Outcome, Stopped
-from ..series.params import parse_size
-from ..worker.generate import FORMATS, encode
+from ..core.images import FORMATS, encode
 from .base import Job, Rejected, Unavailable, decode_image, short, text_of
 from .modelark import MAX_ERROR_BYTES, MAX_EVENT_BYTES, SEED_MAX
 
@@ -102,6 +101,8 @@ def request_body(inputs: dict[str, Any], image_urls: list[str], seed: int) -> di
         image_urls: the reference images as URLs the provider can fetch, in request order.
         seed: the request's seed (outside 0..2147483647: modulo 2^31).
     """
+    from ..series.params import parse_size  # here: series.params imports the engine's types
+
     width, height = parse_size(inputs["width×height"])
     body: dict[str, Any] = {
         "req_key": REQ_KEY, "prompt": inputs["prompt"], "image_urls": image_urls, "width": width, "height": height,

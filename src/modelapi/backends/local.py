@@ -3,11 +3,13 @@ existed (:func:`modelapi.worker.generate.generate`)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core.jobs import Outcome
-from ..engine.base import Engine
 from .base import Job
+
+if TYPE_CHECKING:  # the API side imports the backends, never the engine
+    from ..engine.base import Engine
 
 
 class LocalBackend:

@@ -33,8 +33,7 @@ from PIL import Image
 
 from .. import catalog
 from ..core.jobs import Done, Outcome, Stopped
-from ..series.params import parse_size
-from ..worker.generate import FORMATS, encode
+from ..core.images import FORMATS, encode
 from .base import Job, Rejected, Unavailable, decode_image, short, text_of
 
 log = logging.getLogger("modelapi.backends")
@@ -130,6 +129,8 @@ def request_body(model_id: str, inputs: dict[str, Any], references: list[str], s
     if model is None or model_id not in MAPPING:
         raise ValueError(f"modelark does not serve {model_id!r}")
     task = model.task
+    from ..series.params import parse_size  # here: series.params imports the engine's types
+
     width, height = parse_size(inputs[task.size_field])
     room = MAX_TOTAL_IMAGES - len(references)
     unsupported: list[str] = []

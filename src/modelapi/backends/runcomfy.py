@@ -24,7 +24,7 @@ import httpx
 
 from .. import catalog
 from ..core.jobs import Done, Failed, Outcome, Stopped
-from ..worker.generate import FORMATS, encode
+from ..core.images import FORMATS, encode
 from .base import Job, Rejected, Unavailable, decode_image, short, text_of
 from .modelark import MAX_ERROR_BYTES, MAX_EVENT_BYTES, _read_capped
 

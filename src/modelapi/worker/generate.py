@@ -12,7 +12,6 @@ Nothing here writes a request row: the runtime reports the outcome to the state 
 from __future__ import annotations
 
 import io
-import json
 import logging
 import threading
 import time
@@ -22,9 +21,10 @@ from contextlib import AbstractContextManager
 from datetime import datetime, timezone
 from typing import Any
 
-from PIL import Image, PngImagePlugin
+from PIL import Image
 
 from .. import catalog
+from ..core.images import FORMATS, embedded_text, encode  # noqa: F401 - embedded_text: this module's readers
 from ..core.jobs import Done, Failed, Outcome, Request, Stopped
 from ..core.storage import Storage
 from ..engine.base import Engine, GenerationSpec
@@ -33,36 +33,6 @@ from ..errors import InputError
 from ..series.params import prepare
 
 log = logging.getLogger("modelapi.worker")
-
-FORMATS = {"jpeg": ("image/jpeg", "jpg"), "png": ("image/png", "png"), "webp": ("image/webp", "webp")}
-"""``--output-format`` -> (content type, file extension)."""
-QUALITY = 95
-_DESCRIPTION = 0x010E  # EXIF ImageDescription
-
-
-def encode(image: Image.Image, fmt: str, text: dict[str, str]) -> bytes:
-    """``image`` as ``fmt`` (jpeg or webp at quality 95, png lossless) with ``text`` (prompt,
-    seed, model, ...) inside the file: as JSON in the EXIF ImageDescription for every format,
-    and for PNG also as one iTXt chunk per key."""
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown output format {fmt!r}; expected one of {sorted(FORMATS)}")
-    exif = Image.Exif()
-    exif[_DESCRIPTION] = json.dumps(text, ensure_ascii=True)
-    buf = io.BytesIO()
-    if fmt == "png":
-        info = PngImagePlugin.PngInfo()
-        for k, v in text.items():
-            info.add_itxt(k, v)
-        image.save(buf, format="PNG", pnginfo=info, exif=exif)
-    else:
-        image.save(buf, format=fmt.upper(), quality=QUALITY, exif=exif)
-    return buf.getvalue()
-
-
-def embedded_text(data: bytes) -> dict[str, str]:
-    """The ``text`` that :func:`encode` put in an image file."""
-    return json.loads(Image.open(io.BytesIO(data)).getexif()[_DESCRIPTION])
-
 
 class Outputs:
     """One run's images, encoded and stored on ``pool`` as the engine hands them over (any
