@@ -8,6 +8,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -103,8 +104,17 @@ class HostileReceiver:
             record.done.set()
 
     def _read_request(self, conn: socket.socket, deadline: float) -> bytes:
-        data = b""
-        while b"\r\n\r\n" not in data and time.monotonic() < deadline:
+        data = self._recv_until(conn, b"", lambda got: b"\r\n\r\n" in got, deadline)
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                       if line.lower().startswith(b"content-length:")), 0)
+        body = self._recv_until(conn, body, lambda got: len(got) >= length, deadline)
+        return head + b"\r\n\r\n" + body
+
+    @staticmethod
+    def _recv_until(conn: socket.socket, data: bytes, enough: Callable[[bytes], bool], deadline: float) -> bytes:
+        """``data`` and what ``conn`` sends after it, until ``enough`` of it or ``deadline``."""
+        while not enough(data) and time.monotonic() < deadline:
             try:
                 more = conn.recv(65536)
             except TimeoutError:
@@ -112,18 +122,7 @@ class HostileReceiver:
             if not more:
                 raise ConnectionError("closed before the request ended")
             data += more
-        head, _, body = data.partition(b"\r\n\r\n")
-        length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                       if line.lower().startswith(b"content-length:")), 0)
-        while len(body) < length and time.monotonic() < deadline:
-            try:
-                more = conn.recv(65536)
-            except TimeoutError:
-                continue
-            if not more:
-                raise ConnectionError("closed before the request ended")
-            body += more
-        return head + b"\r\n\r\n" + body
+        return data
 
     def close(self) -> None:
         self._stop.set()

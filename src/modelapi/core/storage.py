@@ -68,12 +68,7 @@ def private_dir(path: Path) -> Path:
     may not change it). Returns ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.mkdir(mode=PRIVATE_DIR, exist_ok=True)
-    if path.stat().st_mode & 0o077:
-        try:
-            os.chmod(path, PRIVATE_DIR)
-        except PermissionError as exc:
-            log.warning("cannot make %s private (mode 0700): %s", path, exc)
-    return path
+    return _narrow(path, PRIVATE_DIR)
 
 
 def private_file(path: Path) -> Path:
@@ -82,11 +77,17 @@ def private_file(path: Path) -> Path:
     try:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE))
     except FileExistsError:
-        if path.stat().st_mode & 0o177:
-            try:
-                os.chmod(path, PRIVATE_FILE)
-            except PermissionError as exc:
-                log.warning("cannot make %s private (mode 0600): %s", path, exc)
+        _narrow(path, PRIVATE_FILE)
+    return path
+
+
+def _narrow(path: Path, mode: int) -> Path:
+    """Take from ``path`` every permission bit ``mode`` lacks (a warning when this user may not)."""
+    if path.stat().st_mode & 0o777 & ~mode:
+        try:
+            os.chmod(path, mode)
+        except PermissionError as exc:
+            log.warning("cannot make %s private (mode 0%o): %s", path, mode, exc)
     return path
 
 
