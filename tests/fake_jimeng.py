@@ -34,13 +34,13 @@ import threading
 import time
 import urllib.request
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
 
 from PIL import Image
 
-from fake_modelark import colour
+from fake_modelark import colour, serve
 
 ERRORS = {429: (50429, "Request Has Reached API Limit, Please Try Later"), 500: (50500, "Internal Error"),
           503: (50500, "Internal Error"), 400: (50412, "Text Risk Not Pass")}
@@ -78,23 +78,9 @@ class FakeJimeng:
         self.tasks: dict[str, dict[str, Any]] = {}
         self._ids = itertools.count(7392616336519610409)
         self._lock = threading.Lock()
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:  # noqa: N802
-                fake._handle(self)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = serve(self._handle, protocol_version="HTTP/1.1")
         self.port = self.server.server_address[1]
         self.base_url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self._thread.start()
 
     def close(self) -> None:
         self.release.set()

@@ -33,6 +33,7 @@ import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from typing import Any
 
 from PIL import Image
@@ -49,6 +50,24 @@ def colour(index: int) -> tuple[int, int, int]:
     return (30 + 40 * index) % 256, 120, (220 - 30 * index) % 256
 
 
+def serve(handle: Callable[[BaseHTTPRequestHandler], None], protocol_version: str = "HTTP/1.0") -> ThreadingHTTPServer:
+    """A threaded HTTP server on 127.0.0.1 (a free port) passing every POST to ``handle``,
+    serving in a daemon thread; stop it with ``shutdown()`` and ``server_close()``."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:  # noqa: N802
+            handle(self)
+
+    Handler.protocol_version = protocol_version
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 class FakeModelArk:
     """The fake on ``http://127.0.0.1:<port>/api/v3`` (:attr:`base_url`)."""
 
@@ -61,21 +80,9 @@ class FakeModelArk:
         self.release = threading.Event()
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:  # noqa: N802
-                fake._handle(self)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = serve(self._handle)
         self.port = self.server.server_address[1]
         self.base_url = f"http://127.0.0.1:{self.port}/api/v3"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self._thread.start()
 
     def close(self) -> None:
         self.release.set()
